@@ -1,0 +1,76 @@
+"""Stage `ingest`: materialise the dataset as `data/raw/<class>/<image>`.
+
+The default source is scikit-learn's bundled handwritten digits (real 8x8 scans, no download);
+`ingest.source` may instead name a folder with one subfolder of images per class.
+"""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from pipeline.files import staged_dir
+from pipeline.images import list_images
+from pipeline.params import load_params
+from pipeline.paths import RAW_DIR, ROOT
+
+DIGITS_SOURCE = "digits"
+DIGITS_MAX_VALUE = 16  # the scans store ink as 0..16
+
+
+def digits_images() -> tuple[np.ndarray, np.ndarray]:
+    """The bundled digits as uint8 grayscale images (N, 8, 8) and their integer labels."""
+    digits = load_digits()
+    pixels = np.rint(digits.images * (255 / DIGITS_MAX_VALUE)).astype(np.uint8)
+    return pixels, digits.target
+
+
+def write_digits(target: Path) -> int:
+    """Write every digit scan as `target/<digit>/<index>.png`; return how many."""
+    pixels, labels = digits_images()
+    for index, (image, label) in enumerate(zip(pixels, labels, strict=True)):
+        folder = target / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{index:04d}.png")
+    return len(labels)
+
+
+def resolve_source(source: str) -> Path:
+    """A user folder given relative to the project root or absolute."""
+    path = Path(source).expanduser()
+    path = path if path.is_absolute() else ROOT / path
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"ingest.source = {source!r}: folder {path} does not exist "
+            f"(use {DIGITS_SOURCE!r} or a folder with one subfolder of images per class)"
+        )
+    return path
+
+
+def copy_folder(source: Path, target: Path) -> int:
+    """Copy every class-folder file of `source` (hidden files and OS debris left out)."""
+    listing = list_images(source)
+    if listing.empty:
+        raise ValueError(f"ingest.source: {source} holds no class folder with files in it")
+    for relative in listing["path"]:
+        destination = target / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / relative, destination)
+    return len(listing)
+
+
+def main() -> None:
+    params = load_params().ingest
+    with staged_dir(RAW_DIR) as staging:
+        if params.source == DIGITS_SOURCE:
+            count = write_digits(staging)
+        else:
+            count = copy_folder(resolve_source(params.source), staging)
+    classes = sorted(p.name for p in RAW_DIR.iterdir() if p.is_dir())
+    print(f"ingest: {count} images in {len(classes)} classes -> {RAW_DIR.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Typed, validated view of `params.yaml`.
+
+The file is parsed once, before any work: an unknown key, a wrong type or an out-of-range value
+stops the stage with a message naming the key, instead of failing halfway through training.
+"""
+
+from pathlib import Path
+from typing import Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.paths import PARAMS_FILE
+
+
+class ParamsError(ValueError):
+    """`params.yaml` is missing, unreadable or holds a bad value."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaseParams(_Section):
+    seed: int = Field(ge=0)
+    image_size: int = Field(ge=8, le=1024)
+    channels: Literal[1, 3]
+
+
+class IngestParams(_Section):
+    source: str = Field(min_length=1)
+
+
+class SplitParams(_Section):
+    validation: float = Field(gt=0, lt=1)
+    test: float = Field(gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _leaves_training_data(self) -> Self:
+        if self.validation + self.test >= 1:
+            raise ValueError(
+                f"validation + test = {self.validation + self.test:g} must stay below 1 "
+                "so that some images are left for training"
+            )
+        return self
+
+    @property
+    def fractions(self) -> dict[str, float]:
+        return {
+            "train": 1 - self.validation - self.test,
+            "validation": self.validation,
+            "test": self.test,
+        }
+
+
+class ValidateParams(_Section):
+    min_images_per_split: int = Field(ge=1)
+    fraction_tolerance: float = Field(gt=0, lt=1)
+
+
+class OptimizerParams(_Section):
+    learning_rate: float = Field(gt=0)
+    decay_rate: float = Field(ge=0)
+    decay_steps: int = Field(ge=1)
+
+
+class ModelParams(_Section):
+    filters: list[int] = Field(min_length=1)
+    convs_per_block: int = Field(ge=1)
+    kernel_size: int = Field(ge=1)
+    padding: Literal["valid", "same"]
+    pool_size: int = Field(ge=1)
+    dense_units: list[int]
+
+    @model_validator(mode="after")
+    def _positive_widths(self) -> Self:
+        for name in ("filters", "dense_units"):
+            if any(width < 1 for width in getattr(self, name)):
+                raise ValueError(f"every entry of {name} must be at least 1")
+        return self
+
+    def output_size(self, image_size: int) -> int:
+        """Height (= width) of the last feature map for a square input, 0 if it vanishes."""
+        size = image_size
+        for _ in self.filters:
+            if self.padding == "valid":
+                size -= self.convs_per_block * (self.kernel_size - 1)
+            size //= self.pool_size
+            if size < 1:
+                return 0
+        return size
+
+
+class EarlyStoppingParams(_Section):
+    monitor: Literal["val_loss", "val_accuracy"]
+    patience: int = Field(ge=1)
+    restore_best_weights: bool
+
+
+class TrainParams(_Section):
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    optimizer: OptimizerParams
+    model: ModelParams
+    early_stopping: EarlyStoppingParams
+
+
+class EvaluateParams(_Section):
+    batch_size: int = Field(ge=1)
+
+
+class Params(_Section):
+    base: BaseParams
+    ingest: IngestParams
+    split: SplitParams
+    validate_: ValidateParams = Field(alias="validate")
+    train: TrainParams
+    evaluate: EvaluateParams
+
+    @model_validator(mode="after")
+    def _image_fits_architecture(self) -> Self:
+        if self.train.model.output_size(self.base.image_size) < 1:
+            raise ValueError(
+                f"base.image_size = {self.base.image_size} is too small for train.model: "
+                f"{len(self.train.model.filters)} blocks of {self.train.model.convs_per_block} "
+                f"{self.train.model.padding} {self.train.model.kernel_size}x"
+                f"{self.train.model.kernel_size} convolutions and {self.train.model.pool_size}x"
+                f"{self.train.model.pool_size} pooling shrink it to nothing"
+            )
+        return self
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {key}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def parse_params(raw: object, source: str = "params.yaml") -> Params:
+    """Validate a parsed params mapping; raise ParamsError naming every bad key."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ParamsError(f"{source} has bad values:\n{_describe(error)}") from None
+
+
+def load_params(path: Path = PARAMS_FILE) -> Params:
+    """Read and validate `params.yaml`."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found") from None
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML: {error}") from None
+    return parse_params(raw, source=str(path))
+
+
+def load_raw_params(path: Path = PARAMS_FILE) -> dict:
+    """The params file as plain data, for logging it whole."""
+    return yaml.safe_load(path.read_text(encoding="utf-8"))

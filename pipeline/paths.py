@@ -1,0 +1,40 @@
+"""Every path the pipeline reads or writes, anchored at the project root.
+
+Stages talk to each other only through these files, and `dvc.yaml` declares the same paths.
+"""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PARAMS_FILE = ROOT / "params.yaml"
+
+DATA_DIR = ROOT / "data"
+RAW_DIR = DATA_DIR / "raw"
+SPLIT_DIR = DATA_DIR / "split"
+SPLIT_MANIFEST = SPLIT_DIR / "manifest.csv"
+LABELS_FILE = SPLIT_DIR / "labels.json"
+
+MODELS_DIR = ROOT / "models"
+MODEL_FILE = MODELS_DIR / "model.keras"
+RUN_FILE = MODELS_DIR / "mlflow_run.json"
+
+REPORTS_DIR = ROOT / "reports"
+VALIDATE_DIR = REPORTS_DIR / "validate"
+VALIDATION_FILE = VALIDATE_DIR / "validation.json"
+TRAIN_REPORTS_DIR = REPORTS_DIR / "train"
+HISTORY_FILE = TRAIN_REPORTS_DIR / "history.csv"
+EVALUATE_DIR = REPORTS_DIR / "evaluate"
+METRICS_FILE = EVALUATE_DIR / "metrics.json"
+PREDICTIONS_FILE = EVALUATE_DIR / "predictions.csv"
+CONFUSION_CSV = EVALUATE_DIR / "confusion_matrix.csv"
+CONFUSION_PNG = EVALUATE_DIR / "confusion_matrix.png"
+ABUNDANCE_CSV = EVALUATE_DIR / "class_abundance.csv"
+ABUNDANCE_PNG = EVALUATE_DIR / "class_abundance.png"
+PER_CLASS_CSV = EVALUATE_DIR / "per_class_metrics.csv"
+
+# The embedded MLflow store: SQLite for runs, a folder beside it for artifacts.
+MLFLOW_DB = ROOT / "mlflow.db"
+MLFLOW_ARTIFACTS = ROOT / "mlartifacts"
+
+SPLITS = ("train", "validation", "test")

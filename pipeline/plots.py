@@ -1,0 +1,71 @@
+"""Figures drawn from report tables. Each function returns a Figure; callers save it."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display on servers and CI
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from pipeline.files import staged_file
+
+
+def history_figure(history: pd.DataFrame) -> Figure:
+    """Loss and accuracy per epoch, training against validation."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        ax.plot(history["epoch"], history[metric], marker="o", label="train")
+        ax.plot(history["epoch"], history[f"val_{metric}"], marker="o", label="validation")
+        ax.set(xlabel="epoch", ylabel=metric, title=metric.capitalize())
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return fig
+
+
+def confusion_figure(matrix: np.ndarray, class_names: list[str]) -> Figure:
+    """Counts, coloured by the share of each true class, with class names on both axes.
+
+    The figure grows with the class count and cell labels shrink, so 50 classes stay legible.
+    """
+    n = len(class_names)
+    side = max(5.0, 0.45 * n + 2.5)
+    fig, ax = plt.subplots(figsize=(side, side), layout="constrained")
+    totals = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, totals, out=np.zeros(matrix.shape, float), where=totals > 0)
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class")
+    ax.set_xticks(range(n), class_names, rotation=90 if n > 10 else 0)
+    ax.set_yticks(range(n), class_names)
+    ax.set(xlabel="predicted class", ylabel="true class", title="Confusion matrix (test split)")
+    fontsize = 10 if n <= 15 else max(5, 10 - n // 10)
+    for (row, col), count in np.ndenumerate(matrix):
+        if count:
+            colour = "white" if shares[row, col] > 0.5 else "black"
+            ax.text(col, row, str(count), ha="center", va="center", color=colour, fontsize=fontsize)
+    return fig
+
+
+def abundance_figure(abundance: pd.DataFrame) -> Figure:
+    """Observed against predicted share of each class, as grouped bars."""
+    n = len(abundance)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * n + 2), 4.5), layout="constrained")
+    positions = np.arange(n)
+    width = 0.4
+    ax.bar(positions - width / 2, abundance["observed_share"], width, label="observed (true)")
+    ax.bar(positions + width / 2, abundance["predicted_share"], width, label="predicted")
+    ax.set_xticks(positions, abundance["class"], rotation=90 if n > 10 else 0)
+    ax.set(xlabel="class", ylabel="share of test images", title="Class abundance (test split)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    """Write the figure atomically, in the format its suffix names, and free its memory."""
+    with staged_file(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)

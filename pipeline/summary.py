@@ -1,0 +1,33 @@
+"""Print the headline result of the last pipeline run and where its reports are (`make run`)."""
+
+import sys
+
+from pipeline.files import read_json
+from pipeline.paths import EVALUATE_DIR, METRICS_FILE, MODEL_FILE, ROOT, RUN_FILE, TRAIN_REPORTS_DIR
+
+
+def summary() -> str:
+    if not METRICS_FILE.exists():
+        raise FileNotFoundError(
+            f"{METRICS_FILE.relative_to(ROOT)} is missing: run `dvc repro` first"
+        )
+    metrics = read_json(METRICS_FILE)
+    run_id = read_json(RUN_FILE)["run_id"] if RUN_FILE.exists() else "unknown"
+    return "\n".join(
+        [
+            f"Test accuracy: {metrics['accuracy']:.4f}  (macro F1 {metrics['macro_f1']:.4f}, "
+            f"{metrics['n_images']} test images)",
+            f"Model:           {MODEL_FILE.relative_to(ROOT)}",
+            f"Training curves: {TRAIN_REPORTS_DIR.relative_to(ROOT)}/history.csv  (dvc plots show)",
+            f"Reports:         {EVALUATE_DIR.relative_to(ROOT)}/  (confusion matrix, class "
+            "abundance, per-class metrics, predictions)",
+            f"MLflow run:      {run_id}  (make ui)",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    try:
+        print(summary())
+    except FileNotFoundError as error:
+        sys.exit(str(error))
