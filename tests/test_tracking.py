@@ -1,0 +1,52 @@
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline import tracking
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> str:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setattr(tracking, "MLFLOW_ARTIFACTS", tmp_path / "artifacts")
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+def test_flatten_params_gives_dotted_keys_and_whole_lists():
+    flat = tracking.flatten_params({"train": {"epochs": 3, "model": {"filters": [1, 2]}}})
+    assert flat == {"train.epochs": "3", "train.model.filters": "[1, 2]"}
+
+
+def test_runs_end_finished(store):
+    experiment = tracking.configure()
+    with tracking.tracked_run(experiment) as run:
+        mlflow.log_metric("x", 1)
+    assert MlflowClient(store).get_run(run.info.run_id).info.status == "FINISHED"
+
+
+def test_a_crash_marks_the_run_failed(store):
+    experiment = tracking.configure()
+    with pytest.raises(RuntimeError), tracking.tracked_run(experiment) as run:
+        raise RuntimeError("boom")
+    assert MlflowClient(store).get_run(run.info.run_id).info.status == "FAILED"
+
+
+def test_ctrl_c_marks_the_run_killed(store):
+    experiment = tracking.configure()
+    with pytest.raises(KeyboardInterrupt), tracking.tracked_run(experiment) as run:
+        raise KeyboardInterrupt
+    assert MlflowClient(store).get_run(run.info.run_id).info.status == "KILLED"
+
+
+def test_experiment_artifacts_go_beside_the_store(store, tmp_path):
+    experiment = tracking.configure()
+    location = MlflowClient(store).get_experiment(experiment).artifact_location
+    assert location == (tmp_path / "artifacts").as_uri()
+
+
+def test_missing_run_file_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run the train stage first"):
+        tracking.read_run_id(tmp_path / "mlflow_run.json")

@@ -1,0 +1,62 @@
+import pandas as pd
+import pytest
+
+from pipeline.split import build_manifest
+from pipeline.validate import expectation_tables, run_suites
+
+FRACTIONS = {"train": 0.6, "validation": 0.2, "test": 0.2}
+
+
+@pytest.fixture
+def manifest(image_tree) -> pd.DataFrame:
+    return build_manifest(image_tree, 0.2, 0.2, seed=0)
+
+
+def _failures(
+    manifest: pd.DataFrame, classes: list[str], fractions: dict = FRACTIONS, **kwargs
+) -> list[dict]:
+    options = {"min_images": 1, "tolerance": 0.05} | kwargs
+    outcomes = run_suites(expectation_tables(manifest, classes, fractions, **options))
+    return [o for o in outcomes if not o["success"]]
+
+
+def test_a_clean_split_meets_every_expectation(manifest):
+    assert _failures(manifest, ["cat", "dog", "owl"]) == []
+
+
+def test_class_missing_from_a_split_fails(manifest):
+    dropped = manifest[~((manifest["label"] == "owl") & (manifest["split"] == "test"))]
+    failures = _failures(dropped, ["cat", "dog", "owl"], tolerance=0.5)
+    assert [(f["table"], f["unexpected_count"]) for f in failures] == [("class_split_counts", 1)]
+
+
+def test_same_content_in_two_splits_fails(manifest):
+    leaked = manifest.copy()
+    train_row = leaked.index[leaked["split"] == "train"][0]
+    test_row = leaked.index[leaked["split"] == "test"][0]
+    leaked.loc[test_row, "sha256"] = leaked.loc[train_row, "sha256"]
+    failures = _failures(leaked, ["cat", "dog", "owl"])
+    assert [(f["table"], f["unexpected_count"]) for f in failures] == [("content_leakage", 1)]
+
+
+def test_file_in_two_splits_fails(manifest):
+    duplicated = pd.concat([manifest, manifest.iloc[[0]].assign(split="test")])
+    failures = {
+        f["table"] + ":" + f["expectation"] for f in _failures(duplicated, ["cat", "dog", "owl"])
+    }
+    assert "manifest:expect_column_values_to_be_unique" in failures
+    assert "content_leakage:expect_column_values_to_be_between" in failures
+
+
+def test_fractions_outside_tolerance_fail(manifest):
+    configured = {"train": 0.8, "validation": 0.1, "test": 0.1}  # the split used 0.6/0.2/0.2
+    failures = _failures(manifest, ["cat", "dog", "owl"], fractions=configured)
+    assert [(f["table"], f["unexpected_count"]) for f in failures] == [("split_fractions", 3)]
+
+
+def test_labels_file_must_match_the_manifest(manifest):
+    failures = _failures(manifest, ["cat", "dog", "owl", "yak"])
+    assert {f["expectation"] for f in failures} == {
+        "expect_column_distinct_values_to_equal_set",
+        "expect_column_values_to_be_between",  # yak has no images in any split
+    }
