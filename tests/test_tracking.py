@@ -1,8 +1,14 @@
+import os
+import signal
+import subprocess
+import sys
+
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
+from pipeline.paths import ROOT
 
 
 @pytest.fixture
@@ -50,3 +56,22 @@ def test_experiment_artifacts_go_beside_the_store(store, tmp_path):
 def test_missing_run_file_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the train stage first"):
         tracking.read_run_id(tmp_path / "mlflow_run.json")
+
+
+def test_sigterm_marks_the_run_killed(store, tmp_path):
+    """A run killed by SIGTERM (a scheduler, `kill`, a CI timeout) never stays RUNNING."""
+    script = (
+        "import sys, time\n"
+        "from pipeline import tracking\n"
+        "with tracking.tracked_run(tracking.configure()) as run:\n"
+        "    print(run.info.run_id, flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )
+    run_id = process.stdout.readline().strip()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) != 0
+    assert MlflowClient(store).get_run(run_id).info.status == "KILLED"

@@ -1,6 +1,12 @@
+import json
+
 import pandas as pd
 import pytest
+import yaml
 
+from pipeline import validate
+from pipeline.files import write_json
+from pipeline.params import load_params
 from pipeline.split import build_manifest
 from pipeline.validate import expectation_tables, run_suites
 
@@ -60,3 +66,25 @@ def test_labels_file_must_match_the_manifest(manifest):
         "expect_column_distinct_values_to_equal_set",
         "expect_column_values_to_be_between",  # yak has no images in any split
     }
+
+
+def test_a_failed_expectation_stops_the_stage(manifest, tmp_path, monkeypatch, raw_params):
+    broken = manifest[~((manifest["label"] == "owl") & (manifest["split"] == "test"))]
+    broken.to_csv(tmp_path / "manifest.csv", index=False)
+    write_json(tmp_path / "labels.json", {"classes": ["cat", "dog", "owl"]})
+    raw_params["validate"]["fraction_tolerance"] = 0.5
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params))
+    monkeypatch.setattr(validate, "load_params", lambda: load_params(tmp_path / "params.yaml"))
+    monkeypatch.setattr(validate, "SPLIT_MANIFEST", tmp_path / "manifest.csv")
+    monkeypatch.setattr(validate, "LABELS_FILE", tmp_path / "labels.json")
+    monkeypatch.setattr(validate, "VALIDATION_FILE", tmp_path / "reports" / "validation.json")
+    monkeypatch.setattr(validate, "ROOT", tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        validate.main()
+    assert str(stop.value).startswith(
+        "validate: 1 of 13 expectations failed (details in reports/validation.json):\n"
+        "  class_split_counts: expect_column_values_to_be_between {'column': 'count', "
+        "'min_value': 1"
+    )
+    report = json.loads((tmp_path / "reports" / "validation.json").read_text())
+    assert report["success"] is False and report["failed"] == 1
