@@ -18,8 +18,8 @@ from sklearn.metrics import (
 )
 
 from pipeline import tracking
-from pipeline.dataset import image_dataset, read_classes, read_split
-from pipeline.files import staged_file, write_json
+from pipeline.dataset import image_dataset, label_indices, read_classes, read_split
+from pipeline.files import write_csv, write_json
 from pipeline.params import load_params, load_raw_params
 from pipeline.paths import (
     ABUNDANCE_CSV,
@@ -98,11 +98,6 @@ def abundance_table(true: np.ndarray, predicted: np.ndarray, classes: list[str])
     )
 
 
-def write_csv(table: pd.DataFrame, path, **kwargs) -> None:
-    with staged_file(path) as tmp:
-        table.to_csv(tmp, index=False, **kwargs)
-
-
 def main() -> None:
     params = load_params()
     base = params.base
@@ -111,7 +106,7 @@ def main() -> None:
     data = image_dataset(rows, classes, base.image_size, base.channels, params.evaluate.batch_size)
     model = keras.saving.load_model(MODEL_FILE, safe_mode=True)
     probabilities = model.predict(data, verbose=0)
-    true = np.array([classes.index(label) for label in rows["label"]])
+    true = np.array(label_indices(rows["label"], classes))
     predicted = probabilities.argmax(axis=1)
 
     predictions = predictions_table(rows["path"], true, probabilities, classes)
@@ -120,10 +115,8 @@ def main() -> None:
     abundance = abundance_table(true, predicted, classes)
     metrics = summary_metrics(true, probabilities, len(classes))
 
-    EVALUATE_DIR.mkdir(parents=True, exist_ok=True)
     write_csv(predictions, PREDICTIONS_FILE, float_format="%.6f")
-    with staged_file(CONFUSION_CSV) as tmp:
-        confusion.to_csv(tmp)
+    write_csv(confusion, CONFUSION_CSV, index=True)
     write_csv(abundance, ABUNDANCE_CSV, float_format="%.6f")
     write_csv(per_class_table(true, predicted, classes), PER_CLASS_CSV, float_format="%.6f")
     save_figure(confusion_figure(matrix, classes), CONFUSION_PNG)

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pandas as pd
+
 # Temporary files and folders are private (0600/0700); what we publish gets the usual modes.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -61,6 +63,12 @@ def write_json(path: Path, data: object) -> None:
     """Write pretty, key-sorted JSON atomically (stable bytes, so DVC sees no spurious change)."""
     with staged_file(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def write_csv(table: pd.DataFrame, path: Path, **to_csv: object) -> None:
+    """Write a table as CSV atomically, without the pandas index unless asked for."""
+    with staged_file(path) as tmp:
+        table.to_csv(tmp, **({"index": False} | to_csv))
 
 
 def read_json(path: Path) -> object:

@@ -13,7 +13,7 @@ from mlflow.models import infer_signature
 
 from pipeline import tracking
 from pipeline.dataset import image_dataset, read_classes, read_split
-from pipeline.files import staged_file, write_json
+from pipeline.files import staged_file, write_csv, write_json
 from pipeline.model import build_model
 from pipeline.params import EarlyStoppingParams, OptimizerParams, load_params, load_raw_params
 from pipeline.paths import (
@@ -93,8 +93,8 @@ def log_keras_model(model: keras.Model, sample: np.ndarray) -> None:
 def main() -> None:
     params = load_params()
     base, cfg = params.base, params.train
+    device = configure_devices()  # before anything touches a GPU
     keras.utils.set_random_seed(base.seed)
-    device = configure_devices()
 
     classes = read_classes()
     shape = (base.image_size, base.image_size, base.channels)
@@ -141,8 +141,7 @@ def main() -> None:
         kept = stopper.best_epoch if cfg.early_stopping.restore_best_weights else len(table) - 1
         best = table.iloc[kept]
         mlflow.log_metrics({"best_epoch": int(best["epoch"]), "epochs_run": len(table)})
-        with staged_file(HISTORY_FILE) as tmp:
-            table.to_csv(tmp, index=False)
+        write_csv(table, HISTORY_FILE)
         with staged_file(MODEL_FILE) as tmp:
             model.save(tmp)
         sample = next(iter(validation_data.take(1)))[0].numpy()[:2]
