@@ -35,6 +35,7 @@ $(VENV)/.installed: $(UV) pyproject.toml uv.lock
 
 setup: $(VENV)/.installed ## Create .venv and install the locked dependencies (GPU: EXTRAS=cuda)
 	@test -d .dvc || $(BIN)/dvc init $$(git rev-parse --git-dir >/dev/null 2>&1 || echo --no-scm)
+	@$(BIN)/python -m pipeline.web_assets
 
 run: setup ## Run the whole pipeline (dvc repro) and print the test accuracy
 	$(BIN)/dvc repro

@@ -37,4 +37,8 @@ PER_CLASS_CSV = EVALUATE_DIR / "per_class_metrics.csv"
 MLFLOW_DB = ROOT / "mlflow.db"
 MLFLOW_ARTIFACTS = ROOT / "mlartifacts"
 
+# Front-end libraries for HTML reports that must render offline, fetched at set-up time.
+WEB_ASSETS_DIR = ROOT / ".tools" / "web"
+DVC_PLOTS_TEMPLATE = WEB_ASSETS_DIR / "dvc-plots.html"
+
 SPLITS = ("train", "validation", "test")

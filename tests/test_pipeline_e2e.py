@@ -13,7 +13,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
-from pipeline.paths import ROOT
+from pipeline.paths import DVC_PLOTS_TEMPLATE, ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -102,6 +102,17 @@ def test_dvc_plots_render(project):
     page = (root / "plots/index.html").read_text()
     for title in ("Loss per epoch", "Accuracy per epoch", "Confusion matrix (test)"):
         assert title in page
+
+
+def test_dvc_plots_render_offline_with_the_setup_template(project):
+    if not DVC_PLOTS_TEMPLATE.exists():
+        pytest.skip("no offline template: `make setup` needs npm to build it")
+    root, env = project
+    template = str(DVC_PLOTS_TEMPLATE)
+    _run(["dvc", "plots", "show", "-o", "offline", "--html-template", template], root, env)
+    page = (root / "offline/index.html").read_text()
+    assert "vegaEmbed('#Loss_per_epoch'" in page
+    assert "https://cdn" not in page
 
 
 def test_one_mlflow_run_holds_params_metrics_and_artifacts(project):
