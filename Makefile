@@ -20,7 +20,7 @@ export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
-.PHONY: help setup run test test-fast lint ui dag clean distclean
+.PHONY: help setup run test test-fast bench lint ui dag clean distclean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,9 +48,12 @@ test: setup ## Run the test suite (the end-to-end test runs the real dvc repro)
 test-fast: setup ## Run the tests that take seconds (skips those marked slow)
 	$(BIN)/pytest -m "not slow"
 
+bench: setup ## Benchmark the split stage against split-folders on 20,000+ images
+	$(BIN)/python -m benchmarks.split_benchmark
+
 lint: setup ## Check code style with ruff
-	$(BIN)/ruff check pipeline tests
-	$(BIN)/ruff format --check pipeline tests
+	$(BIN)/ruff check pipeline tests benchmarks
+	$(BIN)/ruff format --check pipeline tests benchmarks
 
 ui: setup ## Open the MLflow UI on the project's runs at http://127.0.0.1:5000 (PORT=...)
 	$(BIN)/mlflow ui --backend-store-uri "$(TRACKING_URI)" --host 127.0.0.1 --port $(PORT)
@@ -64,4 +67,4 @@ clean: ## Remove pipeline outputs and caches (keeps .venv and the MLflow runs)
 	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +
 
 distclean: clean ## Also remove the environments and the MLflow store (mlflow.db, mlartifacts)
-	rm -rf $(VENV) $(TOOLS) mlflow.db mlartifacts
+	rm -rf $(VENV) $(TOOLS) .bench mlflow.db mlartifacts

@@ -10,6 +10,7 @@ import pandas as pd
 import tensorflow as tf
 
 from pipeline.files import read_json
+from pipeline.manifest import read_manifest
 from pipeline.paths import LABELS_FILE, SPLIT_DIR, SPLIT_MANIFEST
 
 
@@ -19,7 +20,7 @@ def read_classes(path: Path = LABELS_FILE) -> list[str]:
 
 def read_split(split: str, manifest_path: Path = SPLIT_MANIFEST) -> pd.DataFrame:
     """Manifest rows of one split, in manifest order."""
-    manifest = pd.read_csv(manifest_path, dtype=str, keep_default_na=False)
+    manifest = read_manifest(manifest_path)
     return manifest[manifest["split"] == split].reset_index(drop=True)
 
 

@@ -50,15 +50,22 @@ def resolve_source(source: str) -> Path:
 
 
 def copy_folder(source: Path, target: Path) -> int:
-    """Copy every class-folder file of `source` (hidden files and OS debris left out)."""
+    """Copy every class-folder file of `source` (hidden files and OS debris left out); count them.
+
+    Links out of the folder and unsafe names are not copied: they are listed on the console.
+    """
     listing = list_images(source)
     if listing.empty:
         raise ValueError(f"ingest.source: {source} holds no class folder with files in it")
-    for relative in listing["path"]:
+    skipped = listing[listing["problem"].notna()]
+    for row in skipped.itertuples():
+        print(f"ingest: not copied: {row.path}: {row.problem}")
+    copied = listing.loc[listing["problem"].isna(), "path"]
+    for relative in copied:
         destination = target / relative
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source / relative, destination)
-    return len(listing)
+    return len(copied)
 
 
 def main() -> None:

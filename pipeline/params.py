@@ -5,7 +5,7 @@ stops the stage with a message naming the key, instead of failing halfway throug
 """
 
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -34,6 +34,14 @@ class IngestParams(_Section):
 class SplitParams(_Section):
     validation: float = Field(gt=0, lt=1)
     test: float = Field(gt=0, lt=1)
+    small_classes: Literal["error", "train_only", "drop"]
+    conflicting_labels: Literal["exclude", "error"]
+    max_rejected_fraction: float = Field(ge=0, le=1)
+    background: tuple[
+        Annotated[int, Field(ge=0, le=255)],
+        Annotated[int, Field(ge=0, le=255)],
+        Annotated[int, Field(ge=0, le=255)],
+    ]
 
     @model_validator(mode="after")
     def _leaves_training_data(self) -> Self:

@@ -59,3 +59,12 @@ def image_tree(tmp_path: Path) -> Path:
         for i in range(10):
             write_png(root / name / f"{i}.png", value=100 * c + i)
     return root
+
+
+def split_table(root: Path, seed: int = 0, **changes: object):
+    """The split stage's table for `root` (20% validation, 20% test unless changed)."""
+    from pipeline.params import load_params
+    from pipeline.split import build_split
+
+    cfg = load_params().split.model_copy(update={"validation": 0.2, "test": 0.2, **changes})
+    return build_split(root, cfg, seed=seed, channels=3, previous={})

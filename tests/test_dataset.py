@@ -5,7 +5,7 @@ from PIL import Image
 
 from pipeline.dataset import image_dataset, label_indices
 from pipeline.files import link_or_copy
-from pipeline.split import build_manifest
+from tests.conftest import split_table
 
 
 def test_unknown_class_is_an_error():
@@ -14,7 +14,7 @@ def test_unknown_class_is_an_error():
 
 
 def test_dataset_keeps_manifest_order_and_labels(image_tree, tmp_path):
-    manifest = build_manifest(image_tree, 0.2, 0.2, seed=0)
+    manifest = split_table(image_tree)
     for row in manifest.itertuples():  # the split folder layout, as the split stage makes it
         link_or_copy(image_tree / row.raw_path, tmp_path / "split" / row.path)
     classes = ["cat", "dog", "owl"]

@@ -40,3 +40,12 @@ def test_missing_source_folder_is_named(tmp_path):
     missing = tmp_path / "nowhere"
     with pytest.raises(FileNotFoundError, match=f"ingest.source = '{missing}': folder {missing}"):
         resolve_source(str(missing))
+
+
+def test_copy_folder_does_not_follow_links_out_of_the_source(image_tree, tmp_path, capsys):
+    secret = write_png(tmp_path / "private" / "secret.png", 77)
+    (image_tree / "cat" / "link.png").symlink_to(secret)
+    target = tmp_path / "raw"
+    assert copy_folder(image_tree, target) == 30
+    assert not (target / "cat" / "link.png").exists()
+    assert "not copied: cat/link.png: symbolic link pointing outside" in capsys.readouterr().out

@@ -4,18 +4,19 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipeline import manifest as mf
 from pipeline import validate
 from pipeline.files import write_json
 from pipeline.params import load_params
-from pipeline.split import build_manifest
 from pipeline.validate import expectation_tables, run_suites
+from tests.conftest import split_table
 
 FRACTIONS = {"train": 0.6, "validation": 0.2, "test": 0.2}
 
 
 @pytest.fixture
 def manifest(image_tree) -> pd.DataFrame:
-    return build_manifest(image_tree, 0.2, 0.2, seed=0)
+    return mf.in_splits(split_table(image_tree).reindex(columns=mf.COLUMNS))
 
 
 def _failures(
