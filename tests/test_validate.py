@@ -9,7 +9,7 @@ from pipeline import validate
 from pipeline.files import write_json
 from pipeline.params import load_params
 from pipeline.validate import expectation_tables, run_suites
-from tests.conftest import split_table
+from tests.conftest import split_table, write_png
 
 FRACTIONS = {"train": 0.6, "validation": 0.2, "test": 0.2}
 
@@ -89,3 +89,9 @@ def test_a_failed_expectation_stops_the_stage(manifest, tmp_path, monkeypatch, r
     )
     report = json.loads((tmp_path / "reports" / "validation.json").read_text())
     assert report["success"] is False and report["failed"] == 1
+
+
+def test_a_train_only_class_is_expected_in_train_only(image_tree):
+    write_png(image_tree / "tiny" / "a.png", 901)
+    manifest = split_table(image_tree, small_classes="train_only").reindex(columns=mf.COLUMNS)
+    assert _failures(mf.in_splits(manifest), ["cat", "dog", "owl", "tiny"], tolerance=0.1) == []
