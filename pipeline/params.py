@@ -64,6 +64,21 @@ class SplitParams(_Section):
 class ValidateParams(_Section):
     min_images_per_split: int = Field(ge=1)
     fraction_tolerance: float = Field(gt=0, lt=1)
+    class_fraction_tolerance: float = Field(gt=0, lt=1)
+    near_duplicate_distance: int = Field(ge=0, le=64)
+    max_near_duplicate_share: float = Field(ge=0, le=1)
+    max_class_imbalance: float = Field(ge=1)
+    min_image_size: int = Field(ge=1)
+    max_image_size: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _size_bounds_in_order(self) -> Self:
+        if self.min_image_size > self.max_image_size:
+            raise ValueError(
+                f"min_image_size = {self.min_image_size} is above "
+                f"max_image_size = {self.max_image_size}"
+            )
+        return self
 
 
 class OptimizerParams(_Section):

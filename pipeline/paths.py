@@ -3,6 +3,7 @@
 Stages talk to each other only through these files, and `dvc.yaml` declares the same paths.
 """
 
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,6 +23,8 @@ RUN_FILE = MODELS_DIR / "mlflow_run.json"
 REPORTS_DIR = ROOT / "reports"
 VALIDATE_DIR = REPORTS_DIR / "validate"
 VALIDATION_FILE = VALIDATE_DIR / "validation.json"
+NEAR_DUPLICATES_FILE = VALIDATE_DIR / "near_duplicates.csv"
+DATA_DOCS_DIR = VALIDATE_DIR / "data_docs"
 TRAIN_REPORTS_DIR = REPORTS_DIR / "train"
 HISTORY_FILE = TRAIN_REPORTS_DIR / "history.csv"
 EVALUATE_DIR = REPORTS_DIR / "evaluate"
@@ -37,8 +40,16 @@ PER_CLASS_CSV = EVALUATE_DIR / "per_class_metrics.csv"
 MLFLOW_DB = ROOT / "mlflow.db"
 MLFLOW_ARTIFACTS = ROOT / "mlartifacts"
 
+
+def _tools_dir() -> Path:
+    """Set-up's tools: beside the virtual environment that runs us, so that temporary copies
+    of the project (`dvc exp run --temp`, queued experiments, tests) find them too."""
+    beside_environment = Path(sys.prefix).parent / ".tools"
+    return beside_environment if beside_environment.is_dir() else ROOT / ".tools"
+
+
 # Front-end libraries for HTML reports that must render offline, fetched at set-up time.
-WEB_ASSETS_DIR = ROOT / ".tools" / "web"
+WEB_ASSETS_DIR = _tools_dir() / "web"
 DVC_PLOTS_TEMPLATE = WEB_ASSETS_DIR / "dvc-plots.html"
 
 SPLITS = ("train", "validation", "test")

@@ -11,24 +11,21 @@ Images already in the model's colour model are hard-linked; the others are conve
 """
 
 import hashlib
-import os
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterable, Mapping
 from functools import partial
 from pathlib import Path
 
 import pandas as pd
 from PIL import Image
-from tqdm import tqdm
 
 from pipeline import manifest as mf
 from pipeline.files import link_or_copy, read_json, staged_dir, write_csv, write_json
 from pipeline.images import ImageFacts, inspect_image, list_images, needs_conversion, normalise
+from pipeline.parallel import parallel_map
 from pipeline.params import SplitParams, load_params
 from pipeline.paths import RAW_DIR, ROOT, SPLIT_DIR, SPLITS
 
 MIN_CLASS_SIZE = len(SPLITS)
-PARALLEL_FROM = 256  # below this many files, worker start-up costs more than it saves
 STATE_FILE = "split.json"
 MESSAGE_LINES = 50  # files listed in an error message before it says "and N more"
 
@@ -93,15 +90,6 @@ def split_assignments(
                 assignment[key] = name
                 counts[name] += 1
     return assignment
-
-
-def parallel_map(function: Callable, items: list, description: str) -> list:
-    """`map` over processes (one per core) with a progress bar; in-process for small inputs."""
-    bar = partial(tqdm, total=len(items), desc=description, unit="file", disable=None)
-    if len(items) < PARALLEL_FROM or (os.cpu_count() or 1) < 2:
-        return list(bar(map(function, items)))
-    with ProcessPoolExecutor() as pool:
-        return list(bar(pool.map(function, items, chunksize=64)))
 
 
 def _inspect(raw_dir: Path, relative: str) -> ImageFacts:

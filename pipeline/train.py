@@ -13,13 +13,15 @@ from mlflow.models import infer_signature
 
 from pipeline import tracking
 from pipeline.dataset import image_dataset, read_classes, read_split
-from pipeline.files import staged_file, write_csv, write_json
+from pipeline.files import read_json, staged_file, write_csv, write_json
 from pipeline.model import build_model
 from pipeline.params import EarlyStoppingParams, OptimizerParams, load_params, load_raw_params
 from pipeline.paths import (
+    DATA_DOCS_DIR,
     HISTORY_FILE,
     LABELS_FILE,
     MODEL_FILE,
+    NEAR_DUPLICATES_FILE,
     PARAMS_FILE,
     ROOT,
     RUN_FILE,
@@ -67,6 +69,18 @@ def history_table(history: keras.callbacks.History) -> pd.DataFrame:
     table = pd.DataFrame(history.history)
     table.insert(0, "epoch", [epoch + 1 for epoch in history.epoch])
     return table
+
+
+def log_validation(result: dict) -> None:
+    """Tie the model to the data check it passed: outcome and counts as tags."""
+    mlflow.set_tags(
+        {
+            "validation.status": "passed" if result["success"] else "failed",
+            "validation.expectations": str(result["evaluated"]),
+            "validation.failed": str(result["failed"]),
+            "validation.near_duplicates": str(result.get("near_duplicates", 0)),
+        }
+    )
 
 
 def model_summary(model: keras.Model) -> str:
@@ -127,6 +141,7 @@ def main() -> None:
                 **({"dvc_experiment": run_name} if run_name else {}),
             }
         )
+        log_validation(read_json(VALIDATION_FILE))
         mlflow.log_text(model_summary(model), "model_summary.txt")
         mlflow.log_metric("trainable_params", model.count_params())
         stopper = early_stopping(cfg.early_stopping)
@@ -146,8 +161,18 @@ def main() -> None:
             model.save(tmp)
         sample = next(iter(validation_data.take(1)))[0].numpy()[:2]
         log_keras_model(model, sample)
-        for artifact in (PARAMS_FILE, HISTORY_FILE, LABELS_FILE, SPLIT_MANIFEST, VALIDATION_FILE):
+        for artifact in (
+            PARAMS_FILE,
+            HISTORY_FILE,
+            LABELS_FILE,
+            SPLIT_MANIFEST,
+            VALIDATION_FILE,
+            NEAR_DUPLICATES_FILE,
+        ):
             mlflow.log_artifact(str(artifact), artifact_path=_artifact_folder(artifact))
+        # The Data Docs of the check this model's data passed (their timestamps change on every
+        # validation, so they are read here without being a DVC dependency of training).
+        mlflow.log_artifacts(str(DATA_DOCS_DIR), DATA_DOCS_DIR.relative_to(ROOT).as_posix())
         write_json(RUN_FILE, {"run_id": run.info.run_id, "experiment_id": experiment_id})
 
     print(

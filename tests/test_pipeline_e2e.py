@@ -13,7 +13,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
-from pipeline.paths import DVC_PLOTS_TEMPLATE, ROOT
+from pipeline.paths import DVC_PLOTS_TEMPLATE, ROOT, WEB_ASSETS_DIR
+from pipeline.web_assets import VEGA, external_loads
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +27,10 @@ EXPECTED_OUTPUTS = (
     "data/split/validation/9",
     "data/split/test/5",
     "reports/validate/validation.json",
+    "reports/validate/near_duplicates.csv",
+    "reports/validate/data_docs/index.html",
+    "data/split/summary.csv",
+    "data/split/rejected.csv",
     "models/model.keras",
     "models/mlflow_run.json",
     "reports/train/history.csv",
@@ -45,12 +50,11 @@ def _run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
     return result.stdout
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    """A git + DVC copy of the project with shrunk params, and the environment to run it in."""
-    from tests.conftest import SHRUNK, _merge
+def make_project(root: Path, overrides: dict) -> dict[str, str]:
+    """Copy the project into `root` with `overrides` merged into params.yaml, as a git + DVC
+    repository; return the environment to run it in."""
+    from tests.conftest import _merge
 
-    root = tmp_path_factory.mktemp("project")
     for name in PROJECT_FILES:
         source = ROOT / name
         if source.is_dir():
@@ -58,7 +62,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
         else:
             shutil.copy2(source, root / name)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    (root / "params.yaml").write_text(yaml.safe_dump(_merge(params, SHRUNK), sort_keys=False))
+    (root / "params.yaml").write_text(yaml.safe_dump(_merge(params, overrides), sort_keys=False))
 
     env = {
         **os.environ,
@@ -76,6 +80,16 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
     _run(["dvc", "config", "core.analytics", "false"], root, env)
     _run(["git", "add", "-A"], root, env)
     _run(["git", "commit", "-qm", "project"], root, env)
+    return env
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """The project with shrunk params, after a full `dvc repro`."""
+    from tests.conftest import SHRUNK
+
+    root = tmp_path_factory.mktemp("project")
+    env = make_project(root, SHRUNK)
     _run(["dvc", "repro"], root, env)
     return root, env
 
@@ -86,6 +100,19 @@ def test_repro_writes_every_declared_output(project):
     assert missing == []
     manifest = (root / "data/split/manifest.csv").read_text().splitlines()
     assert len(manifest) == 1 + 1797
+
+
+def test_data_docs_load_nothing_from_the_network(project):
+    if not (WEB_ASSETS_DIR / VEGA.folder / ".complete").exists():
+        pytest.skip("front-end packages not fetched: `make setup` needs npm")
+    root, _ = project
+    pages = list((root / "reports/validate/data_docs").rglob("*.html"))
+    assert len(pages) >= 20  # the index, ten suites, ten validation results
+    assert {
+        page.name: external_loads(page.read_text())
+        for page in pages
+        if external_loads(page.read_text())
+    } == {}
 
 
 def test_dvc_metrics_show_prints_test_accuracy(project):
@@ -143,6 +170,17 @@ def test_one_mlflow_run_holds_params_metrics_and_artifacts(project):
         "reports/evaluate/metrics.json",
     } <= artifacts
     assert "params.yaml" in {a.path for a in client.list_artifacts(run_id)}
+    # the model is tied to the data check it passed
+    assert run.data.tags["validation.status"] == "passed"
+    assert run.data.tags["validation.expectations"] == "23"
+    validate_artifacts = {a.path for a in client.list_artifacts(run_id, "reports/validate")}
+    assert {
+        "reports/validate/validation.json",
+        "reports/validate/data_docs",
+        "reports/validate/near_duplicates.csv",
+    } <= validate_artifacts
+    docs = {a.path for a in client.list_artifacts(run_id, "reports/validate/data_docs")}
+    assert "reports/validate/data_docs/index.html" in docs
 
     models = client.search_logged_models(
         [run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
@@ -170,3 +208,44 @@ def test_exp_run_with_a_changed_param_is_recorded(project):
     # the MLflow run is named after the DVC experiment, so both UIs tell the same story
     assert runs[0].info.run_name == "one-epoch"
     assert runs[0].data.tags["dvc_experiment"] == "one-epoch"
+
+
+def leaky_folder(root: Path) -> Path:
+    """Three classes of real digit scans, each saved twice: as PNG and as JPEG. The two copies
+    differ in bytes (so the split cannot see they are the same) but not to the eye."""
+    from PIL import Image
+
+    from pipeline.ingest import digits_images
+
+    pixels, labels = digits_images()
+    for digit in (0, 1, 2):
+        for index in [i for i, label in enumerate(labels) if label == digit][:20]:
+            image = Image.fromarray(pixels[index]).resize((32, 32)).convert("RGB")
+            folder = root / f"digit {digit}"
+            folder.mkdir(parents=True, exist_ok=True)
+            image.save(folder / f"{index}.png")
+            image.save(folder / f"{index}.jpg", quality=95)
+    return root
+
+
+def test_repro_stops_at_validate_on_leaked_near_duplicates(tmp_path):
+    from tests.conftest import SHRUNK
+
+    source = leaky_folder(tmp_path / "leaky")
+    root = tmp_path / "project"
+    root.mkdir()
+    env = make_project(root, {**SHRUNK, "ingest": {"source": str(source)}})
+    result = subprocess.run(
+        ["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True, timeout=900
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "failed to reproduce 'validate'" in output
+    assert "near_duplicates.distance: expect_column_values_to_be_between" in output
+    assert "nearest_train_path=train/digit " in output
+    assert "Running stage 'train'" not in output
+    assert not (root / "models" / "model.keras").exists()
+    report = json.loads((root / "reports/validate/validation.json").read_text())
+    assert report["success"] is False
+    assert report["near_duplicates"] > 0
+    assert (root / "reports/validate/data_docs/index.html").exists()
