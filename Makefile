@@ -48,7 +48,7 @@ test: setup ## Run the test suite (the end-to-end test runs the real dvc repro)
 test-fast: setup ## Run the tests that take seconds (skips those marked slow)
 	$(BIN)/pytest -m "not slow"
 
-bench: setup ## Benchmark the split stage against split-folders on 20,000+ images
+bench: setup ## Benchmark split (against split-folders) and validate on 21,564 images
 	$(BIN)/python -m benchmarks.split_benchmark
 
 lint: setup ## Check code style with ruff
