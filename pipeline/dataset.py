@@ -4,6 +4,7 @@ The manifest fixes the file order and the labels file fixes the class order, so 
 evaluation and every later report agree on which index means which class.
 """
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -34,10 +35,21 @@ def label_indices(labels: pd.Series, classes: list[str]) -> list[int]:
 
 
 def decode_image(path: tf.Tensor, image_size: int, channels: int) -> tf.Tensor:
-    """File to a float32 (size, size, channels) tensor with values in 0..255."""
+    """File to a uint8 (size, size, channels) tensor, resized as the model expects it."""
     image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
     image.set_shape([None, None, channels])
-    return tf.image.resize(image, [image_size, image_size])
+    resized = tf.image.resize(image, [image_size, image_size])
+    return tf.cast(tf.round(tf.clip_by_value(resized, 0, 255)), tf.uint8)
+
+
+def choose_cache(mode: str, images: int, image_size: int, channels: int) -> str:
+    """`auto`: keep decoded images in memory when they take under a quarter of the free memory,
+    else on disk. Other modes are returned as they are."""
+    if mode != "auto":
+        return mode
+    decoded = images * image_size * image_size * channels  # uint8
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return "memory" if decoded < free / 4 else "disk"
 
 
 def image_dataset(
@@ -48,8 +60,13 @@ def image_dataset(
     batch_size: int,
     shuffle_seed: int | None = None,
     root: Path = SPLIT_DIR,
+    cache: str | Path = "memory",
 ) -> tf.data.Dataset:
-    """Batches of (image, one-hot label); shuffled only when a seed is given."""
+    """Batches of (uint8 image, one-hot label) in `rows` order, decoded in parallel.
+
+    Shuffled (reproducibly) only when a seed is given. `cache`: "memory", "off", or a file
+    path prefix for an on-disk cache of the decoded images.
+    """
     paths = [str(root / p) for p in rows["path"]]
     labels = tf.one_hot(label_indices(rows["label"], classes), depth=len(classes))
     dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
@@ -57,7 +74,14 @@ def image_dataset(
         lambda path, label: (decode_image(path, image_size, channels), label),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
-    ).cache()
+    )
+    if cache == "memory":
+        dataset = dataset.cache()
+    elif cache != "off":
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+        for stale in Path(cache).parent.glob(f"{Path(cache).name}*.lockfile"):
+            stale.unlink()  # left by a run that was killed while writing
+        dataset = dataset.cache(str(cache))
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)

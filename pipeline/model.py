@@ -1,33 +1,73 @@
-"""The CNN, as one pure function of the input shape, the class count and `train.model`."""
+"""The CNN, as one pure function of the input shape, the class count and `train.model`.
+
+Only Keras layers and `keras.ops`: no TensorFlow inside the model, so the same code builds and
+trains under Keras' JAX or PyTorch backends too.
+"""
 
 import keras
 from keras import layers
 
-from pipeline.params import ModelParams
+from pipeline.params import AugmentationParams, ModelParams
+
+
+def augmentation(cfg: AugmentationParams, seed: int) -> list[layers.Layer]:
+    """Random transformations of 0..1 images, active only in training (Keras' layers)."""
+    steps: list[layers.Layer] = []
+    if cfg.rotation:
+        steps.append(layers.RandomRotation(cfg.rotation, fill_mode="nearest", seed=seed))
+    if cfg.zoom:
+        steps.append(layers.RandomZoom(cfg.zoom, fill_mode="nearest", seed=seed + 1))
+    if cfg.translation:
+        steps.append(
+            layers.RandomTranslation(
+                cfg.translation, cfg.translation, fill_mode="nearest", seed=seed + 2
+            )
+        )
+    if cfg.flip != "none":
+        steps.append(layers.RandomFlip(cfg.flip, seed=seed + 3))
+    if cfg.contrast:
+        steps.append(layers.RandomContrast(cfg.contrast, value_range=(0, 1), seed=seed + 4))
+    return steps
 
 
 def build_model(
-    input_shape: tuple[int, int, int], num_classes: int, cfg: ModelParams
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    cfg: ModelParams,
+    augment: AugmentationParams | None = None,
+    seed: int = 0,
 ) -> keras.Model:
     """The seed article's CNN: blocks of convolutions and max pooling, then a dense head.
 
-    Rescaling is a layer of the model, so the saved model takes raw 0..255 pixels.
+    Rescaling and augmentation are layers of the model, so the saved model takes a batch of
+    uint8 images and carries its own preprocessing.
     """
-    inputs = keras.Input(shape=input_shape, name="image")
-    x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    inputs = keras.Input(shape=input_shape, dtype="uint8", name="image")
+    x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)  # also casts to the compute dtype
+    for layer in augmentation(augment, seed) if augment else []:
+        x = layer(x)
     for block, filters in enumerate(cfg.filters, start=1):
         for conv in range(1, cfg.convs_per_block + 1):
-            x = layers.Conv2D(
-                filters,
-                cfg.kernel_size,
-                padding=cfg.padding,
-                activation="relu",
-                name=f"block{block}_conv{conv}",
-            )(x)
+            name = f"block{block}_conv{conv}"
+            if cfg.batch_norm:  # the bias is redundant before batch normalisation
+                x = layers.Conv2D(
+                    filters, cfg.kernel_size, padding=cfg.padding, use_bias=False, name=name
+                )(x)
+                x = layers.BatchNormalization(name=f"{name}_bn")(x)
+                x = layers.Activation("relu", name=f"{name}_relu")(x)
+            else:
+                x = layers.Conv2D(
+                    filters, cfg.kernel_size, padding=cfg.padding, activation="relu", name=name
+                )(x)
         x = layers.MaxPooling2D(cfg.pool_size, name=f"block{block}_pool")(x)
-    x = layers.Flatten(name="flatten")(x)
+    if cfg.head == "global_average":
+        x = layers.GlobalAveragePooling2D(name="global_pool")(x)
+    else:
+        x = layers.Flatten(name="flatten")(x)
     for index, units in enumerate(cfg.dense_units, start=1):
         x = layers.Dense(units, activation="relu", name=f"dense{index}")(x)
+        if cfg.dropout:
+            x = layers.Dropout(cfg.dropout, name=f"dropout{index}")(x)
     # float32 output even under a mixed-precision policy, so probabilities stay exact.
     outputs = layers.Dense(
         num_classes, activation="softmax", dtype="float32", name="probabilities"

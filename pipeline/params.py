@@ -83,8 +83,29 @@ class ValidateParams(_Section):
 
 class OptimizerParams(_Section):
     learning_rate: float = Field(gt=0)
+    # inverse_time: the seed's per-step decay; cosine: to zero over all epochs;
+    # plateau: constant, multiplied by plateau_factor when val_loss stalls plateau_patience epochs
+    schedule: Literal["inverse_time", "cosine", "plateau", "constant"]
     decay_rate: float = Field(ge=0)
     decay_steps: int = Field(ge=1)
+    plateau_factor: float = Field(gt=0, lt=1)
+    plateau_patience: int = Field(ge=1)
+
+
+class AugmentationParams(_Section):
+    rotation: float = Field(ge=0, le=0.5)  # fraction of a full turn, either way
+    zoom: float = Field(ge=0, lt=1)
+    translation: float = Field(ge=0, lt=1)  # fraction of the width and height
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"]
+    contrast: float = Field(ge=0, lt=1)
+
+
+class DeviceParams(_Section):
+    # auto: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with AVX512-BF16, else float32
+    mixed_precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"]
+    # auto: XLA on a GPU only (on these 2-core CPUs it makes the seed CNN 2-3x slower)
+    jit_compile: Literal["auto", "on", "off"]
+    memory_growth: Literal["auto", "on", "off"]
 
 
 class ModelParams(_Section):
@@ -94,6 +115,9 @@ class ModelParams(_Section):
     padding: Literal["valid", "same"]
     pool_size: int = Field(ge=1)
     dense_units: list[int]
+    batch_norm: bool
+    dropout: float = Field(ge=0, lt=1)
+    head: Literal["flatten", "global_average"]
 
     @model_validator(mode="after")
     def _positive_widths(self) -> Self:
@@ -123,9 +147,15 @@ class EarlyStoppingParams(_Section):
 class TrainParams(_Section):
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=1)
+    deterministic: bool
+    cache: Literal["auto", "memory", "disk", "off"]
+    class_weight: Literal["none", "balanced"]
+    registered_model: str = Field(min_length=1)
     optimizer: OptimizerParams
+    augmentation: AugmentationParams
     model: ModelParams
     early_stopping: EarlyStoppingParams
+    device: DeviceParams
 
 
 class EvaluateParams(_Section):

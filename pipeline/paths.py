@@ -27,6 +27,11 @@ NEAR_DUPLICATES_FILE = VALIDATE_DIR / "near_duplicates.csv"
 DATA_DOCS_DIR = VALIDATE_DIR / "data_docs"
 TRAIN_REPORTS_DIR = REPORTS_DIR / "train"
 HISTORY_FILE = TRAIN_REPORTS_DIR / "history.csv"
+TRAIN_METRICS_FILE = TRAIN_REPORTS_DIR / "metrics.json"
+
+# Working state outside DVC's outputs (DVC deletes those before a stage runs).
+RESUME_DIR = ROOT / ".resume" / "train"  # backup of an unfinished training
+CACHE_DIR = ROOT / ".cache" / "tf-data"  # decoded images, when train.cache is on disk
 EVALUATE_DIR = REPORTS_DIR / "evaluate"
 METRICS_FILE = EVALUATE_DIR / "metrics.json"
 PREDICTIONS_FILE = EVALUATE_DIR / "predictions.csv"

@@ -1,7 +1,19 @@
-"""Stage `train`: fit the CNN on the split, save it, and record everything in one MLflow run."""
+"""Stage `train`: fit the CNN on the split, save it, and record everything in one MLflow run.
 
+Training is reproducible (one seed, optional op determinism) and resumable: after every epoch
+the model, optimizer, schedule, early-stopping state and history are backed up under
+`.resume/train/` (outside the outputs DVC deletes before a stage runs), so a run killed by
+SIGKILL, SIGTERM or Ctrl-C continues from its last finished epoch, in the same MLflow run.
+"""
+
+import hashlib
+import json
 import os
 import platform
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -10,22 +22,34 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 from mlflow.models import infer_signature
+from sklearn.utils.class_weight import compute_class_weight
 
 from pipeline import tracking
-from pipeline.dataset import image_dataset, read_classes, read_split
+from pipeline.dataset import choose_cache, image_dataset, label_indices, read_classes, read_split
 from pipeline.files import read_json, staged_file, write_csv, write_json
+from pipeline.manifest import read_manifest
 from pipeline.model import build_model
-from pipeline.params import EarlyStoppingParams, OptimizerParams, load_params, load_raw_params
+from pipeline.params import (
+    DeviceParams,
+    EarlyStoppingParams,
+    OptimizerParams,
+    Params,
+    load_params,
+    load_raw_params,
+)
 from pipeline.paths import (
+    CACHE_DIR,
     DATA_DOCS_DIR,
     HISTORY_FILE,
     LABELS_FILE,
     MODEL_FILE,
     NEAR_DUPLICATES_FILE,
     PARAMS_FILE,
+    RESUME_DIR,
     ROOT,
     RUN_FILE,
     SPLIT_MANIFEST,
+    TRAIN_METRICS_FILE,
     VALIDATION_FILE,
 )
 
@@ -33,42 +57,150 @@ from pipeline.paths import (
 LOGGED_SECTIONS = ("base", "ingest", "split", "validate", "train")
 
 
-def configure_devices() -> str:
-    """Let TensorFlow grow GPU memory as needed; return the device training runs on."""
+@dataclass(frozen=True)
+class DeviceSetup:
+    device: str
+    precision: str
+    jit_compile: bool
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16), where it beats float32."""
+    try:
+        return "avx512_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def configure_devices(cfg: DeviceParams) -> DeviceSetup:
+    """Memory growth, precision policy and XLA, each resolved from `auto` for this machine."""
     gpus = tf.config.list_physical_devices("GPU")
-    for gpu in gpus:
-        tf.config.experimental.set_memory_growth(gpu, True)
-    return f"GPU x{len(gpus)}" if gpus else f"CPU ({platform.processor() or platform.machine()})"
+    if gpus and cfg.memory_growth != "off":
+        for gpu in gpus:
+            tf.config.experimental.set_memory_growth(gpu, True)
+    precision = cfg.mixed_precision
+    if precision == "auto":
+        precision = "mixed_float16" if gpus else "mixed_bfloat16" if cpu_has_bf16() else "float32"
+    keras.mixed_precision.set_global_policy(precision)
+    jit = bool(gpus) if cfg.jit_compile == "auto" else cfg.jit_compile == "on"
+    device = f"GPU x{len(gpus)}" if gpus else f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
+    return DeviceSetup(device, precision, jit)
 
 
-def make_optimizer(cfg: OptimizerParams) -> keras.optimizers.Optimizer:
-    """Adam with the seed article's per-step decay, as a Keras 3 InverseTimeDecay schedule."""
-    schedule = keras.optimizers.schedules.InverseTimeDecay(
-        initial_learning_rate=cfg.learning_rate,
-        decay_steps=cfg.decay_steps,
-        decay_rate=cfg.decay_rate,
-    )
-    return keras.optimizers.Adam(learning_rate=schedule)
+def make_optimizer(cfg: OptimizerParams, total_steps: int) -> keras.optimizers.Optimizer:
+    """Adam with the seed article's per-step decay (Keras 3 InverseTimeDecay) by default."""
+    if cfg.schedule == "inverse_time":
+        rate = keras.optimizers.schedules.InverseTimeDecay(
+            cfg.learning_rate, decay_steps=cfg.decay_steps, decay_rate=cfg.decay_rate
+        )
+    elif cfg.schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=total_steps)
+    else:  # constant, or plateau (a callback lowers it)
+        rate = cfg.learning_rate
+    return keras.optimizers.Adam(learning_rate=rate)
 
 
-def early_stopping(cfg: EarlyStoppingParams) -> keras.callbacks.EarlyStopping:
-    """Stop when the monitored validation metric stalls; Keras 3 restores the best epoch's
-    weights at the end of training even when it never stops early."""
-    return keras.callbacks.EarlyStopping(
-        monitor=cfg.monitor,
-        mode="min" if cfg.monitor.endswith("loss") else "max",
-        patience=cfg.patience,
-        restore_best_weights=cfg.restore_best_weights,
-        verbose=1,
-    )
+def class_weights(labels: list[int], num_classes: int, mode: str) -> dict[int, float] | None:
+    """`balanced`: weights inversely proportional to class frequency in the training split."""
+    if mode == "none":
+        return None
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=np.asarray(labels))
+    return {int(c): float(w) for c, w in zip(present, weights, strict=True)} | {
+        c: 1.0 for c in range(num_classes) if c not in present
+    }
 
 
-def history_table(history: keras.callbacks.History) -> pd.DataFrame:
-    """Per-epoch metrics with an `epoch` column counted from 1, as Keras prints it and as
-    the MLflow steps are numbered."""
-    table = pd.DataFrame(history.history)
-    table.insert(0, "epoch", [epoch + 1 for epoch in history.epoch])
-    return table
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Early stopping whose best value, best epoch, patience count and best weights survive
+    a resume, so an interrupted run stops and restores exactly as an uninterrupted one."""
+
+    def __init__(self, folder: Path, cfg: EarlyStoppingParams) -> None:
+        super().__init__(
+            monitor=cfg.monitor,
+            mode="min" if cfg.monitor.endswith("loss") else "max",
+            patience=cfg.patience,
+            restore_best_weights=cfg.restore_best_weights,
+            verbose=1,
+        )
+        self.state_file = folder / "early_stopping.json"
+        self.weights_file = folder / "best.weights.h5"
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        if self.state_file.exists():
+            state = json.loads(self.state_file.read_text())
+            self.best, self.best_epoch, self.wait = (
+                state["best"],
+                state["best_epoch"],
+                state["wait"],
+            )
+            if self.restore_best_weights and self.weights_file.exists():
+                current = self.model.get_weights()
+                self.model.load_weights(self.weights_file)
+                self.best_weights = self.model.get_weights()
+                self.model.set_weights(current)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_end(epoch, logs)
+        if self.best_epoch == epoch and self.restore_best_weights:
+            self.model.save_weights(self.weights_file)
+        state = {"best": float(self.best), "best_epoch": self.best_epoch, "wait": self.wait}
+        self.state_file.write_text(json.dumps(state))
+
+
+class Throughput(keras.callbacks.Callback):
+    """Wall time per epoch, to report images per second for the first and later epochs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.seconds.append(time.perf_counter() - self.start)
+
+
+def fingerprint(params: Params, manifest: Path) -> str:
+    """What a backup belongs to: the params that shape training and the data version."""
+    shaping = {"base": params.base.model_dump(), "train": params.train.model_dump()}
+    text = json.dumps(shaping, sort_keys=True) + manifest_digest(manifest)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def manifest_digest(manifest: Path) -> str:
+    return hashlib.sha256(manifest.read_bytes()).hexdigest()
+
+
+def prepare_resume(folder: Path, key: str) -> str | None:
+    """The MLflow run of an interrupted training of the same params and data, if any; a backup
+    of anything else is stale and is removed."""
+    state = folder / "run.json"
+    if state.exists() and json.loads(state.read_text()).get("fingerprint") == key:
+        return json.loads(state.read_text())["run_id"]
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return None
+
+
+def git_state() -> dict[str, str]:
+    """Commit and dirty flag of the checkout, when it is a git repository."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return {}
+    return {"git.commit": commit, "git.dirty": str(bool(dirty)).lower()}
 
 
 def log_validation(result: dict) -> None:
@@ -89,8 +221,9 @@ def model_summary(model: keras.Model) -> str:
     return "\n".join(lines)
 
 
-def log_keras_model(model: keras.Model, sample: np.ndarray) -> None:
-    """Log the model in MLflow's Keras flavor with an input/output signature.
+def log_keras_model(model: keras.Model, sample: np.ndarray, registered_name: str) -> None:
+    """Log the model in MLflow's Keras flavor with a signature (uint8 images in, class
+    probabilities out) and register it.
 
     Requirements are pinned here rather than inferred, which would reload the model in a
     subprocess and take longer than a small training run.
@@ -100,70 +233,155 @@ def log_keras_model(model: keras.Model, sample: np.ndarray) -> None:
         model,
         name="model",
         signature=signature,
+        registered_model_name=registered_name,
         pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
     )
+
+
+def history_table(path: Path) -> pd.DataFrame:
+    """Per-epoch metrics with an `epoch` column counted from 1, as Keras prints it and as
+    the MLflow steps are numbered."""
+    table = pd.read_csv(path)
+    table["epoch"] = table["epoch"] + 1
+    # an epoch logged just before a kill, and again after the resume, counts once
+    return table.drop_duplicates("epoch", keep="last").reset_index(drop=True)
 
 
 def main() -> None:
     params = load_params()
     base, cfg = params.base, params.train
-    device = configure_devices()  # before anything touches a GPU
+    setup = configure_devices(cfg.device)  # before anything touches a GPU
     keras.utils.set_random_seed(base.seed)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
 
     classes = read_classes()
     shape = (base.image_size, base.image_size, base.channels)
     train_rows, validation_rows = read_split("train"), read_split("validation")
+    cache = choose_cache(
+        cfg.cache, len(train_rows) + len(validation_rows), base.image_size, base.channels
+    )
+    key = fingerprint(params, SPLIT_MANIFEST)
+    cache_for = {
+        split: CACHE_DIR / f"{split}-{key[:16]}" if cache == "disk" else cache
+        for split in ("train", "validation")
+    }
     train_data = image_dataset(
-        train_rows, classes, base.image_size, base.channels, cfg.batch_size, shuffle_seed=base.seed
-    )
+        train_rows, classes, base.image_size, base.channels, cfg.batch_size,
+        shuffle_seed=base.seed, cache=cache_for["train"],
+    )  # fmt: skip
     validation_data = image_dataset(
-        validation_rows, classes, base.image_size, base.channels, cfg.batch_size
-    )
+        validation_rows, classes, base.image_size, base.channels, cfg.batch_size,
+        cache=cache_for["validation"],
+    )  # fmt: skip
+    steps = int(np.ceil(len(train_rows) / cfg.batch_size))
 
-    model = build_model(shape, len(classes), cfg.model)
+    model = build_model(shape, len(classes), cfg.model, cfg.augmentation, seed=base.seed)
     model.compile(
-        optimizer=make_optimizer(cfg.optimizer),
+        optimizer=make_optimizer(cfg.optimizer, steps * cfg.epochs),
         loss="categorical_crossentropy",
         metrics=["accuracy"],
+        jit_compile=setup.jit_compile,
     )
+    train_labels = label_indices(train_rows["label"], classes)
 
+    resume_run = prepare_resume(RESUME_DIR, key)
     experiment_id = tracking.configure()
     run_name = os.environ.get("DVC_EXP_NAME")
-    with tracking.tracked_run(experiment_id, run_name=run_name) as run:
-        raw = load_raw_params()
-        mlflow.log_params(tracking.flatten_params({k: raw[k] for k in LOGGED_SECTIONS}))
-        mlflow.set_tags(
-            {
-                "device": device,
-                "classes": ",".join(classes),
-                "train_images": str(len(train_rows)),
-                "validation_images": str(len(validation_rows)),
-                **({"dvc_experiment": run_name} if run_name else {}),
-            }
+    with tracking.tracked_run(experiment_id, run_id=resume_run, run_name=run_name) as run:
+        (RESUME_DIR / "run.json").write_text(
+            json.dumps({"run_id": run.info.run_id, "fingerprint": key})
         )
-        log_validation(read_json(VALIDATION_FILE))
-        mlflow.log_text(model_summary(model), "model_summary.txt")
-        mlflow.log_metric("trainable_params", model.count_params())
-        stopper = early_stopping(cfg.early_stopping)
-        history = model.fit(
+        if resume_run is None:
+            raw = load_raw_params()
+            mlflow.log_params(tracking.flatten_params({k: raw[k] for k in LOGGED_SECTIONS}))
+            mlflow.set_tags(
+                {
+                    "device": setup.device,
+                    "precision_policy": setup.precision,
+                    "jit_compile": str(setup.jit_compile).lower(),
+                    "input_cache": cache,
+                    "classes": ",".join(classes),
+                    "train_images": str(len(train_rows)),
+                    "validation_images": str(len(validation_rows)),
+                    **git_state(),
+                    **({"dvc_experiment": run_name} if run_name else {}),
+                }
+            )
+            log_validation(read_json(VALIDATION_FILE))
+            manifest = read_manifest(SPLIT_MANIFEST)
+            dataset = mlflow.data.from_pandas(
+                manifest,
+                source=str(SPLIT_MANIFEST),
+                name="split",
+                digest=manifest_digest(SPLIT_MANIFEST)[:32],
+            )
+            mlflow.log_input(dataset, context="training")
+            mlflow.log_text(model_summary(model), "model_summary.txt")
+            mlflow.log_metrics(
+                {
+                    "params_total": model.count_params(),
+                    "params_trainable": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+                }
+            )
+        else:
+            print(f"train: resuming MLflow run {resume_run} from the last finished epoch")
+
+        throughput = Throughput()
+        stopper = ResumableEarlyStopping(RESUME_DIR, cfg.early_stopping)
+        callbacks = [
+            tracking.EpochMetrics(),
+            keras.callbacks.CSVLogger(str(RESUME_DIR / "history.csv"), append=True),
+            stopper,
+            throughput,
+        ]
+        if cfg.optimizer.schedule == "plateau":
+            callbacks.insert(
+                2,
+                keras.callbacks.ReduceLROnPlateau(
+                    factor=cfg.optimizer.plateau_factor, patience=cfg.optimizer.plateau_patience
+                ),
+            )
+        callbacks.append(keras.callbacks.BackupAndRestore(str(RESUME_DIR / "backup")))
+        started = time.perf_counter()
+        model.fit(
             train_data,
             validation_data=validation_data,
             epochs=cfg.epochs,
-            callbacks=[tracking.EpochMetrics(), stopper],
+            class_weight=class_weights(train_labels, len(classes), cfg.class_weight),
+            callbacks=callbacks,
             verbose=2,
         )
-        table = history_table(history)
+        seconds = time.perf_counter() - started
+
+        table = history_table(RESUME_DIR / "history.csv")
         kept = stopper.best_epoch if cfg.early_stopping.restore_best_weights else len(table) - 1
         best = table.iloc[kept]
-        mlflow.log_metrics({"best_epoch": int(best["epoch"]), "epochs_run": len(table)})
+        later = throughput.seconds[1:] or throughput.seconds
+        metrics = {
+            "best_epoch": int(best["epoch"]),
+            "epochs_run": len(table),
+            "val_accuracy": float(best["val_accuracy"]),
+            "val_loss": float(best["val_loss"]),
+            "training_seconds": round(seconds, 2),
+            "images_per_second_first_epoch": round(len(train_rows) / throughput.seconds[0], 1)
+            if throughput.seconds
+            else None,
+            "images_per_second_later_epochs": round(len(train_rows) / float(np.mean(later)), 1)
+            if later
+            else None,
+        }
+        mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None})
         write_csv(table, HISTORY_FILE)
+        write_json(TRAIN_METRICS_FILE, metrics)
         with staged_file(MODEL_FILE) as tmp:
             model.save(tmp)
         sample = next(iter(validation_data.take(1)))[0].numpy()[:2]
-        log_keras_model(model, sample)
+        log_keras_model(model, sample, cfg.registered_model)
         for artifact in (
             PARAMS_FILE,
             HISTORY_FILE,
+            TRAIN_METRICS_FILE,
             LABELS_FILE,
             SPLIT_MANIFEST,
             VALIDATION_FILE,
@@ -174,10 +392,13 @@ def main() -> None:
         # validation, so they are read here without being a DVC dependency of training).
         mlflow.log_artifacts(str(DATA_DOCS_DIR), DATA_DOCS_DIR.relative_to(ROOT).as_posix())
         write_json(RUN_FILE, {"run_id": run.info.run_id, "experiment_id": experiment_id})
+    shutil.rmtree(RESUME_DIR, ignore_errors=True)  # finished: nothing to resume
 
     print(
-        f"train: {len(table)} epochs on {device}; kept epoch {int(best['epoch'])} "
-        f"(val_loss {best['val_loss']:.4f}, val_accuracy {best['val_accuracy']:.4f}); "
+        f"train: {len(table)} epochs on {setup.device} ({setup.precision}, "
+        f"XLA {'on' if setup.jit_compile else 'off'}, cache {cache}); kept epoch "
+        f"{int(best['epoch'])} (val_loss {best['val_loss']:.4f}, val_accuracy "
+        f"{best['val_accuracy']:.4f}); {metrics['images_per_second_later_epochs']} images/s; "
         f"model -> {MODEL_FILE.relative_to(ROOT)}; MLflow run {run.info.run_id}"
     )
 

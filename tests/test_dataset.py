@@ -24,7 +24,7 @@ def test_dataset_keeps_manifest_order_and_labels(image_tree, tmp_path):
     )
     images, labels = zip(*[(x.numpy(), y.numpy()) for x, y in data], strict=True)
     images, labels = np.concatenate(images), np.concatenate(labels)
-    assert images.shape == (30, 8, 8, 1) and images.dtype == np.float32
+    assert images.shape == (30, 8, 8, 1) and images.dtype == np.uint8
     assert labels.argmax(axis=1).tolist() == label_indices(rows["label"], classes)
     # 8x8 in, 8x8 out: image i holds exactly the pixels of file i
     expected = np.stack([np.asarray(Image.open(tmp_path / "split" / p)) for p in rows["path"]])
