@@ -16,7 +16,8 @@ def summary() -> str:
     return "\n".join(
         [
             f"Test accuracy: {metrics['accuracy']:.4f}  (macro F1 {metrics['macro_f1']:.4f}, "
-            f"{metrics['n_images']} test images)",
+            f"{metrics['n_images']} test images; scikit-learn SVC on the same split: "
+            f"{metrics.get('baseline_svc_accuracy', float('nan')):.4f})",
             f"Model:           {MODEL_FILE.relative_to(ROOT)}",
             f"Training curves: {TRAIN_REPORTS_DIR.relative_to(ROOT)}/history.csv  (dvc plots show)",
             f"Reports:         {EVALUATE_DIR.relative_to(ROOT)}/  (confusion matrix, class "

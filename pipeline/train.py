@@ -361,8 +361,8 @@ def main() -> None:
         metrics = {
             "best_epoch": int(best["epoch"]),
             "epochs_run": len(table),
-            "val_accuracy": float(best["val_accuracy"]),
-            "val_loss": float(best["val_loss"]),
+            "best_val_accuracy": float(best["val_accuracy"]),
+            "best_val_loss": float(best["val_loss"]),
             "training_seconds": round(seconds, 2),
             "images_per_second_first_epoch": round(len(train_rows) / throughput.seconds[0], 1)
             if throughput.seconds

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 
 from pipeline.model import build_model
@@ -38,7 +40,7 @@ def test_seed_cnn_has_the_article_architecture():
 def test_model_takes_raw_pixels_and_returns_probabilities():
     cfg = load_params().train.model
     model = build_model((64, 64, 3), 4, cfg)
-    batch = np.random.default_rng(0).uniform(0, 255, size=(3, 64, 64, 3)).astype("float32")
+    batch = np.random.default_rng(0).integers(0, 256, size=(3, 64, 64, 3), dtype=np.uint8)
     probabilities = model.predict(batch, verbose=0)
     assert probabilities.shape == (3, 4)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
@@ -47,3 +49,42 @@ def test_model_takes_raw_pixels_and_returns_probabilities():
 def test_two_class_model_builds():
     cfg = load_params().train.model
     assert build_model((64, 64, 1), 2, cfg).output.shape == (None, 2)
+
+
+def _cfg(**changes):
+    return load_params().train.model.model_copy(update=changes)
+
+
+def test_model_options_build_the_layers_they_name():
+    model = build_model(
+        (32, 32, 3), 5, _cfg(batch_norm=True, dropout=0.3, head="global_average", padding="same")
+    )
+    names = [layer.name for layer in model.layers]
+    assert "block1_conv1_bn" in names and "global_pool" in names and "dropout1" in names
+    assert "flatten" not in names
+    assert model.get_layer("block1_conv1").use_bias is False  # batch norm supplies the shift
+
+
+def test_augmentation_changes_images_in_training_only():
+    augment = load_params().train.augmentation.model_copy(
+        update={"rotation": 0.2, "zoom": 0.2, "translation": 0.2, "contrast": 0.3}
+    )
+    model = build_model((16, 16, 1), 2, _cfg(filters=[4], convs_per_block=1), augment, seed=1)
+    augmenting = [layer for layer in model.layers if layer.name.startswith("random_")]
+    assert len(augmenting) == 4
+    batch = np.random.default_rng(0).integers(0, 256, size=(4, 16, 16, 1), dtype=np.uint8)
+    inference = [model(batch, training=False).numpy() for _ in range(2)]
+    np.testing.assert_array_equal(inference[0], inference[1])
+    training = [model(batch, training=True).numpy() for _ in range(2)]
+    assert not np.array_equal(training[0], training[1])
+
+
+def test_model_input_is_a_batch_of_uint8_images():
+    model = build_model((64, 64, 3), 10, _cfg())
+    assert model.input.dtype == "uint8"
+
+
+def test_model_code_uses_no_tensorflow():
+    """Backend-neutral: Keras layers and keras.ops only."""
+    source = (Path(__file__).parent.parent / "pipeline" / "model.py").read_text()
+    assert "tensorflow" not in source and "tf." not in source

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -249,3 +250,71 @@ def test_repro_stops_at_validate_on_leaked_near_duplicates(tmp_path):
     assert report["success"] is False
     assert report["near_duplicates"] > 0
     assert (root / "reports/validate/data_docs/index.html").exists()
+
+
+@pytest.fixture(scope="module")
+def validated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A project with shrunk params (six epochs, no early stop), run up to `validate`."""
+    from tests.conftest import SHRUNK, _merge
+
+    root = tmp_path_factory.mktemp("trainable")
+    overrides = _merge(SHRUNK, {"train": {"epochs": 6, "early_stopping": {"patience": 10}}})
+    env = make_project(root, overrides)
+    _run(["dvc", "repro", "validate"], root, env)
+    return root, env
+
+
+def _weights(path: Path) -> list:
+    import keras
+
+    return keras.saving.load_model(path, safe_mode=True).get_weights()
+
+
+def test_two_cpu_runs_with_the_same_params_give_identical_weights(validated):
+    root, env = validated
+    _run([sys.executable, "-m", "pipeline.train"], root, env)
+    first = _weights(root / "models/model.keras")
+    _run([sys.executable, "-m", "pipeline.train"], root, env)
+    second = _weights(root / "models/model.keras")
+    assert len(first) == len(second)
+    for a, b in zip(first, second, strict=True):
+        assert (a == b).all()
+
+
+def test_killed_training_resumes_in_the_same_run(validated):
+    import time
+
+    root, env = validated
+    _run([sys.executable, "-m", "pipeline.train"], root, env)
+    uninterrupted = json.loads((root / "reports/train/metrics.json").read_text())
+
+    history = root / ".resume/train/history.csv"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.train"], cwd=root, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if history.exists() and len(history.read_text().splitlines()) >= 3:  # two epochs done
+            break
+        time.sleep(0.2)
+    process.kill()  # SIGKILL: nothing can be cleaned up
+    process.wait()
+    killed_run = json.loads((root / ".resume/train/run.json").read_text())["run_id"]
+    done_before = len(history.read_text().splitlines()) - 1
+    assert 2 <= done_before < 6
+
+    output = _run([sys.executable, "-m", "pipeline.train"], root, env)
+    assert f"resuming MLflow run {killed_run}" in output
+    assert json.loads((root / "models/mlflow_run.json").read_text())["run_id"] == killed_run
+    table = pd.read_csv(root / "reports/train/history.csv")
+    assert table["epoch"].tolist() == [1, 2, 3, 4, 5, 6]
+    resumed = json.loads((root / "reports/train/metrics.json").read_text())
+    assert resumed["epochs_run"] == 6
+    assert abs(resumed["best_val_accuracy"] - uninterrupted["best_val_accuracy"]) <= 0.05
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    run = client.get_run(killed_run)
+    assert run.info.status == "FINISHED"
+    steps = sorted({m.step for m in client.get_metric_history(killed_run, "val_loss")})
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert not (root / ".resume/train").exists()
