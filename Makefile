@@ -20,7 +20,7 @@ export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
-.PHONY: help setup run test test-fast bench lint ui dag clean distclean
+.PHONY: help setup run test test-fast bench bench-train lint ui dag clean distclean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,6 +50,9 @@ test-fast: setup ## Run the tests that take seconds (skips those marked slow)
 
 bench: setup ## Benchmark split (against split-folders) and validate on 21,564 images
 	$(BIN)/python -m benchmarks.split_benchmark
+
+bench-train: setup ## Benchmark the training input pipeline against in-memory, keras.io and Pillow feeds
+	$(BIN)/python -m benchmarks.train_benchmark
 
 lint: setup ## Check code style with ruff
 	$(BIN)/ruff check pipeline tests benchmarks
