@@ -171,6 +171,17 @@ def test_one_mlflow_run_holds_params_metrics_and_artifacts(project):
         "reports/evaluate/metrics.json",
     } <= artifacts
     assert "params.yaml" in {a.path for a in client.list_artifacts(run_id)}
+    # device policy, code and data versions, registry
+    assert {"device", "precision_policy", "jit_compile", "input_cache"} <= run.data.tags.keys()
+    assert (
+        run.data.tags["git.dirty"] in {"true", "false"} and len(run.data.tags["git.commit"]) == 40
+    )
+    [dataset] = run.inputs.dataset_inputs
+    assert dataset.dataset.name == "split" and dataset.tags[0].value == "training"
+    versions = client.search_model_versions("name = 'image-classifier'")
+    assert [v.run_id for v in versions] == [run_id]
+    for name in ("best_epoch", "epochs_run", "images_per_second_later_epochs", "params_total"):
+        assert name in run.data.metrics
     # the model is tied to the data check it passed
     assert run.data.tags["validation.status"] == "passed"
     assert run.data.tags["validation.expectations"] == "23"
