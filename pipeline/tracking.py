@@ -97,6 +97,15 @@ class EpochMetrics(keras.callbacks.Callback):
         mlflow.log_metrics({name: float(value) for name, value in logs.items()}, step=epoch + 1)
 
 
+def run_exists(run_id: str) -> bool:
+    """Whether the tracking store still holds this run (a store can be reset between runs)."""
+    try:
+        mlflow.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return False
+    return True
+
+
 def read_run_id(path: Path) -> str:
     """The run id `train` recorded for its model."""
     try:

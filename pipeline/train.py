@@ -285,8 +285,11 @@ def main() -> None:
     )
     train_labels = label_indices(train_rows["label"], classes)
 
-    resume_run = prepare_resume(RESUME_DIR, key)
     experiment_id = tracking.configure()
+    resume_run = prepare_resume(RESUME_DIR, key)
+    if resume_run is not None and not tracking.run_exists(resume_run):
+        print(f"train: MLflow run {resume_run} is gone from the store; starting afresh")
+        resume_run = prepare_resume(RESUME_DIR, "")  # clears the backup
     run_name = os.environ.get("DVC_EXP_NAME")
     with tracking.tracked_run(experiment_id, run_id=resume_run, run_name=run_name) as run:
         (RESUME_DIR / "run.json").write_text(

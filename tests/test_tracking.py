@@ -53,6 +53,14 @@ def test_experiment_artifacts_go_beside_the_store(store, tmp_path):
     assert location == (tmp_path / "artifacts").as_uri()
 
 
+def test_run_exists(store):
+    experiment = tracking.configure()
+    with tracking.tracked_run(experiment) as run:
+        pass
+    assert tracking.run_exists(run.info.run_id)
+    assert not tracking.run_exists("0" * 32)
+
+
 def test_missing_run_file_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the train stage first"):
         tracking.read_run_id(tmp_path / "mlflow_run.json")
