@@ -14,12 +14,16 @@ from matplotlib.figure import Figure
 from pipeline.files import staged_file
 
 
-def history_figure(history: pd.DataFrame) -> Figure:
-    """Loss and accuracy per epoch, training against validation."""
+def history_figure(history: pd.DataFrame, best_epoch: int | None = None) -> Figure:
+    """Loss and accuracy per epoch, training against validation; the kept epoch marked."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-        ax.plot(history["epoch"], history[metric], marker="o", label="train")
-        ax.plot(history["epoch"], history[f"val_{metric}"], marker="o", label="validation")
+        ax.plot(history["epoch"], history[metric], marker="o", markersize=3, label="train")
+        ax.plot(
+            history["epoch"], history[f"val_{metric}"], marker="o", markersize=3, label="validation"
+        )
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="grey", linestyle="--", label=f"kept epoch {best_epoch}")
         ax.set(xlabel="epoch", ylabel=metric, title=metric.capitalize())
         ax.grid(alpha=0.3)
         ax.legend()

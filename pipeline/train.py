@@ -41,6 +41,7 @@ from pipeline.paths import (
     CACHE_DIR,
     DATA_DOCS_DIR,
     HISTORY_FILE,
+    HISTORY_PNG,
     LABELS_FILE,
     MODEL_FILE,
     NEAR_DUPLICATES_FILE,
@@ -52,6 +53,7 @@ from pipeline.paths import (
     TRAIN_METRICS_FILE,
     VALIDATION_FILE,
 )
+from pipeline.plots import history_figure, save_figure
 
 # Sections logged to the model's run; `evaluate` logs its own section when it adds its results.
 LOGGED_SECTIONS = ("base", "ingest", "split", "validate", "train")
@@ -376,6 +378,7 @@ def main() -> None:
         }
         mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None})
         write_csv(table, HISTORY_FILE)
+        save_figure(history_figure(table, best_epoch=int(best["epoch"])), HISTORY_PNG)
         write_json(TRAIN_METRICS_FILE, metrics)
         with staged_file(MODEL_FILE) as tmp:
             model.save(tmp)
@@ -384,6 +387,7 @@ def main() -> None:
         for artifact in (
             PARAMS_FILE,
             HISTORY_FILE,
+            HISTORY_PNG,
             TRAIN_METRICS_FILE,
             LABELS_FILE,
             SPLIT_MANIFEST,

@@ -54,3 +54,21 @@ def test_figures_label_every_class():
         "observed (true)",
         "predicted",
     ]
+
+
+def test_history_figure_marks_the_kept_epoch():
+    from pipeline.plots import history_figure
+
+    history = pd.DataFrame(
+        {
+            "epoch": [1, 2, 3],
+            "loss": [1.0, 0.5, 0.4],
+            "val_loss": [1.1, 0.6, 0.7],
+            "accuracy": [0.5, 0.8, 0.9],
+            "val_accuracy": [0.4, 0.7, 0.65],
+        }
+    )
+    fig = history_figure(history, best_epoch=2)
+    assert [ax.get_title() for ax in fig.axes] == ["Loss", "Accuracy"]
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["train", "validation", "kept epoch 2"]
