@@ -145,10 +145,13 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         super().on_epoch_end(epoch, logs)
+        # Both files are replaced atomically: a kill while writing leaves the previous ones.
         if self.best_epoch == epoch and self.restore_best_weights:
-            self.model.save_weights(self.weights_file)
+            partial = self.weights_file.with_name(f"partial.{self.weights_file.name}")
+            self.model.save_weights(partial)  # Keras wants the .weights.h5 suffix
+            partial.replace(self.weights_file)
         state = {"best": float(self.best), "best_epoch": self.best_epoch, "wait": self.wait}
-        self.state_file.write_text(json.dumps(state))
+        write_json(self.state_file, state)
 
 
 class Throughput(keras.callbacks.Callback):
@@ -347,7 +350,10 @@ def main() -> None:
                     factor=cfg.optimizer.plateau_factor, patience=cfg.optimizer.plateau_patience
                 ),
             )
-        callbacks.append(keras.callbacks.BackupAndRestore(str(RESUME_DIR / "backup")))
+        # double_checkpoint: a kill while Keras writes its backup falls back to the one before
+        callbacks.append(
+            keras.callbacks.BackupAndRestore(str(RESUME_DIR / "backup"), double_checkpoint=True)
+        )
         started = time.perf_counter()
         model.fit(
             train_data,
