@@ -11,6 +11,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXTRAS ?=
 PORT ?= 5000
+SORT ?= test_accuracy
 TRACKING_URI := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
 
 export UV_PROJECT_ENVIRONMENT := $(VENV)
@@ -20,7 +21,7 @@ export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
-.PHONY: help setup run test test-fast bench bench-train lint ui dag clean distclean
+.PHONY: help setup run test test-fast bench bench-train bench-backends lint ui compare dag clean distclean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -52,7 +53,10 @@ bench: setup ## Benchmark split (against split-folders) and validate on 21,564 i
 	$(BIN)/python -m benchmarks.split_benchmark
 
 bench-train: setup ## Benchmark the training input pipeline against in-memory, keras.io and Pillow feeds
-	$(BIN)/python -m benchmarks.train_benchmark
+	$(BIN)/python -m benchmarks.train_benchmark $(ARGS)
+
+bench-backends: setup ## Train the default model under Keras' TensorFlow and JAX backends, side by side
+	$(BIN)/python -m benchmarks.backend_benchmark
 
 lint: setup ## Check code style with ruff
 	$(BIN)/ruff check pipeline tests benchmarks
@@ -60,6 +64,9 @@ lint: setup ## Check code style with ruff
 
 ui: setup ## Open the MLflow UI on the project's runs at http://127.0.0.1:5000 (PORT=...)
 	$(BIN)/mlflow ui --backend-store-uri "$(TRACKING_URI)" --host 127.0.0.1 --port $(PORT)
+
+compare: setup ## Print the experiment's runs side by side (SORT=metric), write reports/compare.md
+	$(BIN)/python -m pipeline.compare --sort $(SORT)
 
 dag: setup ## Draw the stage graph
 	@$(BIN)/dvc dag

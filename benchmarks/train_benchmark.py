@@ -27,7 +27,7 @@ from pipeline.paths import ROOT
 
 BENCH_DIR = ROOT / ".bench"
 EPOCHS = 2
-SOURCES = {64: 21_564, 512: 4_000}  # source JPEG side -> images (512 px: fewer, same idea)
+SOURCES = {64: 21_564, 512: 21_564}  # source JPEG side -> images
 
 
 def build_jpeg_split(side: int, count: int) -> Path:
@@ -43,7 +43,8 @@ def build_jpeg_split(side: int, count: int) -> Path:
         return split
     pixels, labels = digits_images()
     rng = np.random.default_rng(0)
-    for n in range(count):
+    made = sum(1 for _ in raw.rglob("*.jpg")) if raw.is_dir() else 0
+    for n in range(count if made != count else 0):  # a run stopped before the split redoes it
         index = n % len(labels)
         base = Image.fromarray(pixels[index]).resize((side, side), Image.Resampling.BILINEAR)
         shift = tuple(int(v) for v in rng.integers(-side // 16, side // 16 + 1, size=2))
@@ -136,6 +137,7 @@ def main() -> None:
     parser.add_argument("--side", type=int, choices=sorted(SOURCES))
     parser.add_argument("--sides", default="64,512", help="source sizes to measure, e.g. `512`")
     parser.add_argument("--only", default="abcd", help="methods to run, for example `ac`")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per method (medians)")
     args = parser.parse_args()
     if args.method:  # one measurement, in this process
         split = BENCH_DIR / f"jpeg{args.side}" / "split"
@@ -155,19 +157,35 @@ def main() -> None:
         split = build_jpeg_split(side, count)
         prepared = time.perf_counter() - start
         print(f"\nsource JPEGs of {side}x{side} px, {count} images ({prepared:.0f} s to prepare)")
-        results = {}
-        for method in [m for m in names if m in args.only]:
-            command = [sys.executable, "-m", "benchmarks.train_benchmark"]
-            command += ["--method", method, "--side", str(side)]
-            output = subprocess.run(
-                command, capture_output=True, text=True, check=True, cwd=ROOT
-            ).stdout
-            results[method] = json.loads(output.strip().splitlines()[-1])
-            speeds = results[method]["images_per_second"]
-            print(
-                f"  ({method}) {names[method]:50s} epoch 1: {speeds[0]:7.1f} img/s, "
-                f"later: {speeds[-1]:7.1f} img/s, peak {results[method]['peak_mib']} MiB"
-            )
+        runs: dict[str, list[dict]] = {}
+        for repeat in range(args.repeats):  # methods alternate, so drift hits all alike
+            for method in [m for m in names if m in args.only]:
+                command = [sys.executable, "-m", "benchmarks.train_benchmark"]
+                command += ["--method", method, "--side", str(side)]
+                output = subprocess.run(
+                    command, capture_output=True, text=True, check=True, cwd=ROOT
+                ).stdout
+                result = json.loads(output.strip().splitlines()[-1])
+                runs.setdefault(method, []).append(result)
+                speeds = result["images_per_second"]
+                print(
+                    f"  ({method}) {names[method]:50s} epoch 1: {speeds[0]:7.1f} img/s, "
+                    f"later: {speeds[-1]:7.1f} img/s, peak {result['peak_mib']} MiB"
+                    + (f"  [run {repeat + 1}]" if args.repeats > 1 else "")
+                )
+        results = {
+            m: {
+                "images_per_second": [
+                    float(np.median([r["images_per_second"][i] for r in rs])) for i in range(EPOCHS)
+                ]
+            }
+            for m, rs in runs.items()
+        }
+        if args.repeats > 1:
+            print(f"  medians of {args.repeats} runs:")
+            for m, r in results.items():
+                first, later = r["images_per_second"][0], r["images_per_second"][-1]
+                print(f"  ({m}) epoch 1: {first:7.1f} img/s, later: {later:7.1f} img/s")
         speed = {m: r["images_per_second"] for m, r in results.items()}
         if {"a", "b"} <= speed.keys():
             ratio = speed["a"][-1] / speed["b"][-1]

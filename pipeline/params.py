@@ -160,6 +160,9 @@ class TrainParams(_Section):
 
 class EvaluateParams(_Section):
     batch_size: int = Field(ge=1)
+    top_k: int = Field(ge=2)  # reported when there are more than five classes
+    calibration_bins: int = Field(ge=2, le=100)  # equal-width confidence bins
+    gallery_size: int = Field(ge=0)  # most confident mistakes shown
 
 
 class Params(_Section):

@@ -19,6 +19,7 @@ LABELS_FILE = SPLIT_DIR / "labels.json"
 MODELS_DIR = ROOT / "models"
 MODEL_FILE = MODELS_DIR / "model.keras"
 RUN_FILE = MODELS_DIR / "mlflow_run.json"
+MODEL_LABELS_FILE = MODELS_DIR / "labels.json"  # the classes the model's outputs stand for
 
 REPORTS_DIR = ROOT / "reports"
 VALIDATE_DIR = REPORTS_DIR / "validate"
@@ -41,6 +42,14 @@ CONFUSION_PNG = EVALUATE_DIR / "confusion_matrix.png"
 ABUNDANCE_CSV = EVALUATE_DIR / "class_abundance.csv"
 ABUNDANCE_PNG = EVALUATE_DIR / "class_abundance.png"
 PER_CLASS_CSV = EVALUATE_DIR / "per_class_metrics.csv"
+CONFUSION_NORMALIZED_CSV = EVALUATE_DIR / "confusion_matrix_normalized.csv"
+CONFUSION_JSON = EVALUATE_DIR / "confusion_matrix.json"
+CALIBRATION_CSV = EVALUATE_DIR / "calibration.csv"
+RELIABILITY_PNG = EVALUATE_DIR / "reliability_diagram.png"
+ERRORS_CSV = EVALUATE_DIR / "errors.csv"
+ERROR_GALLERY_PNG = EVALUATE_DIR / "error_gallery.png"
+EVALUATE_REPORT = EVALUATE_DIR / "report.html"
+COMPARE_FILE = REPORTS_DIR / "compare.md"
 
 # The embedded MLflow store: SQLite for runs, a folder beside it for artifacts.
 MLFLOW_DB = ROOT / "mlflow.db"

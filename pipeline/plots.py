@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
 
 from pipeline.files import staged_file
 
@@ -63,8 +64,63 @@ def abundance_figure(abundance: pd.DataFrame) -> Figure:
     ax.bar(positions + width / 2, abundance["predicted_share"], width, label="predicted")
     ax.set_xticks(positions, abundance["class"], rotation=90 if n > 10 else 0)
     ax.set(xlabel="class", ylabel="share of test images", title="Class abundance (test split)")
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    tallest = abundance[["observed_share", "predicted_share"]].to_numpy().max()
+    ax.set_ylim(0, 1.2 * tallest if tallest > 0 else 1)  # headroom: the legend stays off the bars
     ax.grid(axis="y", alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper right", ncols=2)
+    return fig
+
+
+def reliability_figure(calibration: pd.DataFrame, ece: float) -> Figure:
+    """Accuracy against confidence per bin (a calibrated model sits on the diagonal), with the
+    number of images in each bin below."""
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(6, 6.5), sharex=True, height_ratios=(3, 1), layout="constrained"
+    )
+    centres = (calibration["bin_lower"] + calibration["bin_upper"]) / 2
+    width = float((calibration["bin_upper"] - calibration["bin_lower"]).iloc[0])
+    top.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfectly calibrated")
+    top.bar(centres, calibration["accuracy"].fillna(0), width * 0.9, label="accuracy in bin")
+    top.plot(
+        calibration["mean_confidence"],
+        calibration["accuracy"],
+        "o",
+        color="tab:red",
+        markersize=4,
+        label="mean confidence",
+    )
+    top.set(ylabel="accuracy", ylim=(0, 1.02), title=f"Reliability diagram (ECE {ece:.4f})")
+    top.grid(alpha=0.3)
+    top.legend(loc="upper left")
+    bottom.bar(centres, calibration["images"], width * 0.9, color="tab:grey")
+    bottom.set(xlabel="confidence of the predicted class", ylabel="images", xlim=(0, 1))
+    bottom.set_yscale("symlog")
+    return fig
+
+
+def error_gallery_figure(images: list[np.ndarray], captions: list[str], columns: int = 4) -> Figure:
+    """The given mistakes as a grid of images, each captioned with its true and predicted class."""
+    if not images:
+        fig, ax = plt.subplots(figsize=(5, 1.5), layout="constrained")
+        ax.text(0.5, 0.5, "No mistakes on the test split", ha="center", va="center", fontsize=12)
+        ax.axis("off")
+        return fig
+    columns = min(columns, len(images))
+    rows = int(np.ceil(len(images) / columns))
+    fig, axes = plt.subplots(
+        rows,
+        columns,
+        figsize=(max(2.6 * columns, 5.0), 2.9 * rows),  # wide enough for the title
+        squeeze=False,
+        layout="constrained",
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, caption in zip(axes.flat, images, captions, strict=False):
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, interpolation="nearest")
+        ax.set_title(caption, fontsize=9)
+    fig.suptitle("Most confident mistakes (test split)")
     return fig
 
 

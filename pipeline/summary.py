@@ -20,8 +20,9 @@ def summary() -> str:
             f"{metrics.get('baseline_svc_accuracy', float('nan')):.4f})",
             f"Model:           {MODEL_FILE.relative_to(ROOT)}",
             f"Training curves: {TRAIN_REPORTS_DIR.relative_to(ROOT)}/history.csv  (dvc plots show)",
-            f"Reports:         {EVALUATE_DIR.relative_to(ROOT)}/  (confusion matrix, class "
-            "abundance, per-class metrics, predictions)",
+            f"Report:          {EVALUATE_DIR.relative_to(ROOT)}/report.html  (one page; the "
+            "tables and pictures beside it)",
+            "Compare runs:    make compare  (or make ui)",
             f"MLflow run:      {run_id}  (make ui)",
         ]
     )

@@ -8,11 +8,13 @@ SIGKILL, SIGTERM or Ctrl-C continues from its last finished epoch, in the same M
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +26,7 @@ import tensorflow as tf
 from mlflow.models import infer_signature
 from sklearn.utils.class_weight import compute_class_weight
 
-from pipeline import tracking
+from pipeline import CUDA_INIT_FAILED, native_stderr, tracking
 from pipeline.dataset import choose_cache, image_dataset, label_indices, read_classes, read_split
 from pipeline.files import read_json, staged_file, write_csv, write_json
 from pipeline.manifest import read_manifest
@@ -44,6 +46,7 @@ from pipeline.paths import (
     HISTORY_PNG,
     LABELS_FILE,
     MODEL_FILE,
+    MODEL_LABELS_FILE,
     NEAR_DUPLICATES_FILE,
     PARAMS_FILE,
     RESUME_DIR,
@@ -76,7 +79,11 @@ def cpu_has_bf16() -> bool:
 
 def configure_devices(cfg: DeviceParams) -> DeviceSetup:
     """Memory growth, precision policy and XLA, each resolved from `auto` for this machine."""
-    gpus = tf.config.list_physical_devices("GPU")
+    with native_stderr(CUDA_INIT_FAILED) as dropped:
+        gpus = tf.config.list_physical_devices("GPU")
+    if dropped:  # a CUDA build of TensorFlow without a usable driver: one line, not an E0000
+        reason = CUDA_INIT_FAILED.search(dropped[0]).group("reason").decode(errors="replace")
+        print(f"train: no usable GPU (CUDA: {reason.strip()}); training on the CPU")
     if gpus and cfg.memory_growth != "off":
         for gpu in gpus:
             tf.config.experimental.set_memory_growth(gpu, True)
@@ -152,6 +159,32 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             partial.replace(self.weights_file)
         state = {"best": float(self.best), "best_epoch": self.best_epoch, "wait": self.wait}
         write_json(self.state_file, state)
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras' backup of weights, optimizer state and epoch, written so that a kill at any
+    moment (even during the very first write) leaves the last complete backup or none: each
+    epoch's weights and metadata go to a fresh folder, and renaming one symlink makes it current.
+    Keras' own backup writes in place, and a kill mid-write leaves a file h5py cannot open."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(str(folder / "current"), delete_checkpoint=False)
+        self.folder = folder
+
+    def _save_model(self) -> None:
+        target = self.folder / f"epoch-{self._current_epoch}"
+        shutil.rmtree(target, ignore_errors=True)  # a write a kill interrupted
+        target.mkdir(parents=True)
+        self.model.save_weights(target / "latest.weights.h5")
+        metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
+        (target / "training_metadata.json").write_text(json.dumps(metadata))
+        link = self.folder / "current.partial"
+        link.unlink(missing_ok=True)
+        link.symlink_to(target.name)
+        link.replace(self.folder / "current")  # the one atomic step
+        for old in self.folder.glob("epoch-*"):
+            if old != target:
+                shutil.rmtree(old, ignore_errors=True)
 
 
 class Throughput(keras.callbacks.Callback):
@@ -234,6 +267,9 @@ def log_keras_model(model: keras.Model, sample: np.ndarray, registered_name: str
     subprocess and take longer than a small training run.
     """
     signature = infer_signature(sample, model.predict(sample, verbose=0))
+    # The requirements are given, so MLflow's notes on how it would have guessed them are noise.
+    for name in ("mlflow.utils.uv_utils", "mlflow.utils.environment"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     mlflow.keras.log_model(
         model,
         name="model",
@@ -318,12 +354,14 @@ def main() -> None:
             )
             log_validation(read_json(VALIDATION_FILE))
             manifest = read_manifest(SPLIT_MANIFEST)
-            dataset = mlflow.data.from_pandas(
-                manifest,
-                source=str(SPLIT_MANIFEST),
-                name="split",
-                digest=manifest_digest(SPLIT_MANIFEST)[:32],
-            )
+            with warnings.catch_warnings():  # a local path fits two of MLflow's source kinds
+                warnings.filterwarnings("ignore", "The specified dataset source can be")
+                dataset = mlflow.data.from_pandas(
+                    manifest,
+                    source=str(SPLIT_MANIFEST),
+                    name="split",
+                    digest=manifest_digest(SPLIT_MANIFEST)[:32],
+                )
             mlflow.log_input(dataset, context="training")
             mlflow.log_text(model_summary(model), "model_summary.txt")
             mlflow.log_metrics(
@@ -350,10 +388,7 @@ def main() -> None:
                     factor=cfg.optimizer.plateau_factor, patience=cfg.optimizer.plateau_patience
                 ),
             )
-        # double_checkpoint: a kill while Keras writes its backup falls back to the one before
-        callbacks.append(
-            keras.callbacks.BackupAndRestore(str(RESUME_DIR / "backup"), double_checkpoint=True)
-        )
+        callbacks.append(AtomicBackupAndRestore(RESUME_DIR / "backup"))
         started = time.perf_counter()
         model.fit(
             train_data,
@@ -361,6 +396,7 @@ def main() -> None:
             epochs=cfg.epochs,
             class_weight=class_weights(train_labels, len(classes), cfg.class_weight),
             callbacks=callbacks,
+            shuffle=False,  # the dataset is shuffled, reproducibly, by its own seed
             verbose=2,
         )
         seconds = time.perf_counter() - started
@@ -388,14 +424,17 @@ def main() -> None:
         write_json(TRAIN_METRICS_FILE, metrics)
         with staged_file(MODEL_FILE) as tmp:
             model.save(tmp)
-        sample = next(iter(validation_data.take(1)))[0].numpy()[:2]
-        log_keras_model(model, sample, cfg.registered_model)
+        write_json(MODEL_LABELS_FILE, {"classes": classes})  # what each output stands for
+        with native_stderr():
+            sample = next(iter(validation_data.take(1)))[0].numpy()[:2]
+            log_keras_model(model, sample, cfg.registered_model)
         for artifact in (
             PARAMS_FILE,
             HISTORY_FILE,
             HISTORY_PNG,
             TRAIN_METRICS_FILE,
             LABELS_FILE,
+            MODEL_LABELS_FILE,
             SPLIT_MANIFEST,
             VALIDATION_FILE,
             NEAR_DUPLICATES_FILE,

@@ -1,6 +1,10 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pipeline.model import build_model
 from pipeline.params import load_params
@@ -88,3 +92,34 @@ def test_model_code_uses_no_tensorflow():
     """Backend-neutral: Keras layers and keras.ops only."""
     source = (Path(__file__).parent.parent / "pipeline" / "model.py").read_text()
     assert "tensorflow" not in source and "tf." not in source
+
+
+@pytest.mark.slow
+def test_the_model_trains_under_the_jax_backend_without_tensorflow():
+    """Keras layers and keras.ops only: the same model code trains under JAX."""
+    code = """
+import sys
+import keras
+import numpy as np
+import pytest
+from pipeline.model import build_model
+from pipeline.params import load_params
+train = load_params().train
+model = build_model((64, 64, 3), 3, train.model, train.augmentation, seed=0)
+built_without_tensorflow = "tensorflow" not in sys.modules  # seeding, fit use TF if present
+model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+images = np.random.default_rng(0).integers(0, 256, (24, 64, 64, 3), dtype=np.uint8)
+labels = np.eye(3, dtype=np.float32)[np.arange(24) % 3]
+history = model.fit(images, labels, epochs=2, batch_size=8, verbose=0)
+probabilities = model.predict(images[:4], verbose=0)
+print(keras.backend.backend(), len(history.history["loss"]), probabilities.shape,
+      bool(np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)), built_without_tensorflow)
+"""
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["jax", "2", "(4,", "3)", "True", "True"]

@@ -42,6 +42,14 @@ EXPECTED_OUTPUTS = (
     "reports/evaluate/class_abundance.csv",
     "reports/evaluate/class_abundance.png",
     "reports/evaluate/per_class_metrics.csv",
+    "models/labels.json",
+    "reports/evaluate/report.html",
+    "reports/evaluate/confusion_matrix_normalized.csv",
+    "reports/evaluate/confusion_matrix.json",
+    "reports/evaluate/calibration.csv",
+    "reports/evaluate/reliability_diagram.png",
+    "reports/evaluate/errors.csv",
+    "reports/evaluate/error_gallery.png",
 )
 
 
@@ -163,8 +171,15 @@ def test_one_mlflow_run_holds_params_metrics_and_artifacts(project):
     assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])
     assert run.data.metrics["test_macro_f1"] == pytest.approx(metrics["macro_f1"])
 
+    for digit in range(10):  # per-class F1 under stable names, comparable across runs
+        assert run.data.metrics[f"test_f1_{digit}"] == pytest.approx(
+            metrics["per_class_f1"][str(digit)]
+        )
     artifacts = {a.path for a in client.list_artifacts(run_id, "reports/evaluate")}
     assert {
+        "reports/evaluate/confusion_matrix_table.json",
+        "reports/evaluate/report.html",
+        "reports/evaluate/error_gallery.png",
         "reports/evaluate/confusion_matrix.png",
         "reports/evaluate/class_abundance.png",
         "reports/evaluate/predictions.csv",
@@ -204,6 +219,19 @@ def test_one_mlflow_run_holds_params_metrics_and_artifacts(project):
     assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 16, 16, 3)
 
 
+def test_evaluation_report_is_self_contained(project):
+    root, _ = project
+    page = (root / "reports/evaluate/report.html").read_text()
+    assert external_loads(page) == []
+    assert page.count("data:image/png;base64,") == 5  # history, confusion, abundance, ...
+    table = json.loads((root / "reports/evaluate/confusion_matrix.json").read_text())
+    assert table["classes"] == [str(d) for d in range(10)]
+    assert (
+        sum(map(sum, table["counts"]))
+        == json.loads((root / "reports/evaluate/metrics.json").read_text())["n_images"]
+    )
+
+
 def test_exp_run_with_a_changed_param_is_recorded(project):
     root, env = project
     _run(["dvc", "exp", "run", "-S", "train.epochs=1", "-n", "one-epoch"], root, env)
@@ -220,6 +248,11 @@ def test_exp_run_with_a_changed_param_is_recorded(project):
     # the MLflow run is named after the DVC experiment, so both UIs tell the same story
     assert runs[0].info.run_name == "one-epoch"
     assert runs[0].data.tags["dvc_experiment"] == "one-epoch"
+    # `make compare`: the two runs, the param that differs, best first
+    _run([sys.executable, "-m", "pipeline.compare", "--sort", "test_accuracy"], root, env)
+    compared = (root / "reports/compare.md").read_text()
+    assert "train.epochs" in compared and "train.batch_size" not in compared
+    assert "one-epoch" in compared
 
 
 def leaky_folder(root: Path) -> Path:
