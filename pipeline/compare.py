@@ -73,7 +73,12 @@ def markdown(table: pd.DataFrame, sort_by: str, experiment: str) -> str:
         f"# Runs of experiment `{experiment}`, sorted by `{sort_by}`\n\n"
         f"{len(table)} runs; params shown are those that differ between them.\n\n"
     )
-    return header + table.to_markdown(index=False, floatfmt=".4f", missingval="") + "\n"
+    shown = table.copy()
+    for column in shown.columns:  # params stay as logged; metrics get four decimals
+        if pd.api.types.is_float_dtype(shown[column]):
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
+    shown = shown.fillna("").astype(str)
+    return header + shown.to_markdown(index=False, disable_numparse=True) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,13 +88,16 @@ def main(argv: list[str] | None = None) -> None:
     order.add_argument("--ascending", action="store_true", default=None)
     order.add_argument("--descending", dest="ascending", action="store_false")
     parser.add_argument("--all", action="store_true", help="include failed and killed runs")
+    parser.add_argument("--last", type=int, default=20, help="the newest N runs (default 20)")
     parser.add_argument("--output", type=Path, default=COMPARE_FILE)
     args = parser.parse_args(argv)
 
     experiment_id = tracking.configure()
     experiment = mlflow.get_experiment(experiment_id).name
     status = "" if args.all else "attributes.status = 'FINISHED'"
-    runs = mlflow.search_runs([experiment_id], filter_string=status, output_format="pandas")
+    runs = mlflow.search_runs(
+        [experiment_id], filter_string=status, max_results=args.last, output_format="pandas"
+    )  # newest first
     try:
         table = comparison_table(runs, args.sort, args.ascending)
     except CompareError as error:

@@ -331,7 +331,11 @@ def main() -> None:
     if resume_run is not None and not tracking.run_exists(resume_run):
         print(f"train: MLflow run {resume_run} is gone from the store; starting afresh")
         resume_run = prepare_resume(RESUME_DIR, "")  # clears the backup
-    run_name = os.environ.get("DVC_EXP_NAME")
+    dvc_experiment = os.environ.get("DVC_EXP_NAME")
+    # MLflow's own random names repeat here: the seeded `random` module draws the same one
+    run_name = dvc_experiment or f"train {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    if resume_run is not None:
+        run_name = None  # a resumed run keeps its name
     with tracking.tracked_run(experiment_id, run_id=resume_run, run_name=run_name) as run:
         (RESUME_DIR / "run.json").write_text(
             json.dumps({"run_id": run.info.run_id, "fingerprint": key})
@@ -349,7 +353,7 @@ def main() -> None:
                     "train_images": str(len(train_rows)),
                     "validation_images": str(len(validation_rows)),
                     **git_state(),
-                    **({"dvc_experiment": run_name} if run_name else {}),
+                    **({"dvc_experiment": dvc_experiment} if dvc_experiment else {}),
                 }
             )
             log_validation(read_json(VALIDATION_FILE))

@@ -29,3 +29,24 @@ def test_dataset_keeps_manifest_order_and_labels(image_tree, tmp_path):
     # 8x8 in, 8x8 out: image i holds exactly the pixels of file i
     expected = np.stack([np.asarray(Image.open(tmp_path / "split" / p)) for p in rows["path"]])
     np.testing.assert_array_equal(images[..., 0], expected)
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_scale_like_an_antialiased_resize(tmp_path):
+    from PIL import Image
+
+    from pipeline.dataset import decode_image
+
+    rng = np.random.default_rng(0)
+    # fine detail (2-px noise): a full decode + bilinear 8x shrink aliases it (~25 grey levels
+    # off a box-filtered resize), decoding at 1/8 scale averages it as the box filter does
+    stripes = np.kron(rng.integers(0, 256, (256, 256), dtype=np.uint8), np.ones((2, 2), np.uint8))
+    big = tmp_path / "big.jpg"
+    Image.fromarray(stripes).convert("RGB").save(big, quality=95)  # 512 x 512
+    reference = np.asarray(Image.open(big).convert("RGB").resize((64, 64), Image.Resampling.BOX))
+    decoded = decode_image(str(big), 64, 3).numpy()
+    assert decoded.shape == (64, 64, 3) and decoded.dtype == np.uint8
+    assert np.abs(decoded.astype(int) - reference).mean() < 1
+    # small JPEGs, PNGs and sizes between scales still come out at the model's size
+    Image.fromarray(stripes[:100, :90]).save(tmp_path / "odd.png")
+    assert decode_image(str(tmp_path / "odd.png"), 64, 1).shape == (64, 64, 1)
+    assert decode_image(str(big), 300, 3).shape == (300, 300, 3)

@@ -186,6 +186,7 @@ def test_one_mlflow_run_holds_params_metrics_and_artifacts(project):
         "reports/evaluate/metrics.json",
     } <= artifacts
     assert "params.yaml" in {a.path for a in client.list_artifacts(run_id)}
+    assert run.info.run_name.startswith("train 20")  # dated: MLflow's seeded names repeat
     # device policy, code and data versions, registry
     assert {"device", "precision_policy", "jit_compile", "input_cache"} <= run.data.tags.keys()
     assert (
@@ -345,6 +346,8 @@ def test_killed_training_resumes_in_the_same_run(validated):
     process.kill()  # SIGKILL: nothing can be cleaned up
     process.wait()
     killed_run = json.loads((root / ".resume/train/run.json").read_text())["run_id"]
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    name = client.get_run(killed_run).info.run_name
     done_before = len(history.read_text().splitlines()) - 1
     assert 2 <= done_before < 6
 
@@ -356,9 +359,9 @@ def test_killed_training_resumes_in_the_same_run(validated):
     resumed = json.loads((root / "reports/train/metrics.json").read_text())
     assert resumed["epochs_run"] == 6
     assert abs(resumed["best_val_accuracy"] - uninterrupted["best_val_accuracy"]) <= 0.05
-    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     run = client.get_run(killed_run)
     assert run.info.status == "FINISHED"
+    assert run.info.run_name == name  # the resume kept the run's name
     steps = sorted({m.step for m in client.get_metric_history(killed_run, "val_loss")})
     assert steps == [1, 2, 3, 4, 5, 6]
     assert not (root / ".resume/train").exists()
