@@ -58,6 +58,7 @@ from pipeline.plots import (
     confusion_figure,
     error_gallery_figure,
     reliability_figure,
+    row_shares,
     save_figure,
 )
 
@@ -175,8 +176,7 @@ def confusion_tables(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Counts and row-normalised shares (each true class sums to 1; an absent class is 0)."""
     matrix = confusion_matrix(true, predicted, labels=list(range(len(classes))))
-    totals = matrix.sum(axis=1, keepdims=True)
-    shares = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+    shares = row_shares(matrix)
     index = pd.Index(classes, name="true")
     return (
         pd.DataFrame(matrix, index=index, columns=classes),
@@ -300,6 +300,7 @@ def main() -> None:
     )
     true = np.array(label_indices(rows["label"], classes))
     predicted = probabilities.argmax(axis=1)
+    mistakes = int((predicted != true).sum())
 
     predictions = predictions_table(rows["path"], true, probabilities, classes)
     counts, shares = confusion_tables(true, predicted, classes)
@@ -365,7 +366,7 @@ def main() -> None:
             model_file=MODEL_FILE.relative_to(ROOT).as_posix(),
             top_k=cfg.top_k,
             confusion=counts,
-            mistakes=int((predicted != true).sum()),
+            mistakes=mistakes,
         ),
         encoding="utf-8",
     )
@@ -391,7 +392,7 @@ def main() -> None:
         f"evaluate: test accuracy {metrics['accuracy']:.4f} (SVC baseline on the same split "
         f"{metrics['baseline_svc_accuracy']:.4f}), macro F1 {metrics['macro_f1']:.4f}, ECE "
         f"{metrics['expected_calibration_error']:.4f} on {metrics['n_images']} images; "
-        f"{int((predicted != true).sum())} mistakes; most over-predicted: {over or 'none'}; "
+        f"{mistakes} mistakes; most over-predicted: {over or 'none'}; "
         f"report {EVALUATE_REPORT.relative_to(ROOT)} (MLflow run {run_id})"
     )
 

@@ -31,6 +31,13 @@ def history_figure(history: pd.DataFrame, best_epoch: int | None = None) -> Figu
     return fig
 
 
+def row_shares(matrix: np.ndarray) -> np.ndarray:
+    """Each row divided by its total (a confusion matrix's share of each true class); a row
+    with no images stays 0 rather than NaN."""
+    totals = matrix.sum(axis=1, keepdims=True)
+    return np.divide(matrix, totals, out=np.zeros(matrix.shape, float), where=totals > 0)
+
+
 def confusion_figure(matrix: np.ndarray, class_names: list[str]) -> Figure:
     """Counts, coloured by the share of each true class, with class names on both axes.
 
@@ -39,8 +46,7 @@ def confusion_figure(matrix: np.ndarray, class_names: list[str]) -> Figure:
     n = len(class_names)
     side = max(5.0, 0.45 * n + 2.5)
     fig, ax = plt.subplots(figsize=(side, side), layout="constrained")
-    totals = matrix.sum(axis=1, keepdims=True)
-    shares = np.divide(matrix, totals, out=np.zeros(matrix.shape, float), where=totals > 0)
+    shares = row_shares(matrix)
     image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class")
     ax.set_xticks(range(n), class_names, rotation=90 if n > 10 else 0)
