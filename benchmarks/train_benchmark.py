@@ -82,7 +82,7 @@ def run_method(method: str, split: Path) -> dict:
 
     if method == "a":
         data = image_dataset(rows, classes, size, 3, batch, shuffle_seed=base.seed, root=split)
-        model.fit(data, **fit)
+        model.fit(data, steps_per_epoch=int(np.ceil(len(rows) / batch)), **fit)
     elif method == "b":
         decoded = image_dataset(rows, classes, size, 3, 512, root=split, cache="off")
         images, labels = zip(*[(x.numpy(), y.numpy()) for x, y in decoded], strict=True)

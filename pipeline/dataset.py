@@ -86,26 +86,38 @@ def image_dataset(
     root: Path = SPLIT_DIR,
     cache: str | Path = "memory",
 ) -> tf.data.Dataset:
-    """Batches of (uint8 image, one-hot label) in `rows` order, decoded in parallel.
+    """Batches of (uint8 image, one-hot label), decoded in parallel.
 
-    Shuffled (reproducibly) only when a seed is given. `cache`: "memory", "off", or a file
-    path prefix for an on-disk cache of the decoded images.
+    Without a seed: one pass in `rows` order. With a seed: shuffled reproducibly and repeated
+    without end (give `fit` its `steps_per_epoch`). The first pass decodes the files in a
+    shuffled order while the model trains on them and fills the cache on the way; later passes
+    reshuffle the cached images. (A full-size shuffle buffer after the cache would make the
+    first epoch wait until every file is decoded before its first step.)
+
+    `cache`: "memory", "off", or a file path prefix for an on-disk cache of the decoded images.
     """
     paths = [str(root / p) for p in rows["path"]]
     labels = tf.one_hot(label_indices(rows["label"], classes), depth=len(classes))
-    dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
-    dataset = dataset.map(
+    files = tf.data.Dataset.from_tensor_slices((paths, labels))
+    if shuffle_seed is not None:  # path strings: the buffer fills in no time
+        reshuffle = cache == "off"  # with a cache, later passes shuffle the cached images
+        files = files.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=reshuffle)
+    decoded = files.map(
         lambda path, label: (decode_image(path, image_size, channels), label),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
     if cache == "memory":
-        dataset = dataset.cache()
+        decoded = decoded.cache()
     elif cache != "off":
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
         for stale in Path(cache).parent.glob(f"{Path(cache).name}*.lockfile"):
             stale.unlink()  # left by a run that was killed while writing
-        dataset = dataset.cache(str(cache))
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        decoded = decoded.cache(str(cache))
+    dataset = decoded.batch(batch_size)
+    if shuffle_seed is not None and cache == "off":
+        dataset = dataset.repeat()
+    elif shuffle_seed is not None:  # the same `decoded` object: later passes read its cache
+        later = decoded.shuffle(len(paths), seed=shuffle_seed + 1, reshuffle_each_iteration=True)
+        dataset = dataset.concatenate(later.batch(batch_size).repeat())
+    return dataset.prefetch(tf.data.AUTOTUNE)

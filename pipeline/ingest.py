@@ -5,6 +5,7 @@ The default source is scikit-learn's bundled handwritten digits (real 8x8 scans,
 """
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +28,30 @@ def digits_images() -> tuple[np.ndarray, np.ndarray]:
     return pixels, digits.target
 
 
-def write_digits(target: Path) -> int:
-    """Write every digit scan as `target/<digit>/<index>.png`; return how many."""
+def write_digits(target: Path, classes: Sequence[str] = ()) -> int:
+    """Write the digit scans of `classes` (all when empty) as `target/<digit>/<index>.png`;
+    return how many."""
     pixels, labels = digits_images()
+    check_classes(classes, sorted({str(label) for label in labels}), DIGITS_SOURCE)
+    count = 0
     for index, (image, label) in enumerate(zip(pixels, labels, strict=True)):
+        if classes and str(label) not in classes:
+            continue
+        count += 1
         folder = target / str(label)
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(folder / f"{index:04d}.png")
-    return len(labels)
+    return count
+
+
+def check_classes(wanted: Sequence[str], available: list[str], source: str) -> None:
+    """Every class named in `ingest.classes` must exist in the source."""
+    missing = [name for name in wanted if name not in available]
+    if missing:
+        raise ValueError(
+            f"ingest.classes names {missing}, which {source} does not have "
+            f"(its classes: {', '.join(available)})"
+        )
 
 
 def resolve_source(source: str) -> Path:
@@ -49,14 +66,18 @@ def resolve_source(source: str) -> Path:
     return path
 
 
-def copy_folder(source: Path, target: Path) -> int:
-    """Copy every class-folder file of `source` (hidden files and OS debris left out); count them.
+def copy_folder(source: Path, target: Path, classes: Sequence[str] = ()) -> int:
+    """Copy every file of the class folders of `source` named in `classes` (all when empty;
+    hidden files and OS debris left out); count them.
 
     Links out of the folder and unsafe names are not copied: they are listed on the console.
     """
     listing = list_images(source)
     if listing.empty:
         raise ValueError(f"ingest.source: {source} holds no class folder with files in it")
+    if classes:
+        check_classes(classes, sorted(listing["label"].unique()), str(source))
+        listing = listing[listing["label"].isin(classes)]
     skipped = listing[listing["problem"].notna()]
     for row in skipped.itertuples():
         print(f"ingest: not copied: {row.path}: {row.problem}")
@@ -72,11 +93,14 @@ def main() -> None:
     params = load_params().ingest
     with staged_dir(RAW_DIR) as staging:
         if params.source == DIGITS_SOURCE:
-            count = write_digits(staging)
+            count = write_digits(staging, params.classes)
         else:
-            count = copy_folder(resolve_source(params.source), staging)
+            count = copy_folder(resolve_source(params.source), staging, params.classes)
     classes = sorted(p.name for p in RAW_DIR.iterdir() if p.is_dir())
-    print(f"ingest: {count} images in {len(classes)} classes -> {RAW_DIR.relative_to(ROOT)}")
+    chosen = " (ingest.classes)" if params.classes else ""
+    print(
+        f"ingest: {count} images in {len(classes)} classes{chosen} -> {RAW_DIR.relative_to(ROOT)}"
+    )
 
 
 if __name__ == "__main__":

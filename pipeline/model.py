@@ -64,12 +64,16 @@ def build_model(
         x = layers.GlobalAveragePooling2D(name="global_pool")(x)
     else:
         x = layers.Flatten(name="flatten")(x)
-    for index, units in enumerate(cfg.dense_units, start=1):
-        x = layers.Dense(units, activation="relu", name=f"dense{index}")(x)
-        if cfg.dropout:
-            x = layers.Dropout(cfg.dropout, name=f"dropout{index}")(x)
+    return keras.Model(inputs, dense_head(x, cfg.dense_units, cfg.dropout, num_classes), name="cnn")
+
+
+def dense_head(
+    x: keras.KerasTensor, units: list[int], dropout: float, num_classes: int
+) -> keras.KerasTensor:
+    """Hidden ReLU dense layers, each followed by dropout when asked, then the softmax."""
+    for index, width in enumerate(units, start=1):
+        x = layers.Dense(width, activation="relu", name=f"dense{index}")(x)
+        if dropout:
+            x = layers.Dropout(dropout, name=f"dropout{index}")(x)
     # float32 output even under a mixed-precision policy, so probabilities stay exact.
-    outputs = layers.Dense(
-        num_classes, activation="softmax", dtype="float32", name="probabilities"
-    )(x)
-    return keras.Model(inputs, outputs, name="cnn")
+    return layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)

@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Annotated, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.paths import PARAMS_FILE
 
@@ -29,6 +36,12 @@ class BaseParams(_Section):
 
 class IngestParams(_Section):
     source: str = Field(min_length=1)
+    classes: list[str] = []  # the class folders to take; empty: all
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _names(cls, value: object) -> object:  # `[0, 1]` in YAML means the folders "0" and "1"
+        return [str(v) for v in value] if isinstance(value, list) else value
 
 
 class SplitParams(_Section):
@@ -138,6 +151,41 @@ class ModelParams(_Section):
         return size
 
 
+class PhaseParams(_Section):
+    epochs: int = Field(ge=1)
+    unfreeze: int = Field(ge=0)  # blocks of the base made trainable, counted from its top
+    learning_rate: float = Field(gt=0)
+
+
+BASES = ("mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "resnet50", "vgg16")
+
+
+class TransferParams(_Section):
+    # none: train the CNN of train.model from scratch; a keras.applications architecture;
+    # or pipeline: the convolutional blocks of a model an earlier run trained
+    base: Literal["none", "pipeline", *BASES]
+    # architectures: imagenet (from the Keras cache) | none | a weights file;
+    # pipeline: a .keras file or an MLflow model URI (runs:/<id>/model, models:/<name>/<version>)
+    weights: str = Field(min_length=1)
+    dense_units: list[Annotated[int, Field(ge=1)]]
+    dropout: float = Field(ge=0, lt=1)
+    # manual: the phases below; auto: unfreeze the next block whenever val_loss stalls
+    schedule: Literal["manual", "auto"]
+    phases: list[PhaseParams]
+    patience: int = Field(ge=1)  # auto: epochs without a better val_loss before the next step
+    learning_rate_factor: float = Field(gt=0, le=1)  # auto: learning rate x this per block
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        if self.schedule == "manual" and not self.phases:
+            raise ValueError("schedule manual needs at least one entry in phases")
+        if self.base == "pipeline" and self.weights in ("imagenet", "none"):
+            raise ValueError(
+                "base pipeline needs weights: the earlier model's .keras file or MLflow URI"
+            )
+        return self
+
+
 class EarlyStoppingParams(_Section):
     monitor: Literal["val_loss", "val_accuracy"]
     patience: int = Field(ge=1)
@@ -156,6 +204,7 @@ class TrainParams(_Section):
     model: ModelParams
     early_stopping: EarlyStoppingParams
     device: DeviceParams
+    transfer: TransferParams
 
 
 class EvaluateParams(_Section):
@@ -175,7 +224,23 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _image_fits_architecture(self) -> Self:
-        if self.train.model.output_size(self.base.image_size) < 1:
+        transfer = self.train.transfer
+        if transfer.base in BASES and self.base.channels != 3:
+            raise ValueError(
+                f"train.transfer.base = {transfer.base} takes RGB images: set base.channels: 3"
+            )
+        if transfer.base in BASES and self.base.image_size < 32:
+            raise ValueError(
+                f"train.transfer.base = {transfer.base} needs base.image_size of at least 32"
+            )
+        if transfer.schedule == "manual" and transfer.base != "none":
+            planned = sum(phase.epochs for phase in transfer.phases)
+            if planned > self.train.epochs:
+                raise ValueError(
+                    f"train.transfer.phases add up to {planned} epochs, more than "
+                    f"train.epochs = {self.train.epochs} (the cap on every schedule)"
+                )
+        if transfer.base == "none" and self.train.model.output_size(self.base.image_size) < 1:
             raise ValueError(
                 f"base.image_size = {self.base.image_size} is too small for train.model: "
                 f"{len(self.train.model.filters)} blocks of {self.train.model.convs_per_block} "

@@ -29,6 +29,7 @@ DATA_DOCS_DIR = VALIDATE_DIR / "data_docs"
 TRAIN_REPORTS_DIR = REPORTS_DIR / "train"
 HISTORY_FILE = TRAIN_REPORTS_DIR / "history.csv"
 HISTORY_PNG = TRAIN_REPORTS_DIR / "history.png"
+PHASES_FILE = TRAIN_REPORTS_DIR / "phases.csv"  # one row per training phase
 TRAIN_METRICS_FILE = TRAIN_REPORTS_DIR / "metrics.json"
 
 # Working state outside DVC's outputs (DVC deletes those before a stage runs).

@@ -15,8 +15,11 @@ from matplotlib.ticker import PercentFormatter
 from pipeline.files import staged_file
 
 
-def history_figure(history: pd.DataFrame, best_epoch: int | None = None) -> Figure:
-    """Loss and accuracy per epoch, training against validation; the kept epoch marked."""
+def history_figure(
+    history: pd.DataFrame, best_epoch: int | None = None, phase_starts: list[int] = ()
+) -> Figure:
+    """Loss and accuracy per epoch, training against validation; the kept epoch marked, and
+    the first epoch of each later training phase (a block unfrozen, a new learning rate)."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         ax.plot(history["epoch"], history[metric], marker="o", markersize=3, label="train")
@@ -25,6 +28,12 @@ def history_figure(history: pd.DataFrame, best_epoch: int | None = None) -> Figu
         )
         if best_epoch is not None:
             ax.axvline(best_epoch, color="grey", linestyle="--", label=f"kept epoch {best_epoch}")
+        for number, start in enumerate(phase_starts, start=2):
+            ax.axvline(start - 0.5, color="tab:green", linestyle=":", alpha=0.8,
+                       label="phase changes" if number == 2 else None)  # fmt: skip
+            ax.annotate(f"phase {number}", (start - 0.5, 1), xycoords=("data", "axes fraction"),
+                        xytext=(2, -10), textcoords="offset points", fontsize=8,
+                        color="tab:green")  # fmt: skip
         ax.set(xlabel="epoch", ylabel=metric, title=metric.capitalize())
         ax.grid(alpha=0.3)
         ax.legend()

@@ -36,6 +36,7 @@ from pipeline.params import (
     EarlyStoppingParams,
     OptimizerParams,
     Params,
+    TrainParams,
     load_params,
     load_raw_params,
 )
@@ -49,6 +50,7 @@ from pipeline.paths import (
     MODEL_LABELS_FILE,
     NEAR_DUPLICATES_FILE,
     PARAMS_FILE,
+    PHASES_FILE,
     RESUME_DIR,
     ROOT,
     RUN_FILE,
@@ -57,6 +59,8 @@ from pipeline.paths import (
     VALIDATION_FILE,
 )
 from pipeline.plots import history_figure, save_figure
+from pipeline.schedule import Phase, ScheduleState, first_phase, next_phase
+from pipeline.transfer import TransferModel, build_transfer_model, trainable_count
 
 # Sections logged to the model's run; `evaluate` logs its own section when it adds its results.
 LOGGED_SECTIONS = ("base", "ingest", "split", "validate", "train")
@@ -120,33 +124,49 @@ def class_weights(labels: list[int], num_classes: int, mode: str) -> dict[int, f
     }
 
 
+def save_weights(model: keras.Model, path: Path) -> None:
+    """The model's weights alone (no optimizer state), replaced atomically: they load into the
+    same architecture whatever is trainable and however it is compiled."""
+    with staged_file(path) as tmp, tmp.open("wb") as file:
+        np.savez(file, *model.get_weights())
+
+
+def load_weights(model: keras.Model, path: Path) -> None:
+    with np.load(path) as saved:
+        model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
+
+
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """Early stopping whose best value, best epoch, patience count and best weights survive
-    a resume, so an interrupted run stops and restores exactly as an uninterrupted one."""
+    a resume, so an interrupted run stops and restores exactly as an uninterrupted one.
 
-    def __init__(self, folder: Path, cfg: EarlyStoppingParams) -> None:
+    Across the phases of a schedule the best value and weights carry over (a new phase must
+    beat what came before), while the patience count starts afresh in each phase."""
+
+    def __init__(self, folder: Path, cfg: EarlyStoppingParams, patience: int, phase: int) -> None:
         super().__init__(
             monitor=cfg.monitor,
             mode="min" if cfg.monitor.endswith("loss") else "max",
-            patience=cfg.patience,
+            patience=patience,
             restore_best_weights=cfg.restore_best_weights,
             verbose=1,
         )
+        self.phase = phase
         self.state_file = folder / "early_stopping.json"
-        self.weights_file = folder / "best.weights.h5"
+        self.weights_file = folder / "best_weights.npz"
+
+    def saved_state(self) -> dict | None:
+        return json.loads(self.state_file.read_text()) if self.state_file.exists() else None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         super().on_train_begin(logs)
-        if self.state_file.exists():
-            state = json.loads(self.state_file.read_text())
-            self.best, self.best_epoch, self.wait = (
-                state["best"],
-                state["best_epoch"],
-                state["wait"],
-            )
+        state = self.saved_state()
+        if state is not None:
+            self.best, self.best_epoch = state["best"], state["best_epoch"]
+            self.wait = state["wait"] if state.get("phase") == self.phase else 0
             if self.restore_best_weights and self.weights_file.exists():
                 current = self.model.get_weights()
-                self.model.load_weights(self.weights_file)
+                load_weights(self.model, self.weights_file)
                 self.best_weights = self.model.get_weights()
                 self.model.set_weights(current)
 
@@ -154,11 +174,56 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         super().on_epoch_end(epoch, logs)
         # Both files are replaced atomically: a kill while writing leaves the previous ones.
         if self.best_epoch == epoch and self.restore_best_weights:
-            partial = self.weights_file.with_name(f"partial.{self.weights_file.name}")
-            self.model.save_weights(partial)  # Keras wants the .weights.h5 suffix
-            partial.replace(self.weights_file)
-        state = {"best": float(self.best), "best_epoch": self.best_epoch, "wait": self.wait}
+            save_weights(self.model, self.weights_file)
+        state = {
+            "best": float(self.best),
+            "best_epoch": self.best_epoch,
+            "wait": self.wait,
+            "phase": self.phase,
+        }
         write_json(self.state_file, state)
+
+
+class ResumablePlateau(keras.callbacks.ReduceLROnPlateau):
+    """Reduce-on-plateau whose best value carries over a resume and into the next phase; its
+    patience and cooldown counts start afresh in a new phase (whose learning rate is new)."""
+
+    def __init__(self, folder: Path, cfg: OptimizerParams, phase: int) -> None:
+        super().__init__(factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+        self.phase = phase
+        self.state_file = folder / "plateau.json"
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        if self.state_file.exists():
+            state = json.loads(self.state_file.read_text())
+            self.best = state["best"] if state["best"] is not None else self.best
+            if state["phase"] == self.phase:
+                self.wait, self.cooldown_counter = state["wait"], state["cooldown"]
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_end(epoch, logs)
+        state = {
+            "best": None if self.best is None else float(self.best),
+            "wait": self.wait,
+            "cooldown": self.cooldown_counter,
+            "phase": self.phase,
+        }
+        write_json(self.state_file, state)
+
+
+class PhaseMetrics(keras.callbacks.Callback):
+    """Adds the unfrozen block count and trainable parameter count to each epoch's logs (so
+    MLflow and the history table get them); runs before the loggers."""
+
+    def __init__(self, unfrozen: int) -> None:
+        super().__init__()
+        self.unfrozen = unfrozen
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["unfrozen_blocks"] = float(self.unfrozen)
+            logs["trainable_params"] = float(trainable_count(self.model))
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -288,6 +353,117 @@ def history_table(path: Path) -> pd.DataFrame:
     return table.drop_duplicates("epoch", keep="last").reset_index(drop=True)
 
 
+@dataclass
+class Fitting:
+    """What every phase of a training schedule fits with."""
+
+    model: keras.Model
+    transfer: TransferModel | None
+    cfg: TrainParams
+    jit_compile: bool
+    steps: int  # per epoch
+    train_data: tf.data.Dataset
+    validation_data: tf.data.Dataset
+    class_weight: dict[int, float] | None
+    loggers: list[keras.callbacks.Callback]  # the same instances through every phase
+    throughput: Throughput
+
+
+def run_schedule(fitting: Fitting) -> tuple[ResumableEarlyStopping, pd.DataFrame]:
+    """Run the phases (one, from scratch) from where a killed run left off; return the early
+    stopping of the last phase (its best epoch is the kept one) and a row per phase."""
+    cfg, transfer = fitting.cfg, fitting.transfer
+    blocks = len(transfer.blocks) if transfer else 0
+    state_file = RESUME_DIR / "schedule.json"
+    state = ScheduleState.load(state_file) or ScheduleState(first_phase(cfg, blocks), [])
+    while True:
+        phase = state.phase
+        stopper = run_phase(fitting, phase)
+        table = history_table(RESUME_DIR / "history.csv")
+        done = int(table["epoch"].max())
+        stalled = stopper.wait >= phase.patience
+        following, decision = next_phase(cfg, phase, done, stalled, blocks)
+        epochs = table[(table["epoch"] > phase.first_epoch) & (table["epoch"] <= done)]
+        state.rows.append(
+            {
+                "phase": phase.index + 1,
+                "unfrozen_blocks": phase.unfrozen if transfer else "all",
+                "trainable_params": trainable_count(fitting.model),
+                "learning_rate": phase.learning_rate,
+                "first_epoch": phase.first_epoch + 1,
+                "last_epoch": done,
+                "best_val_loss": float(epochs["val_loss"].min()),
+                "best_val_accuracy": float(epochs["val_accuracy"].max()),
+                "ended": "val_loss stalled" if stalled else "epochs done",
+                "decision": decision,
+            }
+        )
+        if transfer is not None:
+            print(
+                f"train: phase {phase.index + 1} ({phase.unfrozen} of {blocks} blocks unfrozen) "
+                f"ended after epoch {done}, {state.rows[-1]['ended']}; {decision}"
+            )
+        if following is None:
+            return stopper, pd.DataFrame(state.rows)
+        # the next phase starts from these weights (the best so far, when those are restored)
+        save_weights(fitting.model, RESUME_DIR / "phase_start.npz")
+        state.phase = following
+        state.save(state_file)
+        shutil.rmtree(RESUME_DIR / "backup" / f"phase-{phase.index}", ignore_errors=True)
+
+
+def run_phase(fitting: Fitting, phase: Phase) -> ResumableEarlyStopping:
+    """Set what is trainable, recompile with the phase's learning rate, and fit its epochs;
+    resumed from the phase's own backup after a kill."""
+    model, cfg = fitting.model, fitting.cfg
+    if fitting.transfer is not None:
+        fitting.transfer.unfreeze(phase.unfrozen)
+    optimizer = cfg.optimizer.model_copy(update={"learning_rate": phase.learning_rate})
+    model.compile(
+        optimizer=make_optimizer(optimizer, fitting.steps * (phase.last_epoch - phase.first_epoch)),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=fitting.jit_compile,
+    )
+    backup = RESUME_DIR / "backup" / f"phase-{phase.index}"
+    start = RESUME_DIR / "phase_start.npz"
+    if start.exists() and not backup.exists():
+        load_weights(model, start)
+    stopper = ResumableEarlyStopping(RESUME_DIR, cfg.early_stopping, phase.patience, phase.index)
+    saved = stopper.saved_state()
+    history = RESUME_DIR / "history.csv"
+    done = int(history_table(history)["epoch"].max()) if history.exists() else 0
+    if (
+        saved
+        and saved["phase"] == phase.index
+        and (saved["wait"] >= phase.patience or done >= phase.last_epoch)
+    ):  # the phase had ended when the run was killed, before the next one was recorded
+        stopper.wait, stopper.best_epoch = saved["wait"], saved["best_epoch"]
+        if cfg.early_stopping.restore_best_weights:
+            load_weights(model, stopper.weights_file)
+        else:
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(backup / "current" / "latest.weights.h5")
+        return stopper
+    callbacks = [PhaseMetrics(phase.unfrozen)] if fitting.transfer is not None else []
+    callbacks += fitting.loggers
+    if cfg.optimizer.schedule == "plateau":
+        callbacks.append(ResumablePlateau(RESUME_DIR, cfg.optimizer, phase.index))
+    callbacks += [stopper, fitting.throughput, AtomicBackupAndRestore(backup)]
+    model.fit(
+        fitting.train_data,
+        validation_data=fitting.validation_data,
+        initial_epoch=phase.first_epoch,
+        epochs=phase.last_epoch,
+        steps_per_epoch=fitting.steps,  # the shuffled training set repeats without end
+        class_weight=fitting.class_weight,
+        callbacks=callbacks,
+        shuffle=False,  # the dataset is shuffled, reproducibly, by its own seed
+        verbose=2,
+    )
+    return stopper
+
+
 def main() -> None:
     params = load_params()
     base, cfg = params.base, params.train
@@ -317,13 +493,14 @@ def main() -> None:
     )  # fmt: skip
     steps = int(np.ceil(len(train_rows) / cfg.batch_size))
 
-    model = build_model(shape, len(classes), cfg.model, cfg.augmentation, seed=base.seed)
-    model.compile(
-        optimizer=make_optimizer(cfg.optimizer, steps * cfg.epochs),
-        loss="categorical_crossentropy",
-        metrics=["accuracy"],
-        jit_compile=setup.jit_compile,
-    )
+    if cfg.transfer.base == "none":
+        transfer = None
+        model = build_model(shape, len(classes), cfg.model, cfg.augmentation, seed=base.seed)
+    else:
+        transfer = build_transfer_model(
+            shape, len(classes), cfg.transfer, cfg.augmentation, seed=base.seed
+        )
+        model = transfer.model
     train_labels = label_indices(train_rows["label"], classes)
 
     experiment_id = tracking.configure()
@@ -368,6 +545,8 @@ def main() -> None:
                 )
             mlflow.log_input(dataset, context="training")
             mlflow.log_text(model_summary(model), "model_summary.txt")
+            if transfer is not None:  # what each block of the schedule holds
+                mlflow.log_dict(transfer.blocks, "transfer_blocks.json")
             mlflow.log_metrics(
                 {
                     "params_total": model.count_params(),
@@ -378,31 +557,23 @@ def main() -> None:
             print(f"train: resuming MLflow run {resume_run} from the last finished epoch")
 
         throughput = Throughput()
-        stopper = ResumableEarlyStopping(RESUME_DIR, cfg.early_stopping)
-        callbacks = [
-            tracking.EpochMetrics(),
-            keras.callbacks.CSVLogger(str(RESUME_DIR / "history.csv"), append=True),
-            stopper,
-            throughput,
-        ]
-        if cfg.optimizer.schedule == "plateau":
-            callbacks.insert(
-                2,
-                keras.callbacks.ReduceLROnPlateau(
-                    factor=cfg.optimizer.plateau_factor, patience=cfg.optimizer.plateau_patience
-                ),
-            )
-        callbacks.append(AtomicBackupAndRestore(RESUME_DIR / "backup"))
-        started = time.perf_counter()
-        model.fit(
-            train_data,
+        fitting = Fitting(
+            model=model,
+            transfer=transfer,
+            cfg=cfg,
+            jit_compile=setup.jit_compile,
+            steps=steps,
+            train_data=train_data,
             validation_data=validation_data,
-            epochs=cfg.epochs,
             class_weight=class_weights(train_labels, len(classes), cfg.class_weight),
-            callbacks=callbacks,
-            shuffle=False,  # the dataset is shuffled, reproducibly, by its own seed
-            verbose=2,
+            loggers=[
+                tracking.EpochMetrics(),
+                keras.callbacks.CSVLogger(str(RESUME_DIR / "history.csv"), append=True),
+            ],
+            throughput=throughput,
         )
+        started = time.perf_counter()
+        stopper, phases = run_schedule(fitting)
         seconds = time.perf_counter() - started
 
         table = history_table(RESUME_DIR / "history.csv")
@@ -424,7 +595,11 @@ def main() -> None:
         }
         mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None})
         write_csv(table, HISTORY_FILE)
-        save_figure(history_figure(table, best_epoch=int(best["epoch"])), HISTORY_PNG)
+        write_csv(phases, PHASES_FILE)
+        mlflow.log_table(phases, artifact_file="reports/train/phases.json")
+        starts = phases["first_epoch"].tolist()[1:]
+        figure = history_figure(table, best_epoch=int(best["epoch"]), phase_starts=starts)
+        save_figure(figure, HISTORY_PNG)
         write_json(TRAIN_METRICS_FILE, metrics)
         with staged_file(MODEL_FILE) as tmp:
             model.save(tmp)
@@ -435,6 +610,7 @@ def main() -> None:
         for artifact in (
             PARAMS_FILE,
             HISTORY_FILE,
+            PHASES_FILE,
             HISTORY_PNG,
             TRAIN_METRICS_FILE,
             LABELS_FILE,

@@ -50,3 +50,45 @@ def test_a_large_jpeg_is_decoded_at_reduced_scale_like_an_antialiased_resize(tmp
     Image.fromarray(stripes[:100, :90]).save(tmp_path / "odd.png")
     assert decode_image(str(tmp_path / "odd.png"), 64, 1).shape == (64, 64, 1)
     assert decode_image(str(big), 300, 3).shape == (300, 300, 3)
+
+
+@pytest.mark.parametrize("cache", ["memory", "disk", "off"])
+def test_training_passes_hold_every_image_once_reshuffled_and_later_ones_come_from_the_cache(
+    image_tree, tmp_path, cache
+):
+    manifest = split_table(image_tree)
+    split = tmp_path / "split"
+    for row in manifest.itertuples():
+        link_or_copy(image_tree / row.raw_path, split / row.path)
+    rows, classes = manifest.reset_index(drop=True), ["cat", "dog", "owl"]
+    steps = -(-len(rows) // 7)
+
+    def dataset(name: str):
+        store = tmp_path / "cache" / name if cache == "disk" else cache
+        return image_dataset(
+            rows, classes, image_size=8, channels=1, batch_size=7, root=split, shuffle_seed=3,
+            cache=store,
+        )  # fmt: skip
+
+    def passes(data, count: int) -> list[list[int]]:
+        """Each pass as the file indices in the order seen (images identify their file)."""
+        batches = iter(data)
+        pixels = [np.asarray(Image.open(split / p)).tobytes() for p in rows["path"]]
+        seen = []
+        for _ in range(count):
+            images = np.concatenate([next(batches)[0].numpy() for _ in range(steps)])
+            seen.append([pixels.index(image[..., 0].tobytes()) for image in images])
+        return seen
+
+    first, second, third = passes(dataset("train"), 3)
+    assert sorted(first) == sorted(second) == sorted(third) == list(range(len(rows)))
+    assert len({tuple(first), tuple(second), tuple(third)}) == 3  # reshuffled every pass
+    assert passes(dataset("again"), 3) == [first, second, third]  # the seed fixes every pass
+
+    batches = iter(dataset("gone"))
+    for _ in range(steps):
+        next(batches)
+    if cache != "off":  # the first pass filled the cache: the files are no longer read
+        for path in rows["path"]:
+            (split / path).unlink()
+        next(batches)

@@ -49,3 +49,21 @@ def test_copy_folder_does_not_follow_links_out_of_the_source(image_tree, tmp_pat
     assert copy_folder(image_tree, target) == 30
     assert not (target / "cat" / "link.png").exists()
     assert "not copied: cat/link.png: symbolic link pointing outside" in capsys.readouterr().out
+
+
+def test_ingest_classes_takes_only_the_named_classes_and_names_a_missing_one(image_tree, tmp_path):
+    assert write_digits(tmp_path / "digits", ["5", "7"]) == 182 + 179
+    assert sorted(p.name for p in (tmp_path / "digits").iterdir()) == ["5", "7"]
+    assert copy_folder(image_tree, tmp_path / "raw", ["owl"]) == 10
+    assert [p.name for p in (tmp_path / "raw").iterdir()] == ["owl"]
+    with pytest.raises(ValueError, match=r"ingest.classes names \['yak'\], which .* does not have"):
+        copy_folder(image_tree, tmp_path / "other", ["owl", "yak"])
+    with pytest.raises(ValueError, match=r"its classes: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9"):
+        write_digits(tmp_path / "more", ["10"])
+
+
+def test_ingest_classes_may_be_numbers_in_yaml(raw_params):
+    from pipeline.params import parse_params
+
+    raw_params["ingest"]["classes"] = [5, 6]
+    assert parse_params(raw_params).ingest.classes == ["5", "6"]

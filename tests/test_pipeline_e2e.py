@@ -365,3 +365,67 @@ def test_killed_training_resumes_in_the_same_run(validated):
     steps = sorted({m.step for m in client.get_metric_history(killed_run, "val_loss")})
     assert steps == [1, 2, 3, 4, 5, 6]
     assert not (root / ".resume/train").exists()
+
+
+def test_transfer_schedule_resumes_inside_its_second_phase(validated):
+    """Transfer from an earlier model of the pipeline with a manual two-phase schedule; killed
+    in phase 2, the resumed run finishes that phase with its blocks and learning rate."""
+    import time
+
+    root, env = validated
+    _run([sys.executable, "-m", "pipeline.train"], root, env)
+    shutil.copy(root / "models/model.keras", root / "earlier.keras")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"]["transfer"].update(
+        base="pipeline",
+        weights="earlier.keras",
+        dense_units=[16],
+        schedule="manual",
+        phases=[
+            {"epochs": 2, "unfreeze": 0, "learning_rate": 0.01},
+            {"epochs": 3, "unfreeze": 2, "learning_rate": 0.001},
+        ],
+    )
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    history = root / ".resume/train/history.csv"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.train"], cwd=root, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if history.exists() and len(history.read_text().splitlines()) >= 4:  # 3 epochs done
+            break
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    assert 3 <= len(history.read_text().splitlines()) - 1 < 5  # killed inside phase 2
+    killed_run = json.loads((root / ".resume/train/run.json").read_text())["run_id"]
+
+    output = _run([sys.executable, "-m", "pipeline.train"], root, env)
+    assert f"resuming MLflow run {killed_run}" in output
+    assert "phase 2 (2 of 2 blocks unfrozen) ended after epoch 5" in output
+    phases = pd.read_csv(root / "reports/train/phases.csv")
+    assert phases["unfrozen_blocks"].tolist() == [0, 2]
+    assert phases["first_epoch"].tolist() == [1, 3] and phases["last_epoch"].tolist() == [2, 5]
+    assert phases["trainable_params"].iloc[0] < phases["trainable_params"].iloc[1]
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+
+    def by_step(metric: str) -> list[float]:
+        points = {m.step: m.value for m in client.get_metric_history(killed_run, metric)}
+        return [points[step] for step in sorted(points)]
+
+    assert by_step("unfrozen_blocks") == [0, 0, 2, 2, 2]
+    # each phase starts at its rate; the seed's inverse-time decay lowers it a little per step
+    assert by_step("learning_rate") == pytest.approx([0.01, 0.01, 0.001, 0.001, 0.001], rel=0.15)
+    assert len(set(by_step("trainable_params"))) == 2
+    run = client.get_run(killed_run)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.transfer.base"] == "pipeline"
+    artifacts = {a.path for a in client.list_artifacts(killed_run, "reports/train")}
+    assert {"reports/train/phases.csv", "reports/train/phases.json"} <= artifacts
+    saved = client.download_artifacts(killed_run, "transfer_blocks.json", str(root))
+    blocks = json.loads(Path(saved).read_text())
+    assert list(blocks) == ["block1", "block2"]
+    assert not (root / ".resume/train").exists()
