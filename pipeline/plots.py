@@ -32,7 +32,7 @@ def history_figure(
             ax.axvline(start - 0.5, color="tab:green", linestyle=":", alpha=0.8,
                        label="phase changes" if number == 2 else None)  # fmt: skip
             ax.annotate(f"phase {number}", (start - 0.5, 1), xycoords=("data", "axes fraction"),
-                        xytext=(2, -10), textcoords="offset points", fontsize=8,
+                        xytext=(2, -10 - 10 * (number % 3)), textcoords="offset points", fontsize=8,
                         color="tab:green")  # fmt: skip
         ax.set(xlabel="epoch", ylabel=metric, title=metric.capitalize())
         ax.grid(alpha=0.3)

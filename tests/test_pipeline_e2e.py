@@ -35,6 +35,7 @@ EXPECTED_OUTPUTS = (
     "models/model.keras",
     "models/mlflow_run.json",
     "reports/train/history.csv",
+    "reports/train/phases.csv",
     "reports/evaluate/metrics.json",
     "reports/evaluate/predictions.csv",
     "reports/evaluate/confusion_matrix.csv",
