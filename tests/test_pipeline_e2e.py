@@ -327,12 +327,10 @@ def test_two_cpu_runs_with_the_same_params_give_identical_weights(validated):
         assert (a == b).all()
 
 
-def test_killed_training_resumes_in_the_same_run(validated):
+def _kill_training_after(root: Path, env: dict[str, str], epochs: int) -> int:
+    """Start `pipeline.train`, SIGKILL it once `epochs` epochs are in its resume history
+    (nothing can be cleaned up), and return how many epochs it had finished."""
     import time
-
-    root, env = validated
-    _run([sys.executable, "-m", "pipeline.train"], root, env)
-    uninterrupted = json.loads((root / "reports/train/metrics.json").read_text())
 
     history = root / ".resume/train/history.csv"
     process = subprocess.Popen(
@@ -341,15 +339,23 @@ def test_killed_training_resumes_in_the_same_run(validated):
     )  # fmt: skip
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
-        if history.exists() and len(history.read_text().splitlines()) >= 3:  # two epochs done
+        if history.exists() and len(history.read_text().splitlines()) > epochs:  # + header
             break
-        time.sleep(0.2)
-    process.kill()  # SIGKILL: nothing can be cleaned up
+        time.sleep(0.05)
+    process.kill()
     process.wait()
+    return len(history.read_text().splitlines()) - 1
+
+
+def test_killed_training_resumes_in_the_same_run(validated):
+    root, env = validated
+    _run([sys.executable, "-m", "pipeline.train"], root, env)
+    uninterrupted = json.loads((root / "reports/train/metrics.json").read_text())
+
+    done_before = _kill_training_after(root, env, epochs=2)
     killed_run = json.loads((root / ".resume/train/run.json").read_text())["run_id"]
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     name = client.get_run(killed_run).info.run_name
-    done_before = len(history.read_text().splitlines()) - 1
     assert 2 <= done_before < 6
 
     output = _run([sys.executable, "-m", "pipeline.train"], root, env)
@@ -371,8 +377,6 @@ def test_killed_training_resumes_in_the_same_run(validated):
 def test_transfer_schedule_resumes_inside_its_second_phase(validated):
     """Transfer from an earlier model of the pipeline with a manual two-phase schedule; killed
     in phase 2, the resumed run finishes that phase with its blocks and learning rate."""
-    import time
-
     root, env = validated
     _run([sys.executable, "-m", "pipeline.train"], root, env)
     shutil.copy(root / "models/model.keras", root / "earlier.keras")
@@ -389,19 +393,7 @@ def test_transfer_schedule_resumes_inside_its_second_phase(validated):
     )
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
-    history = root / ".resume/train/history.csv"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.train"], cwd=root, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        if history.exists() and len(history.read_text().splitlines()) >= 4:  # 3 epochs done
-            break
-        time.sleep(0.05)
-    process.kill()
-    process.wait()
-    assert 3 <= len(history.read_text().splitlines()) - 1 < 5  # killed inside phase 2
+    assert 3 <= _kill_training_after(root, env, epochs=3) < 5  # killed inside phase 2
     killed_run = json.loads((root / ".resume/train/run.json").read_text())["run_id"]
 
     output = _run([sys.executable, "-m", "pipeline.train"], root, env)
