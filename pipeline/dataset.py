@@ -51,6 +51,15 @@ def decode_image(path: tf.Tensor, image_size: int, channels: int) -> tf.Tensor:
         lambda: tf.io.decode_image(contents, channels=channels, expand_animations=False),
     )
     image.set_shape([None, None, channels])
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    return tf.cond(  # a source already at the model's size skips the (identity) resize
+        tf.logical_and(tf.equal(height, image_size), tf.equal(width, image_size)),
+        lambda: tf.ensure_shape(image, [image_size, image_size, channels]),
+        lambda: resize(image, image_size),
+    )
+
+
+def resize(image: tf.Tensor, image_size: int) -> tf.Tensor:
     resized = tf.image.resize(image, [image_size, image_size])
     return tf.cast(tf.round(tf.clip_by_value(resized, 0, 255)), tf.uint8)
 

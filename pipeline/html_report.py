@@ -9,13 +9,7 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup
 
-TEMPLATE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Evaluation report: {{ model_file }}</title>
-<style>
+STYLE = """<style>
   body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0;
          color: #1f2328; background: #f6f8fa; }
   header { background: #24292f; color: #fff; padding: 1.2rem 2rem; }
@@ -39,6 +33,15 @@ TEMPLATE = """<!doctype html>
   .note { color: #57606a; font-size: .85rem; }
   .columns { display: flex; flex-wrap: wrap; gap: 2rem; }
 </style>
+"""
+
+TEMPLATE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Evaluation report: {{ model_file }}</title>
+{{ style }}
 </head>
 <body>
 <header>
@@ -164,6 +167,7 @@ def evaluation_report(
     shares = ("observed_share", "predicted_share", "difference")
     environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return environment.from_string(TEMPLATE).render(
+        style=Markup(STYLE),
         metrics=metrics,
         headline=headline,
         per_class=per_class,
@@ -182,4 +186,141 @@ def evaluation_report(
         per_class_table=Markup(_per_class_with_averages(per_class, metrics)),
         calibration_table=Markup(_table(calibration, ("accuracy", "mean_confidence"))),
         errors_table=Markup(_table(errors, ("confidence",))),
+    )
+
+
+VISUALIZATION_TEMPLATE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Inside the CNN: {{ model_file }}</title>
+{{ style }}
+</head>
+<body>
+<header>
+  <h1>Inside the CNN</h1>
+  <p>Model <code>{{ model_file }}</code> on the first test image of each class
+     ({{ metrics.classes_shown }} images) &middot; MLflow run <code>{{ run_id }}</code></p>
+</header>
+<main>
+{% if unsupported %}
+<section>
+  <h2>Not available for this model</h2>
+  <p>The NumPy forward pass, and the pictures drawn from it, cover the pipeline's own CNN.
+  {{ unsupported }}.</p>
+</section>
+{% else %}
+{% if metrics.classes_without_test_image %}
+<section>
+  <h2>Classes not shown</h2>
+  <p>No test image for: {{ metrics.classes_without_test_image | join(", ") }}.</p>
+</section>
+{% endif %}
+<section>
+  <h2>A forward pass in NumPy, checked against Keras</h2>
+  <p>Every layer of the trained model was recomputed in plain NumPy
+  (<code>pipeline/forward.py</code>: each convolution is every kernel-sized window of its
+  input, laid side by side, times each filter, plus a bias) and compared with Keras' own
+  output on the same images. The largest
+  difference over all {{ metrics.forward_layers_checked }} layers is
+  {{ "%.2g" | format(metrics.forward_max_abs_difference) }} (allowed: {{ tolerance }}, relative
+  to a layer's largest value where that exceeds 1). {{ metrics.correct_of_shown }} of the
+  {{ metrics.classes_shown }} images shown are classified correctly.</p>
+  <details><summary>Layer by layer</summary>{{ check_table }}</details>
+</section>
+<section>
+  <h2>First-layer filters</h2>
+  <p class="note">The weights each filter multiplies with a window of the input (one small
+  matrix per colour channel) before adding its bias and applying ReLU.</p>
+  <img src="{{ pictures.filters }}" alt="first-layer filters">
+</section>
+<section>
+  <h2>Where each filter responded</h2>
+  <p class="note">The seed article's picture: every output of a filter added back onto the
+  input pixels it was computed from, so bright regions are where the pattern the filter
+  scans for is present.
+  {% if metrics.first_layer_silent_filters %}Filters marked "none"
+  ({{ metrics.first_layer_silent_filter_numbers | join(", ") }}:
+  {{ metrics.first_layer_silent_filters }} of the first layer's) respond nowhere on these
+  images: their weighted sum plus bias stays below zero everywhere, so ReLU passes nothing
+  and the layers above never see them.{% endif %}</p>
+  <img src="{{ pictures.responses }}" alt="filter responses laid over the inputs">
+</section>
+<section>
+  <h2>Grad-CAM</h2>
+  <p class="note">Which regions raise the predicted class's score, seen from the last
+  convolution of each block.</p>
+  <img src="{{ pictures.grad_cam }}" alt="Grad-CAM heat maps" style="max-width: 760px">
+</section>
+<section>
+  <h2>Feature maps of every convolutional layer</h2>
+  {% for name, uri in feature_maps %}
+  <details{% if loop.first %} open{% endif %}><summary>{{ name }}</summary>
+    <img src="{{ uri }}" alt="{{ name }}"></details>
+  {% endfor %}
+</section>
+<section>
+  <h2>Weight sharing</h2>
+  <div class="cards">
+  {% for name, value in sharing_cards %}
+    <div class="card"><div class="value">{{ value }}</div><div class="name">{{ name }}</div></div>
+  {% endfor %}
+  </div>
+  <p class="note">A convolution uses the same few weights at every position of its input.
+  A network with the same layer widths (units per layer) that gave every unit weights of its
+  own for its window (locally connected), or for every unit of the layer below (fully
+  connected), would need the parameter counts below. Dense layers and batch normalisation
+  count the same in all three.</p>
+  <img src="{{ pictures.weight_sharing }}" alt="parameters per layer">
+  {{ sharing_table }}
+</section>
+{% endif %}
+</main>
+</body>
+</html>
+"""
+
+
+def visualization_report(
+    *,
+    model_file: str,
+    run_id: str,
+    metrics: dict,
+    check: pd.DataFrame,
+    sharing: pd.DataFrame,
+    pictures: dict[str, Path],
+    unsupported: str,
+    tolerance: float,
+) -> str:
+    """The `visualize` stage's page: every picture inline, with what it shows."""
+    shared = metrics.get("weight_sharing", {})
+    cards = []
+    if shared:
+        cards = [
+            ("parameters in this CNN", f"{shared['cnn_params']:,}"),
+            ("fully connected, same widths", f"{shared['fully_connected_params']:,}"),
+            ("ratio, whole network", f"{shared['fully_connected_ratio']:,.0f}x"),
+            ("ratio, convolutional layers", f"{shared['conv_fully_connected_ratio']:,.0f}x"),
+        ]
+    uris = {name: data_uri(path) for name, path in pictures.items()}
+    environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    return environment.from_string(VISUALIZATION_TEMPLATE).render(
+        style=Markup(STYLE),
+        model_file=model_file,
+        run_id=run_id,
+        metrics=metrics,
+        unsupported=unsupported,
+        tolerance=tolerance,
+        pictures=uris,
+        feature_maps=[
+            (f"class {name.removeprefix('feature_maps ')}", uri)
+            for name, uri in uris.items()
+            if name.startswith("feature_maps ")
+        ],
+        check_table=Markup(check.to_html(index=False, border=0, float_format="{:.3g}".format))
+        if len(check)
+        else "",
+        sharing_table=Markup(sharing.to_html(index=False, border=0)) if len(sharing) else "",
+        sharing_cards=cards,
     )

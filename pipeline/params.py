@@ -214,6 +214,12 @@ class EvaluateParams(_Section):
     gallery_size: int = Field(ge=0)  # most confident mistakes shown
 
 
+class VisualizeParams(_Section):
+    feature_maps: int = Field(ge=1, le=64)  # strongest maps drawn per convolutional layer
+    gradcam_layers: list[str]  # convolutional layers; empty: the last one of every block
+    tolerance: float = Field(gt=0, lt=1)  # NumPy against Keras, per layer (relative above 1)
+
+
 class Params(_Section):
     base: BaseParams
     ingest: IngestParams
@@ -221,6 +227,7 @@ class Params(_Section):
     validate_: ValidateParams = Field(alias="validate")
     train: TrainParams
     evaluate: EvaluateParams
+    visualize: VisualizeParams
 
     @model_validator(mode="after")
     def _image_fits_architecture(self) -> Self:

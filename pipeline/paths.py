@@ -50,6 +50,12 @@ RELIABILITY_PNG = EVALUATE_DIR / "reliability_diagram.png"
 ERRORS_CSV = EVALUATE_DIR / "errors.csv"
 ERROR_GALLERY_PNG = EVALUATE_DIR / "error_gallery.png"
 EVALUATE_REPORT = EVALUATE_DIR / "report.html"
+VISUALIZE_DIR = REPORTS_DIR / "visualize"
+VISUALIZE_PICTURES = VISUALIZE_DIR / "pictures"
+VISUALIZE_REPORT = VISUALIZE_DIR / "report.html"
+VISUALIZE_METRICS = VISUALIZE_DIR / "metrics.json"
+VISUALIZE_CHECK_CSV = VISUALIZE_DIR / "forward_check.csv"  # NumPy against Keras, per layer
+WEIGHT_SHARING_CSV = VISUALIZE_DIR / "weight_sharing.csv"
 COMPARE_FILE = REPORTS_DIR / "compare.md"
 
 # The embedded MLflow store: SQLite for runs, a folder beside it for artifacts.

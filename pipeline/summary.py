@@ -3,7 +3,15 @@
 import sys
 
 from pipeline.files import read_json
-from pipeline.paths import EVALUATE_DIR, METRICS_FILE, MODEL_FILE, ROOT, RUN_FILE, TRAIN_REPORTS_DIR
+from pipeline.paths import (
+    EVALUATE_DIR,
+    METRICS_FILE,
+    MODEL_FILE,
+    ROOT,
+    RUN_FILE,
+    TRAIN_REPORTS_DIR,
+    VISUALIZE_REPORT,
+)
 
 
 def summary() -> str:
@@ -22,6 +30,8 @@ def summary() -> str:
             f"Training curves: {TRAIN_REPORTS_DIR.relative_to(ROOT)}/history.csv  (dvc plots show)",
             f"Report:          {EVALUATE_DIR.relative_to(ROOT)}/report.html  (one page; the "
             "tables and pictures beside it)",
+            f"Inside the CNN:  {VISUALIZE_REPORT.relative_to(ROOT)}  (filters, feature maps, "
+            "Grad-CAM, weight sharing)",
             "Compare runs:    make compare  (or make ui)",
             f"MLflow run:      {run_id}  (make ui)",
         ]

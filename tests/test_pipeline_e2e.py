@@ -51,6 +51,16 @@ EXPECTED_OUTPUTS = (
     "reports/evaluate/reliability_diagram.png",
     "reports/evaluate/errors.csv",
     "reports/evaluate/error_gallery.png",
+    "reports/visualize/report.html",
+    "reports/visualize/metrics.json",
+    "reports/visualize/forward_check.csv",
+    "reports/visualize/weight_sharing.csv",
+    "reports/visualize/pictures/filters.png",
+    "reports/visualize/pictures/filter_responses.png",
+    "reports/visualize/pictures/grad_cam.png",
+    "reports/visualize/pictures/weight_sharing.png",
+    "reports/visualize/pictures/feature_maps/class_000_0.png",
+    "reports/visualize/pictures/feature_maps/class_009_9.png",
 )
 
 
@@ -232,6 +242,34 @@ def test_evaluation_report_is_self_contained(project):
         sum(map(sum, table["counts"]))
         == json.loads((root / "reports/evaluate/metrics.json").read_text())["n_images"]
     )
+
+
+def test_visualize_checks_the_trained_model_and_logs_to_its_run(project):
+    root, env = project
+    metrics = json.loads((root / "reports/visualize/metrics.json").read_text())
+    assert metrics["classes_shown"] == 10 and metrics["classes_without_test_image"] == []
+    assert 0 <= metrics["forward_max_abs_difference"] <= 1e-4
+    check = pd.read_csv(root / "reports/visualize/forward_check.csv")
+    assert check["within_tolerance"].all()
+    assert list(check["layer"][:2]) == ["rescale", "random_rotation"]
+    # SHRUNK: 4 then 8 filters of 3x3 on 16x16x3 images, then dense 16 and 10 outputs
+    sharing = pd.read_csv(root / "reports/visualize/weight_sharing.csv").set_index("layer")
+    assert sharing.loc["block1_conv1", "cnn"] == 3 * 3 * 3 * 4 + 4
+    assert sharing.loc["block1_conv1", "fully_connected"] == 14 * 14 * 4 * (16 * 16 * 3 + 1)
+    page = (root / "reports/visualize/report.html").read_text()
+    assert external_loads(page) == [] and page.count("data:image/png;base64,") == 4 + 10
+
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    run_id = json.loads((root / "models/mlflow_run.json").read_text())["run_id"]
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["weight_sharing_cnn_params"] == metrics["weight_sharing"]["cnn_params"]
+    assert run.data.metrics["weight_sharing_fully_connected_ratio"] > 100
+    assert run.data.metrics["visualize_forward_max_abs_difference"] <= 1e-4
+    assert run.data.params["visualize.tolerance"] == "0.0001"
+    pictures = {a.path for a in client.list_artifacts(run_id, "reports/visualize/pictures")}
+    assert "reports/visualize/pictures/grad_cam.png" in pictures
+    assert len(client.list_artifacts(run_id, "reports/visualize/pictures/feature_maps")) == 10
 
 
 def test_exp_run_with_a_changed_param_is_recorded(project):
