@@ -94,39 +94,63 @@ def image_dataset(
     shuffle_seed: int | None = None,
     root: Path = SPLIT_DIR,
     cache: str | Path = "memory",
+    first_epoch: int = 0,
 ) -> tf.data.Dataset:
     """Batches of (uint8 image, one-hot label), decoded in parallel.
 
     Without a seed: one pass in `rows` order. With a seed: shuffled reproducibly and repeated
-    without end (give `fit` its `steps_per_epoch`). The first pass decodes the files in a
-    shuffled order while the model trains on them and fills the cache on the way; later passes
-    reshuffle the cached images. (A full-size shuffle buffer after the cache would make the
-    first epoch wait until every file is decoded before its first step.)
+    without end (give `fit` its `steps_per_epoch`), starting at epoch `first_epoch` (counted
+    from 0). Each epoch's order is a function of the seed and the epoch number alone, so a
+    training resumed at epoch k sees exactly the batches an uninterrupted one sees from k on.
+
+    With a cache, epoch 0 decodes the files in a shuffled order while the model trains on them
+    and fills the cache on the way; every later epoch shuffles the cached images with a seed of
+    its own. (A full-size shuffle buffer before epoch 0 would make it wait until every file is
+    decoded before its first step.) A dataset that starts at a later epoch pays that wait
+    once: its first epoch fills the cache before it shuffles.
 
     `cache`: "memory", "off", or a file path prefix for an on-disk cache of the decoded images.
     """
     paths = [str(root / p) for p in rows["path"]]
     labels = tf.one_hot(label_indices(rows["label"], classes), depth=len(classes))
     files = tf.data.Dataset.from_tensor_slices((paths, labels))
-    if shuffle_seed is not None:  # path strings: the buffer fills in no time
-        reshuffle = cache == "off"  # with a cache, later passes shuffle the cached images
-        files = files.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=reshuffle)
-    decoded = files.map(
-        lambda path, label: (decode_image(path, image_size, channels), label),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-    if cache == "memory":
-        decoded = decoded.cache()
-    elif cache != "off":
+
+    def decode(files: tf.data.Dataset) -> tf.data.Dataset:
+        return files.map(
+            lambda path, label: (decode_image(path, image_size, channels), label),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+
+    def cached(decoded: tf.data.Dataset) -> tf.data.Dataset:
+        if cache == "memory":
+            return decoded.cache()
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
         for stale in Path(cache).parent.glob(f"{Path(cache).name}*.lockfile"):
             stale.unlink()  # left by a run that was killed while writing
-        decoded = decoded.cache(str(cache))
-    dataset = decoded.batch(batch_size)
-    if shuffle_seed is not None and cache == "off":
-        dataset = dataset.repeat()
-    elif shuffle_seed is not None:  # the same `decoded` object: later passes read its cache
-        later = decoded.shuffle(len(paths), seed=shuffle_seed + 1, reshuffle_each_iteration=True)
-        dataset = dataset.concatenate(later.batch(batch_size).repeat())
+        return decoded.cache(str(cache))
+
+    if shuffle_seed is None:
+        decoded = decode(files) if cache == "off" else cached(decode(files))
+        return decoded.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    count = len(paths)
+    epochs = tf.data.Dataset.range(first_epoch, tf.int64.max)
+    if cache == "off":  # shuffling paths costs nothing; every epoch decodes its files again
+        dataset = epochs.flat_map(
+            lambda epoch: decode(
+                files.shuffle(count, seed=shuffle_seed + epoch, reshuffle_each_iteration=False)
+            ).batch(batch_size)
+        )
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    decoded = cached(
+        decode(files.shuffle(count, seed=shuffle_seed, reshuffle_each_iteration=False))
+    )
+    # the same `decoded` object throughout: every epoch after the first reads its cache
+    later = epochs.filter(lambda epoch: epoch > 0).flat_map(
+        lambda epoch: decoded.shuffle(
+            count, seed=shuffle_seed + epoch, reshuffle_each_iteration=False
+        ).batch(batch_size)
+    )
+    dataset = decoded.batch(batch_size).concatenate(later) if first_epoch == 0 else later
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -252,6 +253,12 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                 shutil.rmtree(old, ignore_errors=True)
 
 
+def backed_up_epochs(folder: Path) -> int | None:
+    """The epochs an AtomicBackupAndRestore backup holds (where fit will resume), if any."""
+    metadata = folder / "current" / "training_metadata.json"
+    return json.loads(metadata.read_text())["epoch"] if metadata.exists() else None
+
+
 class Throughput(keras.callbacks.Callback):
     """Wall time per epoch, to report images per second for the first and later epochs."""
 
@@ -362,7 +369,7 @@ class Fitting:
     cfg: TrainParams
     jit_compile: bool
     steps: int  # per epoch
-    train_data: tf.data.Dataset
+    train_data: Callable[[int], tf.data.Dataset]  # the training batches from a given epoch on
     validation_data: tf.data.Dataset
     class_weight: dict[int, float] | None
     loggers: list[keras.callbacks.Callback]  # the same instances through every phase
@@ -451,7 +458,7 @@ def run_phase(fitting: Fitting, phase: Phase) -> ResumableEarlyStopping:
         callbacks.append(ResumablePlateau(RESUME_DIR, cfg.optimizer, phase.index))
     callbacks += [stopper, fitting.throughput, AtomicBackupAndRestore(backup)]
     model.fit(
-        fitting.train_data,
+        fitting.train_data(backed_up_epochs(backup) or phase.first_epoch),
         validation_data=fitting.validation_data,
         initial_epoch=phase.first_epoch,
         epochs=phase.last_epoch,
@@ -483,10 +490,13 @@ def main() -> None:
         split: CACHE_DIR / f"{split}-{key[:16]}" if cache == "disk" else cache
         for split in ("train", "validation")
     }
-    train_data = image_dataset(
-        train_rows, classes, base.image_size, base.channels, cfg.batch_size,
-        shuffle_seed=base.seed, cache=cache_for["train"],
-    )  # fmt: skip
+
+    def train_data(first_epoch: int) -> tf.data.Dataset:
+        return image_dataset(
+            train_rows, classes, base.image_size, base.channels, cfg.batch_size,
+            shuffle_seed=base.seed, cache=cache_for["train"], first_epoch=first_epoch,
+        )  # fmt: skip
+
     validation_data = image_dataset(
         validation_rows, classes, base.image_size, base.channels, cfg.batch_size,
         cache=cache_for["validation"],

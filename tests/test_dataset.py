@@ -63,11 +63,11 @@ def test_training_passes_hold_every_image_once_reshuffled_and_later_ones_come_fr
     rows, classes = manifest.reset_index(drop=True), ["cat", "dog", "owl"]
     steps = -(-len(rows) // 7)
 
-    def dataset(name: str):
+    def dataset(name: str, first_epoch: int = 0):
         store = tmp_path / "cache" / name if cache == "disk" else cache
         return image_dataset(
             rows, classes, image_size=8, channels=1, batch_size=7, root=split, shuffle_seed=3,
-            cache=store,
+            cache=store, first_epoch=first_epoch,
         )  # fmt: skip
 
     def passes(data, count: int) -> list[list[int]]:
@@ -84,6 +84,9 @@ def test_training_passes_hold_every_image_once_reshuffled_and_later_ones_come_fr
     assert sorted(first) == sorted(second) == sorted(third) == list(range(len(rows)))
     assert len({tuple(first), tuple(second), tuple(third)}) == 3  # reshuffled every pass
     assert passes(dataset("again"), 3) == [first, second, third]  # the seed fixes every pass
+    # a training resumed at epoch 2 (or 1) sees exactly the uninterrupted run's later passes
+    assert passes(dataset("resumed", first_epoch=2), 1) == [third]
+    assert passes(dataset("resumed-at-1", first_epoch=1), 2) == [second, third]
 
     batches = iter(dataset("gone"))
     for _ in range(steps):

@@ -265,7 +265,7 @@ def test_a_manual_schedule_recompiles_between_phases_and_carries_the_best_value(
     record = Record()
     fitting = train.Fitting(
         model=built.model, transfer=built, cfg=cfg, jit_compile=False, steps=3,
-        train_data=data.repeat(), validation_data=data, class_weight=None,
+        train_data=lambda first: data.repeat(), validation_data=data, class_weight=None,
         loggers=[record, keras.callbacks.CSVLogger(str(tmp_path / "history.csv"), append=True)],
         throughput=train.Throughput(),
     )  # fmt: skip
