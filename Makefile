@@ -21,7 +21,7 @@ export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
-.PHONY: help setup run test test-fast bench bench-train bench-backends lint ui compare dag clean distclean
+.PHONY: help setup run test test-fast bench bench-train bench-backends lint ui compare reproduce server server-stop dag clean distclean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -67,6 +67,16 @@ ui: setup ## Open the MLflow UI on the project's runs at http://127.0.0.1:5000 (
 
 compare: setup ## Print the experiment's runs side by side (SORT=metric), write reports/compare.md
 	$(BIN)/python -m pipeline.compare --sort $(SORT)
+
+reproduce: setup ## Redo a recorded run and diff its metrics with the original's (RUN=<run id>)
+	@test -n "$(RUN)" || { echo "usage: make reproduce RUN=<MLflow run id>"; exit 2; }
+	$(BIN)/python -m pipeline.reproduce $(RUN)
+
+server: setup ## Start PostgreSQL and an MLflow server on 127.0.0.1 (installs PostgreSQL if missing)
+	bash scripts/tracking-server.sh start
+
+server-stop: ## Stop the MLflow server and PostgreSQL that `make server` started
+	bash scripts/tracking-server.sh stop
 
 dag: setup ## Draw the stage graph
 	@$(BIN)/dvc dag

@@ -58,9 +58,22 @@ VISUALIZE_CHECK_CSV = VISUALIZE_DIR / "forward_check.csv"  # NumPy against Keras
 WEIGHT_SHARING_CSV = VISUALIZE_DIR / "weight_sharing.csv"
 COMPARE_FILE = REPORTS_DIR / "compare.md"
 
-# The embedded MLflow store: SQLite for runs, a folder beside it for artifacts.
-MLFLOW_DB = ROOT / "mlflow.db"
-MLFLOW_ARTIFACTS = ROOT / "mlartifacts"
+
+def project_root(root: Path) -> Path:
+    """The project whose copy `root` is when DVC runs an experiment in a temporary folder
+    (`dvc exp run --temp`, `dvc queue start`: `<project>/.dvc/tmp/exps/<folder>/`), else
+    `root` itself."""
+    parts = root.parts
+    for i in range(len(parts) - 3):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return root
+
+
+# The embedded MLflow store: SQLite for runs, a folder beside it for artifacts. Experiments
+# DVC runs in a temporary copy record into the project's own store, not into the copy.
+MLFLOW_DB = project_root(ROOT) / "mlflow.db"
+MLFLOW_ARTIFACTS = project_root(ROOT) / "mlartifacts"
 
 
 def _tools_dir() -> Path:

@@ -12,7 +12,6 @@ import logging
 import os
 import platform
 import shutil
-import subprocess
 import time
 import warnings
 from collections.abc import Callable
@@ -27,9 +26,10 @@ import tensorflow as tf
 from mlflow.models import infer_signature
 from sklearn.utils.class_weight import compute_class_weight
 
-from pipeline import CUDA_INIT_FAILED, native_stderr, tracking
+from pipeline import CUDA_INIT_FAILED, lineage, native_stderr, tracking
 from pipeline.dataset import choose_cache, image_dataset, label_indices, read_classes, read_split
 from pipeline.files import read_json, staged_file, write_csv, write_json
+from pipeline.lineage import DVC_LOCK
 from pipeline.manifest import read_manifest
 from pipeline.model import build_model
 from pipeline.params import (
@@ -295,24 +295,6 @@ def prepare_resume(folder: Path, key: str) -> str | None:
     return None
 
 
-def git_state() -> dict[str, str]:
-    """Commit and dirty flag of the checkout, when it is a git repository."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return {}
-    return {"git.commit": commit, "git.dirty": str(bool(dirty)).lower()}
-
-
 def log_validation(result: dict) -> None:
     """Tie the model to the data check it passed: outcome and counts as tags."""
     mlflow.set_tags(
@@ -529,6 +511,8 @@ def main() -> None:
         )
         if resume_run is None:
             raw = load_raw_params()
+            git_tags, diff = lineage.git_state()
+            raw_hash = lineage.raw_data_hash()
             mlflow.log_params(tracking.flatten_params({k: raw[k] for k in LOGGED_SECTIONS}))
             mlflow.set_tags(
                 {
@@ -539,10 +523,17 @@ def main() -> None:
                     "classes": ",".join(classes),
                     "train_images": str(len(train_rows)),
                     "validation_images": str(len(validation_rows)),
-                    **git_state(),
+                    **git_tags,
+                    **lineage.dvc_stage_hashes(),
+                    **lineage.environment(),
                     **({"dvc_experiment": dvc_experiment} if dvc_experiment else {}),
+                    **({"data.raw_dvc_md5": raw_hash} if raw_hash else {}),
                 }
             )
+            if diff is not None:  # what the commit does not hold
+                mlflow.log_text(diff, "lineage/git_diff.patch")
+            if DVC_LOCK.exists():
+                mlflow.log_artifact(str(DVC_LOCK), artifact_path="lineage")
             log_validation(read_json(VALIDATION_FILE))
             manifest = read_manifest(SPLIT_MANIFEST)
             with warnings.catch_warnings():  # a local path fits two of MLflow's source kinds
@@ -553,7 +544,11 @@ def main() -> None:
                     name="split",
                     digest=manifest_digest(SPLIT_MANIFEST)[:32],
                 )
-            mlflow.log_input(dataset, context="training")
+            # the split's digest names the data version; the raw folder's DVC hash is what
+            # `dvc checkout` can restore it from
+            mlflow.log_input(
+                dataset, context="training", tags={"raw_dvc_md5": raw_hash} if raw_hash else None
+            )
             mlflow.log_text(model_summary(model), "model_summary.txt")
             if transfer is not None:  # what each block of the schedule holds
                 mlflow.log_dict(transfer.blocks, "transfer_blocks.json")

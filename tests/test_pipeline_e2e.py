@@ -313,6 +313,87 @@ def leaky_folder(root: Path) -> Path:
     return root
 
 
+def test_a_run_carries_its_lineage_and_make_reproduce_matches_it_exactly(project):
+    root, env = project
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    [experiment] = [e for e in client.search_experiments() if e.name != "Default"]
+    [original] = [
+        r
+        for r in client.search_runs([experiment.experiment_id])
+        if r.info.run_name.startswith("train ")
+    ]
+    tags = original.data.tags
+    commit = _run(["git", "rev-parse", "HEAD"], root, env).strip()
+    assert tags["git.commit"] == commit
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    [raw] = [o for o in lock["ingest"]["outs"] if o["path"] == "data/raw"]
+    assert tags["data.raw_dvc_md5"] == raw["md5"] and raw["md5"].endswith(".dir")
+    assert tags["dvc.stage.split"].startswith("data/split=")
+    assert {"env.tensorflow", "env.keras", "env.dvc", "env.mlflow", "env.python"} <= tags.keys()
+    [dataset] = original.inputs.dataset_inputs
+    assert {t.key: t.value for t in dataset.tags}["raw_dvc_md5"] == raw["md5"]
+    lineage = {a.path for a in client.list_artifacts(original.info.run_id, "lineage")}
+    assert "lineage/dvc.lock" in lineage
+
+    # `dvc exp run` (an earlier test) left the workspace changed; the run's own params count
+    output = _run([sys.executable, "-m", "pipeline.reproduce", original.info.run_id], root, env)
+    assert "all " in output and "metrics match the original run exactly" in output
+    [again] = [
+        r
+        for r in client.search_runs([experiment.experiment_id])
+        if r.data.tags.get("reproduces") == original.info.run_id
+    ]
+    for name, value in original.data.metrics.items():
+        if name not in ("training_seconds", "images_per_second_first_epoch",
+                        "images_per_second_later_epochs"):  # fmt: skip
+            assert again.data.metrics[name] == value, name
+    assert again.data.params == original.data.params
+    assert again.data.tags["data.raw_dvc_md5"] == raw["md5"]
+
+
+def test_two_queued_experiments_run_at_once_into_the_project_store(tmp_path):
+    """`dvc queue start -j 2` runs both in temporary copies at the same time; with no
+    MLFLOW_TRACKING_URI set, both record into the project's own SQLite store, in full."""
+    import time
+
+    from tests.conftest import SHRUNK
+
+    root = tmp_path / "queued"
+    root.mkdir()
+    env = make_project(root, SHRUNK)
+    del env["MLFLOW_TRACKING_URI"]
+    for name, epochs in (("exp-one", 1), ("exp-two", 2)):
+        queue = ["dvc", "exp", "run", "--queue", "-S", f"train.epochs={epochs}", "-n", name]
+        _run(queue, root, env)
+    _run(["dvc", "queue", "start", "-j", "2"], root, env)
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        status = _run(["dvc", "queue", "status"], root, env)
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(5)
+    assert status.count("Success") == 2, status
+
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    [experiment] = [e for e in client.search_experiments() if e.name != "Default"]
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert sorted(runs) == ["exp-one", "exp-two"]  # named after the DVC experiments
+    for name, epochs in (("exp-one", 1), ("exp-two", 2)):
+        run = runs[name]
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["dvc_experiment"] == name
+        assert run.data.params["train.epochs"] == str(epochs)
+        history = client.get_metric_history(run.info.run_id, "val_loss")
+        assert [m.step for m in history] == list(range(1, epochs + 1))
+        for metric in ("test_accuracy", "test_macro_f1", "weight_sharing_cnn_params"):
+            assert metric in run.data.metrics
+        assert client.list_artifacts(run.info.run_id, "reports/evaluate")
+    versions = client.search_model_versions("name = 'image-classifier'")
+    assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in runs.values())
+    shown = _run(["dvc", "exp", "show", "--no-pager", "--md"], root, env)
+    assert "exp-one" in shown and "exp-two" in shown
+
+
 def test_repro_stops_at_validate_on_leaked_near_duplicates(tmp_path):
     from tests.conftest import SHRUNK
 

@@ -23,7 +23,14 @@ def store(tmp_path, monkeypatch) -> str:
 
 def test_flatten_params_gives_dotted_keys_and_whole_lists():
     flat = tracking.flatten_params({"train": {"epochs": 3, "model": {"filters": [1, 2]}}})
-    assert flat == {"train.epochs": "3", "train.model.filters": "[1, 2]"}
+    assert flat == {"train.epochs": "3", "train.model.filters": "1, 2"}
+
+
+def test_list_params_stay_on_one_line():
+    assert tracking.list_value([]) == "[]"
+    assert tracking.list_value(["5", "6"]) == "5, 6"
+    phases = [{"epochs": 10, "unfreeze": 0}, {"epochs": 5, "unfreeze": 1}]
+    assert tracking.list_value(phases) == "epochs=10 unfreeze=0; epochs=5 unfreeze=1"
 
 
 def test_runs_end_finished(store):

@@ -1,0 +1,81 @@
+"""Where a model came from, recorded on its MLflow run so any run can be compared and redone:
+code (git commit, dirty flag and the diff), pipeline state (every stage's hashes in
+`dvc.lock`), data (the raw folder's DVC hash), environment (the lock file's hash and the
+versions that matter) and the DVC experiment it ran as.
+"""
+
+import hashlib
+import importlib.metadata
+import platform
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from pipeline.paths import ROOT
+
+LOCK_FILE = ROOT / "uv.lock"
+DVC_LOCK = ROOT / "dvc.lock"
+PACKAGES = ("tensorflow", "keras", "dvc", "mlflow", "numpy", "scikit-learn")
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def git_state() -> tuple[dict[str, str], str | None]:
+    """Tags for the commit and dirty flag, and when dirty the changes against that commit
+    (`git diff HEAD`, then `git status` for files git does not track yet)."""
+    try:
+        commit = _git("rev-parse", "HEAD").strip()
+        tracked = _git("status", "--porcelain", "--untracked-files=no").strip()
+    except (OSError, subprocess.CalledProcessError):
+        return {}, None
+    tags = {"git.commit": commit, "git.dirty": str(bool(tracked)).lower()}
+    if not tracked:
+        return tags, None
+    diff = _git("diff", "--no-color", "HEAD")
+    status = _git("status", "--porcelain")
+    return tags, f"{diff}\n# git status --porcelain\n{status}"
+
+
+def dvc_stage_hashes(path: Path = DVC_LOCK) -> dict[str, str]:
+    """One tag per stage in `dvc.lock`: each output's path and MD5, as DVC recorded them
+    (the stages that ran before this one, in the same `dvc repro`)."""
+    if not path.exists():
+        return {}
+    stages = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages", {})
+    return {
+        f"dvc.stage.{name}": " ".join(
+            f"{out['path']}={out.get('md5', '?')}" for out in stage.get("outs", [])
+        )
+        for name, stage in stages.items()
+    }
+
+
+def raw_data_hash(path: Path = DVC_LOCK) -> str | None:
+    """The raw folder's DVC hash (`<md5>.dir`): the data version DVC's cache can restore."""
+    for out in (
+        (yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {})
+        .get("stages", {})
+        .get("ingest", {})
+        .get("outs", [])
+    ):
+        if out["path"] == "data/raw":
+            return out.get("md5")
+    return None
+
+
+def environment() -> dict[str, str]:
+    """The lock file's hash and the versions of Python and the packages that shape a run."""
+    tags = {"env.python": platform.python_version()}
+    if LOCK_FILE.exists():
+        tags["env.uv_lock_sha256"] = hashlib.sha256(LOCK_FILE.read_bytes()).hexdigest()
+    for package in PACKAGES:
+        try:
+            tags[f"env.{package}"] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return tags

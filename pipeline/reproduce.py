@@ -1,0 +1,209 @@
+"""Redo a recorded run and show how the new one compares: `make reproduce RUN=<run id>`.
+
+The run's lineage says what to restore: its git commit (plus the recorded diff when the
+checkout was dirty) is checked out into a temporary git worktree, its `params.yaml` artifact
+replaces the one there, and DVC restores the data from its cache where it still holds that
+version (`dvc.lock` of the commit); otherwise ingest and split make it again from the source.
+Then `dvc repro` runs there without DVC's run-cache, so the model is really trained again,
+into the same MLflow store. The original and the new run's metrics and lineage are printed
+side by side; on CPU with `train.deterministic` every metric but the timings matches exactly,
+and the command exits 1 when one does not.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from pipeline import tracking
+from pipeline.paths import ROOT
+
+TIMINGS = ("training_seconds", "images_per_second_first_epoch", "images_per_second_later_epochs")
+LINEAGE_TAGS = ("git.commit", "git.dirty", "data.raw_dvc_md5", "env.uv_lock_sha256")
+
+
+class ReproduceError(RuntimeError):
+    """The run cannot be reproduced here (unknown run, commit missing, no params)."""
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ReproduceError(f"`{' '.join(args)}` failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+def load_run(client: MlflowClient, run_id: str) -> mlflow.entities.Run:
+    try:
+        return client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise ReproduceError(
+            f"no run {run_id!r} in the tracking store {mlflow.get_tracking_uri()}"
+        ) from None
+
+
+def prepare_checkout(client: MlflowClient, run: mlflow.entities.Run, folder: Path) -> list[str]:
+    """The run's code and params in `folder` (a git worktree); returns what was done."""
+    commit = run.data.tags.get("git.commit")
+    if not commit:
+        raise ReproduceError(
+            f"run {run.info.run_id} has no git.commit tag: it was not trained from a git checkout"
+        )
+    try:
+        _run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], ROOT)
+    except ReproduceError:
+        raise ReproduceError(
+            f"run {run.info.run_id} was trained at commit {commit}, which this repository "
+            "does not have (fetch it first)"
+        ) from None
+    _run(["git", "worktree", "add", "--detach", str(folder), commit], ROOT)
+    steps = [f"code: commit {commit[:12]} checked out in {folder}"]
+    artifacts = Path(tempfile.mkdtemp(prefix="reproduce-artifacts-"))
+    try:
+        if run.data.tags.get("git.dirty") == "true":
+            patch = Path(client.download_artifacts(run.info.run_id, "lineage", str(artifacts)))
+            diff = (patch / "git_diff.patch").read_text(encoding="utf-8")
+            diff = diff.split("\n# git status --porcelain\n")[0]
+            if diff.strip():
+                (artifacts / "changes.patch").write_text(diff, encoding="utf-8")
+                _run(["git", "apply", "--whitespace=nowarn", str(artifacts / "changes.patch")],
+                     folder)  # fmt: skip
+                steps.append("code: the run's uncommitted changes applied (lineage/git_diff.patch)")
+        try:
+            params = client.download_artifacts(run.info.run_id, "params.yaml", str(artifacts))
+        except mlflow.exceptions.MlflowException:
+            raise ReproduceError(f"run {run.info.run_id} has no params.yaml artifact") from None
+        shutil.copyfile(params, folder / "params.yaml")
+        steps.append("params: the run's params.yaml")
+    finally:
+        shutil.rmtree(artifacts, ignore_errors=True)
+    return steps
+
+
+def restore_data(folder: Path, env: dict[str, str], raw_hash: str | None) -> str:
+    """Data from DVC's cache when the commit's `dvc.lock` names the run's data version."""
+    lock = folder / "dvc.lock"
+    _run(["dvc", "cache", "dir", "--local", str(ROOT / ".dvc" / "cache")], folder, env)
+    if not raw_hash or not lock.exists() or raw_hash not in lock.read_text(encoding="utf-8"):
+        return "data: version not in the commit's dvc.lock; ingest and split make it again"
+    result = subprocess.run(
+        ["dvc", "checkout", "ingest", "split"], cwd=folder, env=env, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        return "data: not in DVC's cache any more; ingest and split make it again"
+    return f"data: raw folder {raw_hash} restored from DVC's cache"
+
+
+def side_by_side(original: mlflow.entities.Run, new: mlflow.entities.Run) -> pd.DataFrame:
+    """Every metric of either run, with the verdict per row."""
+    names = sorted(set(original.data.metrics) | set(new.data.metrics))
+    rows = []
+    for name in names:
+        a, b = original.data.metrics.get(name), new.data.metrics.get(name)
+        if name in TIMINGS:
+            verdict = "timing"
+        elif a is None or b is None:
+            verdict = "missing"
+        else:
+            verdict = "same" if a == b else "differs"
+        rows.append(
+            {
+                "metric": name,
+                "original": a,
+                "reproduction": b,
+                "difference": None if a is None or b is None else b - a,
+                "verdict": verdict,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def lineage_table(original: mlflow.entities.Run, new: mlflow.entities.Run) -> pd.DataFrame:
+    keys = [*LINEAGE_TAGS, *sorted(k for k in original.data.tags if k.startswith("env."))]
+    return pd.DataFrame(
+        [
+            {
+                "tag": key,
+                "original": original.data.tags.get(key, ""),
+                "reproduction": new.data.tags.get(key, ""),
+            }
+            for key in dict.fromkeys(keys)
+        ]
+    )
+
+
+def reproduce(run_id: str, keep: bool = False) -> tuple[str, pd.DataFrame]:
+    """Redo the run; return the new run's id and the side-by-side metrics."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking.default_tracking_uri()
+    tracking.configure()
+    client = MlflowClient(uri)
+    original = load_run(client, run_id)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_EXPERIMENT_NAME": client.get_experiment(original.info.experiment_id).name,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    folder = Path(tempfile.mkdtemp(prefix=f"reproduce-{run_id[:8]}-")) / "project"
+    try:
+        for step in prepare_checkout(client, original, folder):
+            print(f"reproduce: {step}")
+        print(f"reproduce: {restore_data(folder, env, original.data.tags.get('data.raw_dvc_md5'))}")
+        print("reproduce: dvc repro --no-run-cache (training again)", flush=True)
+        result = subprocess.run(
+            ["dvc", "repro", "--no-run-cache"], cwd=folder, env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise ReproduceError(f"dvc repro failed in {folder}:\n{result.stdout[-4000:]}")
+        new_id = json.loads((folder / "models" / "mlflow_run.json").read_text())["run_id"]
+    finally:
+        if not keep:
+            subprocess.run(["git", "worktree", "remove", "--force", str(folder)], cwd=ROOT,
+                           capture_output=True)  # fmt: skip
+            shutil.rmtree(folder.parent, ignore_errors=True)
+    client.set_tag(new_id, "reproduces", run_id)
+    client.update_run(new_id, name=f"reproduce {original.info.run_name}")
+    new = client.get_run(new_id)
+    table = side_by_side(original, new)
+    report = (
+        f"# Reproduction of run {run_id}\n\nNew run: {new_id}\n\n"
+        + table.to_markdown(index=False, floatfmt=".6g")
+        + "\n\n## Lineage\n\n"
+        + lineage_table(original, new).to_markdown(index=False)
+        + "\n"
+    )
+    client.log_text(new_id, report, "lineage/reproduction.md")
+    print(report)
+    return new_id, table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("run_id", help="the MLflow run to reproduce")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary checkout")
+    args = parser.parse_args()
+    try:
+        _, table = reproduce(args.run_id, keep=args.keep)
+    except ReproduceError as error:
+        sys.exit(f"reproduce: {error}")
+    differing = table[table["verdict"].isin(["differs", "missing"])]
+    if len(differing):
+        sys.exit(
+            f"reproduce: {len(differing)} metrics differ from the original run: "
+            + ", ".join(differing["metric"])
+        )
+    same = int((table["verdict"] == "same").sum())
+    print(f"reproduce: all {same} metrics match the original run exactly (timings aside)")
+
+
+if __name__ == "__main__":
+    main()
