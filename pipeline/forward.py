@@ -260,13 +260,16 @@ def keras_layer_outputs(model: keras.Model, images: np.ndarray) -> dict[str, np.
     }
 
 
-def compare_with_keras(model: keras.Model, images: np.ndarray) -> list[dict]:
+def compare_with_keras(
+    model: keras.Model, images: np.ndarray, outputs: list[LayerOutput] | None = None
+) -> list[dict]:
     """Layer by layer: the largest absolute difference between NumPy's and Keras' outputs
-    (a mixed-precision model computed in float32), and the largest output value (for scale)."""
-    model = float32_copy(model)
-    theirs = keras_layer_outputs(model, images)
+    (a mixed-precision model computed in float32), and the largest output value (for scale).
+    `outputs`: the NumPy pass already run on `images`, if the caller has it."""
+    outputs = forward(model, images) if outputs is None else outputs
+    theirs = keras_layer_outputs(float32_copy(model), images)
     rows = []
-    for ours in forward(model, images):
+    for ours in outputs:
         if ours.name not in theirs:
             continue  # the input layer
         difference = np.abs(ours.value - theirs[ours.name])

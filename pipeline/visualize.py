@@ -34,6 +34,7 @@ from pipeline.files import staged_dir, write_csv, write_json
 from pipeline.forward import (
     LayerOutput,
     UnsupportedLayerError,
+    check_chain,
     compare_with_keras,
     float32_copy,
     forward,
@@ -211,10 +212,15 @@ def weight_sharing_metrics(table: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def check_forward(model: keras.Model, images: np.ndarray, tolerance: float) -> pd.DataFrame:
+def check_forward(
+    model: keras.Model,
+    images: np.ndarray,
+    tolerance: float,
+    outputs: list[LayerOutput] | None = None,
+) -> pd.DataFrame:
     """NumPy against Keras, layer by layer; a layer beyond `tolerance` (relative to its
     largest value where that exceeds 1) stops the stage, naming it."""
-    check = pd.DataFrame(compare_with_keras(model, images))
+    check = pd.DataFrame(compare_with_keras(model, images, outputs))
     check["allowed"] = tolerance * np.maximum(1.0, check["max_abs_value"])
     check["within_tolerance"] = check["max_abs_difference"] <= check["allowed"]
     bad = check[~check["within_tolerance"]]
@@ -300,7 +306,7 @@ def main() -> None:
 
     with staged_dir(VISUALIZE_PICTURES) as folder:
         try:
-            outputs = forward(model, np.zeros((1, *model.input_shape[1:]), np.uint8))
+            check_chain(model)  # every layer one the NumPy pass implements, in one chain
         except UnsupportedLayerError as error:
             unsupported = str(error)
             (folder / "NOT_AVAILABLE.txt").write_text(
@@ -309,7 +315,7 @@ def main() -> None:
         if not unsupported:
             images = load_images(picked, classes, base.image_size, base.channels)
             outputs = forward(model, images)
-            check = check_forward(model, images, cfg.tolerance)
+            check = check_forward(model, images, cfg.tolerance, outputs)
             probabilities = outputs[-1].value
             predicted = probabilities.argmax(axis=1)
             true = np.array(label_indices(picked["label"], classes))
