@@ -21,7 +21,7 @@ export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
-.PHONY: help setup run test test-fast bench bench-train bench-backends lint ui compare reproduce server server-stop dag clean distclean
+.PHONY: help setup run test test-fast bench bench-train bench-backends lint ui compare reproduce server server-stop screenshots dag clean distclean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -59,8 +59,8 @@ bench-backends: setup ## Train the default model under Keras' TensorFlow and JAX
 	$(BIN)/python -m benchmarks.backend_benchmark
 
 lint: setup ## Check code style with ruff
-	$(BIN)/ruff check pipeline tests benchmarks
-	$(BIN)/ruff format --check pipeline tests benchmarks
+	$(BIN)/ruff check pipeline tests benchmarks scripts
+	$(BIN)/ruff format --check pipeline tests benchmarks scripts
 
 ui: setup ## Open the MLflow UI on the project's runs at http://127.0.0.1:5000 (PORT=...)
 	$(BIN)/mlflow ui --backend-store-uri "$(TRACKING_URI)" --host 127.0.0.1 --port $(PORT)
@@ -74,6 +74,9 @@ reproduce: setup ## Redo a recorded run and diff its metrics with the original's
 
 server: setup ## Start PostgreSQL and an MLflow server on 127.0.0.1 (installs PostgreSQL if missing)
 	bash scripts/tracking-server.sh start
+
+screenshots: setup ## Screenshots of the MLflow UI comparing two runs into docs/ (RUNS="<id> <id>"; needs chromium)
+	$(BIN)/python scripts/ui_screenshots.py $(RUNS)
 
 server-stop: ## Stop the MLflow server and PostgreSQL that `make server` started
 	bash scripts/tracking-server.sh stop

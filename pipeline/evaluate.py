@@ -382,7 +382,11 @@ def main() -> None:
                 f"test_recall_{key}": row.recall,
             }
         mlflow.log_metrics(flat)
-        mlflow.log_artifacts(str(EVALUATE_DIR), artifact_path="reports/evaluate")
+        tracking.log_folder(EVALUATE_DIR, "reports/evaluate")
+        # MLflow's run comparison previews, side by side, only the files at the top of the
+        # runs' artifacts: the ones worth comparing between two models go there as well.
+        for path in (CONFUSION_PNG, CONFUSION_CSV, PER_CLASS_CSV, HISTORY_PNG):
+            mlflow.log_artifact(str(path))
         long_form = counts.stack().rename("count").reset_index()
         long_form.columns = ["true", "predicted", "count"]
         mlflow.log_table(long_form, artifact_file="reports/evaluate/confusion_matrix_table.json")

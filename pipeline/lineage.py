@@ -16,6 +16,7 @@ from pipeline.paths import ROOT
 
 LOCK_FILE = ROOT / "uv.lock"
 DVC_LOCK = ROOT / "dvc.lock"
+DVC_YAML = ROOT / "dvc.yaml"
 PACKAGES = ("tensorflow", "keras", "dvc", "mlflow", "numpy", "scikit-learn")
 
 
@@ -41,17 +42,44 @@ def git_state() -> tuple[dict[str, str], str | None]:
     return tags, f"{diff}\n# git status --porcelain\n{status}"
 
 
-def dvc_stage_hashes(path: Path = DVC_LOCK) -> dict[str, str]:
-    """One tag per stage in `dvc.lock`: each output's path and MD5, as DVC recorded them
-    (the stages that ran before this one, in the same `dvc repro`)."""
-    if not path.exists():
-        return {}
+def _out_path(out: str | dict) -> str:
+    return out if isinstance(out, str) else next(iter(out))
+
+
+def upstream_stages(stage: str, path: Path = DVC_YAML) -> list[str]:
+    """The stages whose outputs `stage` depends on, directly or through others, in
+    `dvc.yaml` order: the ones that ran before it in the same `dvc repro`."""
     stages = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages", {})
+    if stage not in stages:
+        raise KeyError(f"{path.name} has no stage {stage!r} (it has: {', '.join(stages)})")
+    producer = {
+        _out_path(out): name for name, spec in stages.items() for out in spec.get("outs", [])
+    }
+    found, todo = set(), [stage]
+    while todo:
+        for dep in stages[todo.pop()].get("deps", []):
+            for out, name in producer.items():
+                inside = dep == out or dep.startswith(f"{out}/") or out.startswith(f"{dep}/")
+                if inside and name not in found:
+                    found.add(name)
+                    todo.append(name)
+    return [name for name in stages if name in found]
+
+
+def dvc_stage_hashes(stage: str, lock: Path = DVC_LOCK, spec: Path = DVC_YAML) -> dict[str, str]:
+    """One tag per stage upstream of `stage`: each output's path and MD5 as `dvc.lock`
+    records them. Those stages ran before `stage` in the same `dvc repro`, so the lock is
+    current for them; the lock's entries for `stage` itself and for stages after it still
+    describe the previous run and are left out."""
+    if not lock.exists() or not spec.exists():
+        return {}
+    locked = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
     return {
         f"dvc.stage.{name}": " ".join(
-            f"{out['path']}={out.get('md5', '?')}" for out in stage.get("outs", [])
+            f"{out['path']}={out.get('md5', '?')}" for out in locked[name].get("outs", [])
         )
-        for name, stage in stages.items()
+        for name in upstream_stages(stage, spec)
+        if name in locked
     }
 
 

@@ -226,3 +226,15 @@ def read_run_id(path: Path) -> str:
         return json.loads(path.read_text(encoding="utf-8"))["run_id"]
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} is missing: run the train stage first") from None
+
+
+def log_folder(folder: Path, artifact_path: str) -> None:
+    """Log every file under `folder` to the active run, keeping the layout, except hidden
+    files (the `.gitignore` DVC writes beside its outputs is not a report)."""
+    for file in sorted(folder.rglob("*")):
+        relative = file.relative_to(folder)
+        if file.is_file() and not any(part.startswith(".") for part in relative.parts):
+            parent = relative.parent.as_posix()
+            mlflow.log_artifact(
+                str(file), f"{artifact_path}/{parent}" if parent != "." else artifact_path
+            )

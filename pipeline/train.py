@@ -524,7 +524,7 @@ def main() -> None:
                     "train_images": str(len(train_rows)),
                     "validation_images": str(len(validation_rows)),
                     **git_tags,
-                    **lineage.dvc_stage_hashes(),
+                    **lineage.dvc_stage_hashes("train"),
                     **lineage.environment(),
                     **({"dvc_experiment": dvc_experiment} if dvc_experiment else {}),
                     **({"data.raw_dvc_md5": raw_hash} if raw_hash else {}),

@@ -360,7 +360,7 @@ def main() -> None:
         flat = {f"visualize_{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
         flat |= {f"weight_sharing_{k}": v for k, v in metrics.get("weight_sharing", {}).items()}
         mlflow.log_metrics(flat)
-        mlflow.log_artifacts(str(VISUALIZE_DIR), artifact_path="reports/visualize")
+        tracking.log_folder(VISUALIZE_DIR, "reports/visualize")
 
     if unsupported:
         print(f"visualize: no pictures for {model_file}: {unsupported}")

@@ -68,3 +68,15 @@ def split_table(root: Path, seed: int = 0, **changes: object):
 
     cfg = load_params().split.model_copy(update={"validation": 0.2, "test": 0.2, **changes})
     return build_split(root, cfg, seed=seed, channels=3, previous={})
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project with SHRUNK params after `dvc repro validate`: the data stages' outputs, lock
+    and cache, for `make_project(..., prepared=...)` to start from."""
+    from tests.projects import make_project, run
+
+    root = tmp_path_factory.mktemp("prepared")
+    env = make_project(root, SHRUNK)
+    run(["dvc", "repro", "validate"], root, env)
+    return root

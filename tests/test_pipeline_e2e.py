@@ -1,7 +1,6 @@
 """The whole pipeline through the real `dvc repro`, in a throw-away copy of the project."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,12 +13,12 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
-from pipeline.paths import DVC_PLOTS_TEMPLATE, ROOT, WEB_ASSETS_DIR
+from pipeline.paths import DVC_PLOTS_TEMPLATE, WEB_ASSETS_DIR
 from pipeline.web_assets import VEGA, external_loads
+from tests.projects import make_project, run
 
 pytestmark = pytest.mark.slow
 
-PROJECT_FILES = ("pipeline", "dvc.yaml", ".dvcignore")
 EXPECTED_OUTPUTS = (
     "data/raw/0/0000.png",
     "data/split/manifest.csv",
@@ -65,52 +64,21 @@ EXPECTED_OUTPUTS = (
 
 
 def _run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
-
-
-def make_project(root: Path, overrides: dict) -> dict[str, str]:
-    """Copy the project into `root` with `overrides` merged into params.yaml, as a git + DVC
-    repository; return the environment to run it in."""
-    from tests.conftest import _merge
-
-    for name in PROJECT_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, root / name)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    (root / "params.yaml").write_text(yaml.safe_dump(_merge(params, overrides), sort_keys=False))
-
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "test",
-        "GIT_AUTHOR_EMAIL": "test@example.com",
-        "GIT_COMMITTER_NAME": "test",
-        "GIT_COMMITTER_EMAIL": "test@example.com",
-    }
-    (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n__pycache__/\n")
-    _run(["git", "init", "-q"], root, env)
-    _run(["dvc", "init", "-q"], root, env)
-    _run(["dvc", "config", "core.analytics", "false"], root, env)
-    _run(["git", "add", "-A"], root, env)
-    _run(["git", "commit", "-qm", "project"], root, env)
-    return env
+    return run(args, cwd, env)
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    """The project with shrunk params, after a full `dvc repro`."""
+def project(
+    tmp_path_factory: pytest.TempPathFactory, prepared: Path
+) -> tuple[Path, dict[str, str]]:
+    """The project with shrunk params, after a full `dvc repro` (the data stages skipped:
+    `prepared` ran them with the same params)."""
     from tests.conftest import SHRUNK
 
     root = tmp_path_factory.mktemp("project")
-    env = make_project(root, SHRUNK)
-    _run(["dvc", "repro"], root, env)
+    env = make_project(root, SHRUNK, prepared)
+    output = _run(["dvc", "repro"], root, env)
+    assert "Stage 'validate' didn't change, skipping" in output
     return root, env
 
 
@@ -196,7 +164,10 @@ def test_one_mlflow_run_holds_params_metrics_and_artifacts(project):
         "reports/evaluate/predictions.csv",
         "reports/evaluate/metrics.json",
     } <= artifacts
-    assert "params.yaml" in {a.path for a in client.list_artifacts(run_id)}
+    assert "reports/evaluate/.gitignore" not in artifacts  # DVC's, not a report
+    top = {a.path for a in client.list_artifacts(run_id)}  # what the compare view shows
+    assert {"params.yaml", "confusion_matrix.png", "confusion_matrix.csv",
+            "per_class_metrics.csv", "history.png"} <= top  # fmt: skip
     assert run.info.run_name.startswith("train 20")  # dated: MLflow's seeded names repeat
     # device policy, code and data versions, registry
     assert {"device", "precision_policy", "jit_compile", "input_cache"} <= run.data.tags.keys()
@@ -272,29 +243,6 @@ def test_visualize_checks_the_trained_model_and_logs_to_its_run(project):
     assert len(client.list_artifacts(run_id, "reports/visualize/pictures/feature_maps")) == 10
 
 
-def test_exp_run_with_a_changed_param_is_recorded(project):
-    root, env = project
-    _run(["dvc", "exp", "run", "-S", "train.epochs=1", "-n", "one-epoch"], root, env)
-    shown = _run(["dvc", "exp", "show", "--no-pager", "--md"], root, env)
-    assert "one-epoch" in shown
-    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    runs = client.search_runs(
-        [client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT).experiment_id],
-        filter_string="params.`train.epochs` = '1'",
-    )
-    assert len(runs) == 1
-    assert len(client.get_metric_history(runs[0].info.run_id, "val_loss")) == 1
-    assert "test_accuracy" in runs[0].data.metrics
-    # the MLflow run is named after the DVC experiment, so both UIs tell the same story
-    assert runs[0].info.run_name == "one-epoch"
-    assert runs[0].data.tags["dvc_experiment"] == "one-epoch"
-    # `make compare`: the two runs, the param that differs, best first
-    _run([sys.executable, "-m", "pipeline.compare", "--sort", "test_accuracy"], root, env)
-    compared = (root / "reports/compare.md").read_text()
-    assert "train.epochs" in compared and "train.batch_size" not in compared
-    assert "one-epoch" in compared
-
-
 def leaky_folder(root: Path) -> Path:
     """Three classes of real digit scans, each saved twice: as PNG and as JPEG. The two copies
     differ in bytes (so the split cannot see they are the same) but not to the eye."""
@@ -335,7 +283,11 @@ def test_a_run_carries_its_lineage_and_make_reproduce_matches_it_exactly(project
     lineage = {a.path for a in client.list_artifacts(original.info.run_id, "lineage")}
     assert "lineage/dvc.lock" in lineage
 
-    # `dvc exp run` (an earlier test) left the workspace changed; the run's own params count
+    assert "dvc.stage.train" not in tags  # the lock's train entry is the previous run's
+    # a changed workspace does not matter: the run's own params are restored
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"]["epochs"] = 1
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     output = _run([sys.executable, "-m", "pipeline.reproduce", original.info.run_id], root, env)
     assert "all " in output and "metrics match the original run exactly" in output
     [again] = [
@@ -351,28 +303,34 @@ def test_a_run_carries_its_lineage_and_make_reproduce_matches_it_exactly(project
     assert again.data.tags["data.raw_dvc_md5"] == raw["md5"]
 
 
-def test_two_queued_experiments_run_at_once_into_the_project_store(tmp_path):
+def test_two_queued_experiments_run_at_once_into_the_project_store(tmp_path, prepared):
     """`dvc queue start -j 2` runs both in temporary copies at the same time; with no
-    MLFLOW_TRACKING_URI set, both record into the project's own SQLite store, in full."""
+    MLFLOW_TRACKING_URI set, both record into the project's own SQLite store, in full,
+    each MLflow run named after its DVC experiment; `make compare` ranks them."""
     import time
 
     from tests.conftest import SHRUNK
 
     root = tmp_path / "queued"
     root.mkdir()
-    env = make_project(root, SHRUNK)
+    env = make_project(root, SHRUNK, prepared)
     del env["MLFLOW_TRACKING_URI"]
     for name, epochs in (("exp-one", 1), ("exp-two", 2)):
         queue = ["dvc", "exp", "run", "--queue", "-S", f"train.epochs={epochs}", "-n", name]
         _run(queue, root, env)
-    _run(["dvc", "queue", "start", "-j", "2"], root, env)
-    deadline = time.monotonic() + 900
+    # The workers are forked with this command's stdout: a pipe would stay open (and
+    # `subprocess.run` wait) until they finish the whole queue, so it goes to a file.
+    with (root / "queue-start.log").open("w") as log:
+        subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=root, env=env, check=True,
+                       stdout=log, stderr=subprocess.STDOUT, timeout=120)  # fmt: skip
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         status = _run(["dvc", "queue", "status"], root, env)
         if "Queued" not in status and "Running" not in status:
             break
         time.sleep(5)
-    assert status.count("Success") == 2, status
+    logs = "".join(p.read_text() for p in (root / ".dvc/tmp/exps/celery").glob("*.out"))
+    assert status.count("Success") == 2, f"{status}\n{logs[-5000:]}"
 
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     [experiment] = [e for e in client.search_experiments() if e.name != "Default"]
@@ -392,6 +350,12 @@ def test_two_queued_experiments_run_at_once_into_the_project_store(tmp_path):
     assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in runs.values())
     shown = _run(["dvc", "exp", "show", "--no-pager", "--md"], root, env)
     assert "exp-one" in shown and "exp-two" in shown
+    # `make compare`: the two runs, only the param that differs, best first
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+    _run([sys.executable, "-m", "pipeline.compare", "--sort", "test_accuracy"], root, env)
+    compared = (root / "reports/compare.md").read_text()
+    assert "train.epochs" in compared and "train.batch_size" not in compared
+    assert "exp-one" in compared and "exp-two" in compared
 
 
 def test_repro_stops_at_validate_on_leaked_near_duplicates(tmp_path):
@@ -418,15 +382,27 @@ def test_repro_stops_at_validate_on_leaked_near_duplicates(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def validated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+def validated(
+    tmp_path_factory: pytest.TempPathFactory, prepared: Path
+) -> tuple[Path, dict[str, str]]:
     """A project with shrunk params (six epochs, no early stop), run up to `validate`."""
     from tests.conftest import SHRUNK, _merge
 
     root = tmp_path_factory.mktemp("trainable")
     overrides = _merge(SHRUNK, {"train": {"epochs": 6, "early_stopping": {"patience": 10}}})
-    env = make_project(root, overrides)
+    env = make_project(root, overrides, prepared)
     _run(["dvc", "repro", "validate"], root, env)
     return root, env
+
+
+@pytest.fixture(scope="module")
+def trained(validated: tuple[Path, dict[str, str]], tmp_path_factory) -> tuple[Path, dict]:
+    """`validated` trained once, uninterrupted: a copy of its model and its metrics."""
+    root, env = validated
+    _run([sys.executable, "-m", "pipeline.train"], root, env)
+    keep = tmp_path_factory.mktemp("trained") / "model.keras"
+    shutil.copy(root / "models/model.keras", keep)
+    return keep, json.loads((root / "reports/train/metrics.json").read_text())
 
 
 def _weights(path: Path) -> list:
@@ -435,10 +411,9 @@ def _weights(path: Path) -> list:
     return keras.saving.load_model(path, safe_mode=True).get_weights()
 
 
-def test_two_cpu_runs_with_the_same_params_give_identical_weights(validated):
+def test_two_cpu_runs_with_the_same_params_give_identical_weights(validated, trained):
     root, env = validated
-    _run([sys.executable, "-m", "pipeline.train"], root, env)
-    first = _weights(root / "models/model.keras")
+    first = _weights(trained[0])
     _run([sys.executable, "-m", "pipeline.train"], root, env)
     second = _weights(root / "models/model.keras")
     assert len(first) == len(second)
@@ -466,10 +441,9 @@ def _kill_training_after(root: Path, env: dict[str, str], epochs: int) -> int:
     return len(history.read_text().splitlines()) - 1
 
 
-def test_killed_training_resumes_in_the_same_run(validated):
+def test_killed_training_resumes_in_the_same_run(validated, trained):
     root, env = validated
-    _run([sys.executable, "-m", "pipeline.train"], root, env)
-    uninterrupted = json.loads((root / "reports/train/metrics.json").read_text())
+    uninterrupted = trained[1]
 
     done_before = _kill_training_after(root, env, epochs=2)
     killed_run = json.loads((root / ".resume/train/run.json").read_text())["run_id"]
@@ -493,12 +467,11 @@ def test_killed_training_resumes_in_the_same_run(validated):
     assert not (root / ".resume/train").exists()
 
 
-def test_transfer_schedule_resumes_inside_its_second_phase(validated):
+def test_transfer_schedule_resumes_inside_its_second_phase(validated, trained):
     """Transfer from an earlier model of the pipeline with a manual two-phase schedule; killed
     in phase 2, the resumed run finishes that phase with its blocks and learning rate."""
     root, env = validated
-    _run([sys.executable, "-m", "pipeline.train"], root, env)
-    shutil.copy(root / "models/model.keras", root / "earlier.keras")
+    shutil.copy(trained[0], root / "earlier.keras")
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["train"]["transfer"].update(
         base="pipeline",

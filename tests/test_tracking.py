@@ -2,6 +2,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -90,3 +91,19 @@ def test_sigterm_marks_the_run_killed(store, tmp_path):
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) != 0
     assert MlflowClient(store).get_run(run_id).info.status == "KILLED"
+
+
+def test_log_folder_keeps_the_layout_and_leaves_out_hidden_files(tmp_path, monkeypatch):
+    folder = tmp_path / "reports"
+    (folder / "pictures" / "maps").mkdir(parents=True)
+    (folder / ".gitignore").write_text("/model\n")
+    (folder / ".cache").mkdir()
+    (folder / ".cache" / "x.bin").write_bytes(b"x")
+    (folder / "metrics.json").write_text("{}")
+    (folder / "pictures" / "maps" / "a.png").write_bytes(b"png")
+    logged = []
+    monkeypatch.setattr(
+        tracking.mlflow, "log_artifact", lambda f, p: logged.append((Path(f).name, p))
+    )
+    tracking.log_folder(folder, "reports/x")
+    assert sorted(logged) == [("a.png", "reports/x/pictures/maps"), ("metrics.json", "reports/x")]

@@ -27,10 +27,10 @@ with tracking.tracked_run(experiment, run_name=sys.argv[1]):
 
 
 def test_concurrent_writers_wait_out_a_locked_store_and_lose_nothing(tmp_path):
-    """Four writers log at once while another process holds SQLite's write lock for longer
+    """Three writers log at once while another process holds SQLite's write lock for longer
     than SQLite's busy timeout (5 s): without retries their calls fail with "database is
     locked"; with them, every run, param and metric step is there."""
-    writers, steps = 4, 40
+    writers, steps = 3, 15
     database = tmp_path / "mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{database}"}
     subprocess.run(
@@ -51,7 +51,7 @@ def test_concurrent_writers_wait_out_a_locked_store_and_lose_nothing(tmp_path):
     for process in processes:
         process.stdin.write("go\n")
         process.stdin.flush()
-    time.sleep(12)  # more than SQLite's 5-s busy timeout
+    time.sleep(8)  # more than SQLite's 5-s busy timeout
     blocker.execute("COMMIT")
     blocker.close()
     outputs = [p.communicate(timeout=600)[0] for p in processes]

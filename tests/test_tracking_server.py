@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.paths import ROOT
-from tests.test_pipeline_e2e import make_project
+from tests.projects import make_project
 
 pytestmark = pytest.mark.slow
 
@@ -74,14 +74,15 @@ def _api(uri: str, path: str, body: dict | None = None, auth: bool = True) -> di
         return json.loads(response.read())
 
 
-def test_two_pipelines_at_once_against_the_server_are_recorded_in_full(server, tmp_path):
+def test_two_pipelines_at_once_against_the_server_are_recorded_in_full(server, tmp_path, prepared):
     from tests.conftest import SHRUNK
 
     processes = {}
     for name, epochs in (("first", 1), ("second", 2)):
         root = tmp_path / name
         root.mkdir()
-        env = make_project(root, {**SHRUNK, "train": {**SHRUNK["train"], "epochs": epochs}})
+        overrides = {**SHRUNK, "train": {**SHRUNK["train"], "epochs": epochs}}
+        env = make_project(root, overrides, prepared)  # the data stages are done
         env |= {
             "MLFLOW_TRACKING_URI": server,
             "MLFLOW_TRACKING_USERNAME": USER,

@@ -1,0 +1,67 @@
+"""Throw-away copies of the project for the tests that run the real `dvc repro`.
+
+Building the data (ingest, split, validate) costs about 25 s a copy; it is done once per test
+session (`prepared` in conftest.py) and the copies that only change training start from it:
+DVC finds those stages' outputs and `dvc.lock` entries unchanged and skips them.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from pipeline.paths import ROOT
+
+PROJECT_FILES = ("pipeline", "dvc.yaml", ".dvcignore")
+# what `dvc repro validate` leaves: the outputs of the data stages, their lock and DVC's cache
+PREPARED = ("data", "reports/validate", "dvc.lock", ".dvc/cache")
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str], timeout: int = 900) -> str:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def make_project(root: Path, overrides: dict, prepared: Path | None = None) -> dict[str, str]:
+    """Copy the project into `root` with `overrides` merged into params.yaml, as a git + DVC
+    repository (with `prepared`'s data stages already run and committed); return the
+    environment to run it in."""
+    from tests.conftest import _merge
+
+    for name in PROJECT_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, root / name)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (root / "params.yaml").write_text(yaml.safe_dump(_merge(params, overrides), sort_keys=False))
+
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
+    }
+    (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n__pycache__/\n")
+    run(["git", "init", "-q"], root, env)
+    run(["dvc", "init", "-q"], root, env)
+    run(["dvc", "config", "core.analytics", "false"], root, env)
+    if prepared is not None:
+        for name in PREPARED:
+            source, target = prepared / name, root / name
+            if source.is_dir():
+                shutil.copytree(source, target, dirs_exist_ok=True)
+            else:
+                shutil.copy2(source, target)
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-qm", "project"], root, env)
+    return env
