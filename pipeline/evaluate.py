@@ -184,6 +184,32 @@ def confusion_tables(
     )
 
 
+def confusion_text(counts: pd.DataFrame, accuracy: float) -> str:
+    """The confusion matrix as aligned plain text (a file MLflow's compare view shows whole),
+    with the mistakes listed under it, most frequent first."""
+    table = counts.copy()
+    table.index.name, table.columns.name = "true", "predicted"
+    mistakes = [
+        (count, true, predicted)
+        for true, row in counts.iterrows()
+        for predicted, count in row.items()
+        if true != predicted and count
+    ]
+    wrong = sum(m[0] for m in mistakes)
+    lines = [
+        f"Confusion matrix, test split: {int(counts.to_numpy().sum())} images, "
+        f"accuracy {accuracy:.4f}",
+        "rows: true class; columns: predicted class",
+        "",
+        table.to_string(),
+        "",
+        f"{wrong} mistake{'' if wrong == 1 else 's'}" + (":" if mistakes else ""),
+    ]
+    lines += [f"  {count} x true {true} predicted {predicted}"
+              for count, true, predicted in sorted(mistakes, key=lambda m: -m[0])]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def calibration_table(true: np.ndarray, probabilities: np.ndarray, bins: int) -> pd.DataFrame:
     """Equal-width bins of top-class confidence: images, mean confidence and accuracy in each."""
     confidence = probabilities.max(axis=1)
@@ -385,8 +411,10 @@ def main() -> None:
         tracking.log_folder(EVALUATE_DIR, "reports/evaluate")
         # MLflow's run comparison previews, side by side, only the files at the top of the
         # runs' artifacts: the ones worth comparing between two models go there as well.
+        # A wide CSV shows three columns there, so the matrix also goes as plain text.
         for path in (CONFUSION_PNG, CONFUSION_CSV, PER_CLASS_CSV, HISTORY_PNG):
             mlflow.log_artifact(str(path))
+        mlflow.log_text(confusion_text(counts, metrics["accuracy"]), "confusion_matrix.txt")
         long_form = counts.stack().rename("count").reset_index()
         long_form.columns = ["true", "predicted", "count"]
         mlflow.log_table(long_form, artifact_file="reports/evaluate/confusion_matrix_table.json")

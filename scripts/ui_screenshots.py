@@ -6,7 +6,8 @@ drives the browser through the DevTools protocol (clicks included: the compariso
 
 - `mlflow-compare-params.png`: the two runs' params and metrics that differ;
 - `mlflow-compare-curves.png`: validation and training loss per epoch, both runs on one chart;
-- `mlflow-compare-confusion.png`: the two confusion matrices side by side.
+- `mlflow-compare-confusion.png` and `mlflow-compare-confusion-table.png`: the two confusion
+  matrices side by side, as pictures and as text tables (`confusion_matrix.txt`).
 
 Usage: python scripts/ui_screenshots.py [RUN_A RUN_B] [--out docs] (default: the two newest
 finished runs of the project's experiment).
@@ -127,9 +128,13 @@ class Browser:
         """The assistant side panel takes a third of the width; close it when it is open."""
         await self.js("document.querySelector('button[aria-label=Close]')?.click()")
 
-    async def shot(self, path: Path, top_selector: str, end_selector: str, *, upto=False) -> None:
+    async def shot(
+        self, path: Path, top_selector: str, end_selector: str, *, upto=False, last=None
+    ) -> None:
         """Save the page from the top of one element to the bottom of another (`upto`: to
-        the top of the other, which is left out)."""
+        the top of the other, which is left out; `last`: to the lowest bottom of the
+        elements this selector matches)."""
+        end = "Math.max(...lowest)" if last else "b.top - 8" if upto else "b.bottom + 8"
         box = await self.js(
             f"""(() => {{
                 const wide = (e) => {{  // the section around a small header element
@@ -142,7 +147,9 @@ class Browser:
                 const end = wide(document.querySelector({json.dumps(end_selector)}));
                 const a = top.getBoundingClientRect(), b = end.getBoundingClientRect();
                 const x = Math.min(a.left, b.left), right = Math.max(a.right, b.right);
-                const bottom = {"b.top - 8" if upto else "b.bottom + 8"};
+                const lowest = [...document.querySelectorAll({json.dumps(last or "none")})]
+                    .map((e) => e.getBoundingClientRect().bottom + 8);
+                const bottom = {end};
                 const height = bottom - a.top + 8;
                 return {{x: x - 8, y: a.top - 8, width: right - x + 16, height: height}};
             }})()"""
@@ -194,17 +201,26 @@ async def take(ui: str, debug_port: int, runs: list[str], experiment: str, out: 
 
             # 2. the two confusion matrices, side by side
             await browser.click("[aria-label='confusion_matrix.png']", "confusion_matrix.png")
-            await browser.until(
-                "[...document.querySelectorAll('img[src*=\"confusion_matrix.png\"]')]"
+            await browser.until(  # the previews are blob: images, one per run
+                "[...document.querySelectorAll('img[src^=\"blob:\"]')]"
                 ".filter(i => i.complete && i.naturalWidth > 0).length >= 2",
                 "both confusion matrices",
             )
+            previews = "img[src^='blob:'], pre"  # the two runs' previews
             await browser.shot(
-                out / "mlflow-compare-confusion.png",
-                section("Artifacts"),
-                section("Tags"),
-                upto=True,
+                out / "mlflow-compare-confusion.png", section("Artifacts"), section("Tags"),
+                last=previews,
+            )  # fmt: skip
+            await browser.click("[aria-label='confusion_matrix.txt']", "confusion_matrix.txt")
+            await browser.until(
+                "[...document.querySelectorAll('pre')]"
+                ".filter(e => e.innerText.startsWith('Confusion matrix')).length >= 2",
+                "both confusion tables",
             )
+            await browser.shot(
+                out / "mlflow-compare-confusion-table.png", section("Artifacts"), section("Tags"),
+                last=previews,
+            )  # fmt: skip
 
             # 3. loss curves of both runs on one chart
             metric = {

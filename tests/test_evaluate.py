@@ -255,3 +255,24 @@ def test_html_report_is_self_contained(tmp_path):
     assert "<script" not in html
     assert "macro average" in html and "abc123" in html and "75.00%" in html
     assert all(name in html for name in CLASSES)
+
+
+def test_confusion_text_is_the_whole_matrix_with_the_mistakes_listed():
+    from pipeline.evaluate import confusion_text
+
+    counts, _ = confusion_tables(
+        np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 0, 0]), CLASSES
+    )
+    text = confusion_text(counts, accuracy=0.5)
+    assert text.splitlines()[0] == "Confusion matrix, test split: 6 images, accuracy 0.5000"
+    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[4:8]}
+    assert rows[CLASSES[2]] == ["2", "0", "1"] and rows[CLASSES[0]] == ["1", "1", "0"]
+    assert text.splitlines()[-3:] == [
+        "3 mistakes:",
+        f"  2 x true {CLASSES[2]} predicted {CLASSES[0]}",
+        f"  1 x true {CLASSES[0]} predicted {CLASSES[1]}",
+    ]
+    perfect, _ = confusion_tables(np.array([0, 1]), np.array([0, 1]), CLASSES)
+    assert confusion_text(perfect, 1.0).endswith("0 mistakes\n")
+    one, _ = confusion_tables(np.array([0, 1]), np.array([0, 0]), CLASSES)
+    assert f"1 mistake:\n  1 x true {CLASSES[1]} predicted {CLASSES[0]}" in confusion_text(one, 0.5)

@@ -166,7 +166,7 @@ def test_one_mlflow_run_holds_params_metrics_and_artifacts(project):
     } <= artifacts
     assert "reports/evaluate/.gitignore" not in artifacts  # DVC's, not a report
     top = {a.path for a in client.list_artifacts(run_id)}  # what the compare view shows
-    assert {"params.yaml", "confusion_matrix.png", "confusion_matrix.csv",
+    assert {"params.yaml", "confusion_matrix.png", "confusion_matrix.csv", "confusion_matrix.txt",
             "per_class_metrics.csv", "history.png"} <= top  # fmt: skip
     assert run.info.run_name.startswith("train 20")  # dated: MLflow's seeded names repeat
     # device policy, code and data versions, registry
