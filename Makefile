@@ -21,7 +21,9 @@ export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
-.PHONY: help setup run test test-fast bench bench-train bench-backends lint ui compare reproduce server server-stop screenshots dag clean distclean
+predict_model = $(if $(MODEL),--model $(MODEL),)
+
+.PHONY: help setup run predict test test-fast bench bench-train bench-backends lint ui compare reproduce server server-stop screenshots dag clean distclean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,6 +44,10 @@ run: setup ## Run the whole pipeline (dvc repro) and print the test accuracy
 	$(BIN)/dvc repro
 	@$(BIN)/dvc metrics show
 	@$(BIN)/python -m pipeline.summary
+
+predict: setup ## Classify images with the trained model (IMAGES=<folder or file> [MODEL=<.keras or MLflow URI>] [OUT=predictions.csv])
+	@test -n "$(IMAGES)" || { echo "usage: make predict IMAGES=<folder> [MODEL=models:/image-classifier@champion]"; exit 2; }
+	$(BIN)/python -m pipeline.predict $(IMAGES) $(predict_model) --out $(or $(OUT),predictions.csv)
 
 test: setup ## Run the test suite (the end-to-end test runs the real dvc repro)
 	$(BIN)/pytest

@@ -44,7 +44,11 @@ def decode_image(path: tf.Tensor, image_size: int, channels: int) -> tf.Tensor:
     (libjpeg's scaled decoding, as Pillow's `draft`): a large source costs a fraction of a full
     decode, and the bilinear resize that follows shrinks by less than 2x, so it does not alias.
     """
-    contents = tf.io.read_file(path)
+    return decode_contents(tf.io.read_file(path), image_size, channels)
+
+
+def decode_contents(contents: tf.Tensor, image_size: int, channels: int) -> tf.Tensor:
+    """`decode_image` for a file's bytes already in memory (prediction, serving)."""
     image = tf.cond(
         tf.equal(tf.strings.substr(contents, 0, 3), JPEG_MAGIC),
         lambda: decode_jpeg_scaled(contents, image_size, channels),

@@ -6,6 +6,7 @@ later prediction treat a CMYK JPEG or a transparent PNG exactly alike.
 """
 
 import hashlib
+import io
 import os
 import unicodedata
 from dataclasses import asdict, dataclass
@@ -112,12 +113,16 @@ class ImageFacts:
 
 def inspect_image(path: Path) -> ImageFacts:
     """Hash the file and decode it fully; a file that cannot be trained on says why."""
-    data = path.read_bytes()
+    return inspect_bytes(path.read_bytes())
+
+
+def inspect_bytes(data: bytes) -> ImageFacts:
+    """`inspect_image` for an image already in memory (an upload, a request body)."""
     digest = hashlib.sha256(data).hexdigest()
     if not data:
         return ImageFacts(digest, 0, problem="empty file")
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             fmt, mode, (width, height) = image.format, image.mode, image.size
             orientation = int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
             image.load()  # a truncated or corrupt file fails here, not at training time
@@ -187,3 +192,34 @@ def normalise(
         actions.append(f"{image.mode} -> {target}")
         image = image.convert(target)
     return image, actions
+
+
+class UnreadableImageError(ValueError):
+    """The bytes are not an image the model can be given; the message says why."""
+
+
+def to_png(data: bytes, channels: int, background: tuple[int, int, int]) -> tuple[bytes, list[str]]:
+    """The image normalised (`normalise`) and re-encoded as PNG, and what was done."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        fmt = image.format
+        converted, actions = normalise(image, channels, background)
+    out = io.BytesIO()
+    converted.save(out, format="PNG")
+    if fmt != "PNG":
+        actions.insert(0, f"{fmt} re-encoded as PNG")
+    return out.getvalue(), actions
+
+
+def model_ready(
+    data: bytes, channels: int, background: tuple[int, int, int]
+) -> tuple[bytes, list[str]]:
+    """The bytes the model's decoder reads for this image, exactly as the split stage writes
+    them: the file itself when it is already a format and colour model the decoder reads as
+    trained, else the normalised image as PNG. Raises UnreadableImageError with the reason."""
+    facts = inspect_bytes(data)
+    if facts.problem:
+        raise UnreadableImageError(facts.problem)
+    if not needs_conversion(facts, channels):
+        return data, []
+    return to_png(data, channels, background)

@@ -16,11 +16,10 @@ from functools import partial
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image
 
 from pipeline import manifest as mf
 from pipeline.files import link_or_copy, read_json, staged_dir, write_csv, write_json
-from pipeline.images import ImageFacts, inspect_image, list_images, needs_conversion, normalise
+from pipeline.images import ImageFacts, inspect_image, list_images, needs_conversion, to_png
 from pipeline.parallel import parallel_map
 from pipeline.params import SplitParams, load_params
 from pipeline.paths import RAW_DIR, ROOT, SPLIT_DIR, SPLITS
@@ -235,18 +234,14 @@ def output_paths(table: pd.DataFrame) -> pd.Series:
 def _materialise(
     raw_dir: Path, target_dir: Path, channels: int, background: tuple[int, int, int], job: tuple
 ) -> str:
-    raw_path, path, convert, fmt = job
+    raw_path, path, convert = job
     source, target = raw_dir / raw_path, target_dir / path
     if not convert:
         link_or_copy(source, target)
         return "linked"
-    with Image.open(source) as image:
-        image.load()
-        converted, actions = normalise(image, channels, background)
+    png, actions = to_png(source.read_bytes(), channels, background)
     target.parent.mkdir(parents=True, exist_ok=True)
-    converted.save(target, format="PNG")
-    if fmt != "PNG":
-        actions.insert(0, f"{fmt} re-encoded as PNG")
+    target.write_bytes(png)
     return "converted: " + "; ".join(actions)
 
 
@@ -295,9 +290,7 @@ def write_split(
     """Link or convert every placed file into `target`, then write the reports beside them."""
     placed = table["split"] != ""
     jobs = list(
-        table.loc[placed, ["raw_path", "path", "convert", "format"]].itertuples(
-            index=False, name=None
-        )
+        table.loc[placed, ["raw_path", "path", "convert"]].itertuples(index=False, name=None)
     )
     work = partial(_materialise, raw_dir, target, channels, tuple(cfg.background))
     table.loc[placed, "action"] = parallel_map(work, jobs, "split: writing")

@@ -608,7 +608,10 @@ def main() -> None:
         write_json(TRAIN_METRICS_FILE, metrics)
         with staged_file(MODEL_FILE) as tmp:
             model.save(tmp)
-        write_json(MODEL_LABELS_FILE, {"classes": classes})  # what each output stands for
+        # what each output stands for, and the colour the split put behind transparent pixels
+        # (prediction converts new images the same way)
+        background = list(load_raw_params()["split"]["background"])
+        write_json(MODEL_LABELS_FILE, {"classes": classes, "background": background})
         with native_stderr():
             sample = next(iter(validation_data.take(1)))[0].numpy()[:2]
             log_keras_model(model, sample, cfg.registered_model)
