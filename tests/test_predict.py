@@ -125,3 +125,26 @@ def test_cli_writes_the_csv_and_names_what_is_missing(tmp_path, messy_split, cla
 def test_a_model_with_other_outputs_than_classes_is_refused(classifier):
     with pytest.raises(ValueError, match="3 outputs for 2 classes"):
         Classifier(classifier.model, CLASSES[:2])
+
+
+def test_an_mlflow_uri_brings_the_run_s_class_names(tmp_path, monkeypatch, messy_split, classifier):
+    import mlflow
+
+    from pipeline.predict import ModelNotFoundError, load_classifier
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"classes": CLASSES, "background": [0, 0, 0]}))
+    from pipeline import tracking
+
+    with mlflow.start_run(experiment_id=tracking.configure()) as run:
+        mlflow.keras.log_model(classifier.model, name="model", pip_requirements=["keras"])
+        mlflow.log_artifact(str(labels), "models")
+    loaded = load_classifier(f"runs:/{run.info.run_id}/model")
+    assert loaded.classes == CLASSES and loaded.background == (0, 0, 0)
+    root = messy_split[0]
+    table = predict_files(loaded, [root / "tiny" / "a.png"], progress=False)
+    expected = predict_files(classifier, [root / "tiny" / "a.png"], progress=False)
+    assert table["predicted"].tolist() == expected["predicted"].tolist()
+    with pytest.raises(ModelNotFoundError, match="no model at runs:/nope/model"):
+        load_classifier("runs:/nope/model")
