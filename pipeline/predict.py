@@ -95,8 +95,9 @@ class Classifier:
 
 def load_classifier(source: str | None) -> Classifier:
     """A `.keras` file (class names from `labels.json` beside it), an MLflow model URI
-    (`runs:/<id>/model`, `models:/<name>/<version>`, `models:/<name>@champion`), or by
-    default the model the pipeline trained last (`models/model.keras`)."""
+    (`runs:/<id>/model`, `models:/<name>/<version>`, `models:/<name>@champion`: the
+    pipeline's pyfunc model, or a Keras-flavor model whose run holds `models/labels.json`),
+    or by default the model the pipeline trained last (`models/model.keras`)."""
     if source is None:
         return Classifier.from_files(MODEL_FILE, MODEL_LABELS_FILE)
     if ":/" not in source:
@@ -109,6 +110,8 @@ def load_classifier(source: str | None) -> Classifier:
     tracking.configure()
     try:
         info = mlflow.models.get_model_info(source)
+        if "keras" not in info.flavors:  # the pipeline's pyfunc model holds both files
+            return mlflow.pyfunc.load_model(source).unwrap_python_model().classifier
         model = mlflow.keras.load_model(source)
         labels = mlflow.artifacts.download_artifacts(
             run_id=info.run_id, artifact_path=MODEL_LABELS_FILE.relative_to(ROOT).as_posix()

@@ -23,10 +23,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from mlflow.models import infer_signature
 from sklearn.utils.class_weight import compute_class_weight
 
-from pipeline import CUDA_INIT_FAILED, lineage, native_stderr, tracking
+from pipeline import CUDA_INIT_FAILED, lineage, native_stderr, serving, tracking
 from pipeline.dataset import choose_cache, image_dataset, label_indices, read_classes, read_split
 from pipeline.files import read_json, staged_file, write_csv, write_json
 from pipeline.lineage import DVC_LOCK
@@ -55,6 +54,7 @@ from pipeline.paths import (
     RESUME_DIR,
     ROOT,
     RUN_FILE,
+    SPLIT_DIR,
     SPLIT_MANIFEST,
     TRAIN_METRICS_FILE,
     VALIDATION_FILE,
@@ -313,24 +313,13 @@ def model_summary(model: keras.Model) -> str:
     return "\n".join(lines)
 
 
-def log_keras_model(model: keras.Model, sample: np.ndarray, registered_name: str) -> None:
-    """Log the model in MLflow's Keras flavor with a signature (uint8 images in, class
-    probabilities out) and register it.
-
-    Requirements are pinned here rather than inferred, which would reload the model in a
-    subprocess and take longer than a small training run.
-    """
-    signature = infer_signature(sample, model.predict(sample, verbose=0))
+def log_model(model_file: Path, labels_file: Path, example: bytes, registered_name: str) -> None:
+    """Log and register the model as the pyfunc model `serving` defines (base64 images in,
+    class and probabilities out, with signature and input example)."""
     # The requirements are given, so MLflow's notes on how it would have guessed them are noise.
-    for name in ("mlflow.utils.uv_utils", "mlflow.utils.environment"):
+    for name in ("mlflow.utils.uv_utils", "mlflow.utils.environment", "mlflow.pyfunc"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    mlflow.keras.log_model(
-        model,
-        name="model",
-        signature=signature,
-        registered_model_name=registered_name,
-        pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
-    )
+    serving.log_model(model_file, labels_file, example, registered_name)
 
 
 def history_table(path: Path) -> pd.DataFrame:
@@ -613,8 +602,8 @@ def main() -> None:
         background = list(load_raw_params()["split"]["background"])
         write_json(MODEL_LABELS_FILE, {"classes": classes, "background": background})
         with native_stderr():
-            sample = next(iter(validation_data.take(1)))[0].numpy()[:2]
-            log_keras_model(model, sample, cfg.registered_model)
+            example = (SPLIT_DIR / validation_rows["path"].iloc[0]).read_bytes()
+            log_model(MODEL_FILE, MODEL_LABELS_FILE, example, cfg.registered_model)
         for artifact in (
             PARAMS_FILE,
             HISTORY_FILE,

@@ -197,6 +197,9 @@ def load_pipeline_model(source: str) -> keras.Model:
 
         tracking.configure()
         try:
+            if "keras" not in mlflow.models.get_model_info(source).flavors:
+                # the pipeline's own pyfunc model: the Keras model inside it
+                return mlflow.pyfunc.load_model(source).unwrap_python_model().classifier.model
             return mlflow.keras.load_model(source)
         except Exception as error:  # MLflow raises many kinds for a bad URI
             raise TransferError(

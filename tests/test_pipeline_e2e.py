@@ -198,8 +198,46 @@ def test_one_mlflow_run_holds_params_metrics_and_artifacts(project):
     assert [m.name for m in models] == ["model"]
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     info = mlflow.models.get_model_info(f"models:/{models[0].model_id}")
-    assert "keras" in info.flavors
-    assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 16, 16, 3)
+    assert "python_function" in info.flavors
+    assert info.signature.inputs.to_dict() == [
+        {"type": "string", "name": "image", "required": True}
+    ]
+    assert [c["name"] for c in info.signature.outputs.to_dict()][:3] == [
+        "class",
+        "confidence",
+        "p_0",
+    ]
+
+
+def test_the_pyfunc_model_predicts_the_test_split_as_evaluate_did(project, monkeypatch):
+    """The registered model, given the test images as an HTTP client sends them (base64 file
+    bytes), answers exactly what the evaluate stage wrote."""
+    import base64
+
+    root, env = project
+    run_id = json.loads((root / "models/mlflow_run.json").read_text())["run_id"]
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    expected = pd.read_csv(
+        root / "reports/evaluate/predictions.csv", dtype={"predicted_label": str}
+    )
+    images = [base64.b64encode((root / "data/split" / p).read_bytes()).decode("ascii")
+              for p in expected["path"]]  # fmt: skip
+    answer = model.predict(pd.DataFrame({"image": images}))
+    assert answer["class"].tolist() == expected["predicted_label"].tolist()
+    probabilities = [c for c in expected.columns if c.startswith("p_")]
+    assert list(answer.columns) == ["class", "confidence", *probabilities]
+    written = pd.read_csv(root / "reports/evaluate/predictions.csv", dtype=str)
+    for column in ["confidence", *probabilities]:  # as evaluate wrote them, digit for digit
+        assert [f"{v:.6f}" for v in answer[column]] == written[column].tolist(), column
+    # the predict CLI and transfer learning take the same URI
+    from pipeline.predict import load_classifier
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    classifier = load_classifier(f"runs:/{run_id}/model")
+    assert classifier.classes == [str(d) for d in range(10)] and classifier.image_size == 16
+    with pytest.raises(mlflow.exceptions.MlflowException, match="row 0: not an image"):
+        model.predict(pd.DataFrame({"image": [base64.b64encode(b"plain text").decode()]}))
 
 
 def test_evaluation_report_is_self_contained(project):

@@ -1,0 +1,127 @@
+"""The trained model as an MLflow pyfunc model: what `mlflow models serve` and
+`mlflow.pyfunc.load_model` hand out.
+
+It takes what an HTTP client can send: a column `image` of base64-encoded image files (any
+format, size and colour mode the split accepts; converted exactly as the split converts), or
+a batch of uint8 arrays already at the model's size. It answers one row per image: the class,
+its probability and one probability per class (`p_<class>`). A request it cannot answer is
+refused as a whole with a message naming the row and the reason, which the scoring server
+returns as HTTP 400.
+"""
+
+import base64
+import binascii
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types import ColSpec, Schema
+
+from pipeline.images import UnreadableImageError
+
+COLUMN = "image"
+MAX_IMAGE_BYTES = 20 * 1024 * 1024  # larger uploads are refused before decoding
+
+
+class BadRequest(MlflowException):
+    def __init__(self, message: str):
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def output_columns(classes: list[str]) -> list[str]:
+    return ["class", "confidence", *(f"p_{c}" for c in classes)]
+
+
+def signature(classes: list[str]) -> ModelSignature:
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", COLUMN)]),
+        outputs=Schema(
+            [ColSpec("string", "class"), ColSpec("double", "confidence")]
+            + [ColSpec("double", f"p_{c}") for c in classes]
+        ),
+    )
+
+
+def decode_base64(value: object, row: int) -> bytes:
+    if isinstance(value, bytes):
+        data = value
+    else:
+        try:
+            data = base64.b64decode(str(value), validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest(f"row {row}: column '{COLUMN}' is not base64") from None
+    if not data:
+        raise BadRequest(f"row {row}: the image is empty")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise BadRequest(
+            f"row {row}: the image has {len(data):,} bytes; at most {MAX_IMAGE_BYTES:,} are taken"
+        )
+    return data
+
+
+class ImageClassifierModel(mlflow.pyfunc.PythonModel):
+    """A pyfunc wrapper around `predict.Classifier` (artifacts: the .keras file, labels.json)."""
+
+    def load_context(self, context) -> None:
+        from pipeline.predict import Classifier
+
+        self.classifier = Classifier.from_files(
+            Path(context.artifacts["model"]), Path(context.artifacts["labels"])
+        )
+
+    def pixels(self, model_input) -> np.ndarray:
+        classifier = self.classifier
+        shape = (classifier.image_size, classifier.image_size, classifier.channels)
+        if isinstance(model_input, np.ndarray):
+            if model_input.ndim != 4 or model_input.shape[1:] != shape:
+                raise BadRequest(f"arrays must be a batch of {shape} images: {model_input.shape}")
+            return model_input.astype(np.uint8)
+        if not isinstance(model_input, pd.DataFrame) or COLUMN not in model_input:
+            columns = list(getattr(model_input, "columns", []))
+            raise BadRequest(f"expected a column '{COLUMN}' of base64 images, got {columns}")
+        if model_input.empty:
+            raise BadRequest("no images in the request")
+        images = []
+        for row, value in enumerate(model_input[COLUMN]):
+            try:
+                images.append(classifier.pixels(decode_base64(value, row)))
+            except UnreadableImageError as error:
+                raise BadRequest(f"row {row}: {error}") from None
+        return np.stack(images)
+
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        probabilities = self.classifier.probabilities(self.pixels(model_input))
+        classes = self.classifier.classes
+        best = probabilities.argmax(axis=1)
+        table = pd.DataFrame(probabilities, columns=[f"p_{c}" for c in classes])
+        table.insert(0, "confidence", probabilities[np.arange(len(best)), best])
+        table.insert(0, "class", [classes[i] for i in best])
+        return table
+
+
+def log_model(model_file: Path, labels_file: Path, example: bytes, registered_name: str):
+    """Log the pyfunc model (with the pipeline's code, so it loads anywhere) and register it."""
+    classes = json.loads(labels_file.read_text(encoding="utf-8"))["classes"]
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=ImageClassifierModel(),
+        artifacts={"model": str(model_file), "labels": str(labels_file)},
+        code_paths=[str(Path(__file__).parent)],
+        signature=signature(classes),
+        input_example=pd.DataFrame({COLUMN: [base64.b64encode(example).decode("ascii")]}),
+        registered_model_name=registered_name,
+        # given, not inferred: inference reloads the model in a subprocess
+        pip_requirements=requirements(),
+    )
+
+
+def requirements() -> list[str]:
+    import importlib.metadata
+
+    return [f"{p}=={importlib.metadata.version(p)}"
+            for p in ("mlflow", "tensorflow", "keras", "pillow", "pandas", "numpy")]  # fmt: skip
