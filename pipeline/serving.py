@@ -12,6 +12,7 @@ returns as HTTP 400.
 import base64
 import binascii
 import json
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -26,6 +27,8 @@ from pipeline.images import UnreadableImageError
 
 COLUMN = "image"
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # larger uploads are refused before decoding
+# The signature is given explicitly (type hints cannot express "base64 image or uint8 array").
+warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
 
 
 class BadRequest(MlflowException):
