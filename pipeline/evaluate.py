@@ -14,6 +14,7 @@ import keras
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.tracking import MlflowClient
 from PIL import Image
 from sklearn.metrics import (
     accuracy_score,
@@ -24,7 +25,7 @@ from sklearn.metrics import (
 )
 from sklearn.svm import SVC
 
-from pipeline import CUDA_INIT_FAILED, native_stderr, tracking
+from pipeline import CUDA_INIT_FAILED, native_stderr, promotion, tracking
 from pipeline.dataset import image_dataset, label_indices, read_classes, read_split
 from pipeline.files import write_csv, write_json
 from pipeline.html_report import evaluation_report
@@ -418,6 +419,15 @@ def main() -> None:
         long_form = counts.stack().rename("count").reset_index()
         long_form.columns = ["true", "predicted", "count"]
         mlflow.log_table(long_form, artifact_file="reports/evaluate/confusion_matrix_table.json")
+        # one pipeline at a time reads and moves the alias (on SQLite; see promotion.py)
+        with tracking.store_lock(mlflow.get_tracking_uri()):
+            decision = promotion.promote(
+                MlflowClient(), params.train.registered_model, run_id, cfg.promote_on,
+                metrics[cfg.promote_on],
+            )  # fmt: skip
+        mlflow.set_tags(decision.tags(cfg.promote_on))
+        if decision.champion_value is not None:
+            mlflow.log_metric(f"champion_previous_test_{cfg.promote_on}", decision.champion_value)
 
     over = ", ".join(f"{e['class']} {e['difference']:+.1%}" for e in extremes["over_predicted"])
     print(
@@ -426,6 +436,12 @@ def main() -> None:
         f"{metrics['expected_calibration_error']:.4f} on {metrics['n_images']} images; "
         f"{mistakes} mistakes; most over-predicted: {over or 'none'}; "
         f"report {EVALUATE_REPORT.relative_to(ROOT)} (MLflow run {run_id})"
+    )
+    alias = f"models:/{params.train.registered_model}@{promotion.ALIAS}"
+    where = decision.version if decision.promoted else decision.champion_version
+    print(
+        f"evaluate: {alias} {'-> version' if decision.promoted else 'stays at version'} "
+        f"{where} ({decision.reason})"
     )
 
 

@@ -212,6 +212,10 @@ class EvaluateParams(_Section):
     top_k: int = Field(ge=2)  # reported when there are more than five classes
     calibration_bins: int = Field(ge=2, le=100)  # equal-width confidence bins
     gallery_size: int = Field(ge=0)  # most confident mistakes shown
+    # the registry alias `champion` moves to a new model only when it beats the champion here
+    promote_on: Literal[
+        "macro_f1", "accuracy", "weighted_f1", "log_loss", "expected_calibration_error"
+    ]
 
 
 class VisualizeParams(_Section):

@@ -168,6 +168,10 @@ def test_one_mlflow_run_holds_params_metrics_and_artifacts(project):
     top = {a.path for a in client.list_artifacts(run_id)}  # what the compare view shows
     assert {"params.yaml", "confusion_matrix.png", "confusion_matrix.csv", "confusion_matrix.txt",
             "per_class_metrics.csv", "history.png"} <= top  # fmt: skip
+    champion = client.get_model_version_by_alias("image-classifier", "champion")
+    assert champion.run_id == run_id  # the first model of a fresh store
+    assert run.data.tags["champion.decision"] == "promoted"
+    assert run.data.tags["champion.metric"] == "test_macro_f1"
     assert run.info.run_name.startswith("train 20")  # dated: MLflow's seeded names repeat
     # device policy, code and data versions, registry
     assert {"device", "precision_policy", "jit_compile", "input_cache"} <= run.data.tags.keys()
@@ -386,6 +390,13 @@ def test_two_queued_experiments_run_at_once_into_the_project_store(tmp_path, pre
         assert client.list_artifacts(run.info.run_id, "reports/evaluate")
     versions = client.search_model_versions("name = 'image-classifier'")
     assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in runs.values())
+    # evaluated at the same time, the champion is still the better of the two
+    best = max(r.data.metrics["test_macro_f1"] for r in runs.values())
+    champion = client.get_model_version_by_alias("image-classifier", "champion")
+    assert client.get_run(champion.run_id).data.metrics["test_macro_f1"] == best
+    assert sorted(r.data.tags["champion.decision"] for r in runs.values()) in (
+        ["kept", "promoted"], ["promoted", "promoted"]
+    )  # fmt: skip
     shown = _run(["dvc", "exp", "show", "--no-pager", "--md"], root, env)
     assert "exp-one" in shown and "exp-two" in shown
     # `make compare`: the two runs, only the param that differs, best first
