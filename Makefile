@@ -23,7 +23,7 @@ export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
 predict_model = $(if $(MODEL),--model $(MODEL),)
 
-.PHONY: help setup run predict test test-fast bench bench-train bench-backends lint ui compare reproduce server server-stop screenshots dag clean distclean
+.PHONY: help setup run predict serve test test-fast bench bench-train bench-backends lint ui compare reproduce server server-stop screenshots dag clean distclean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,6 +48,11 @@ run: setup ## Run the whole pipeline (dvc repro) and print the test accuracy
 predict: setup ## Classify images with the trained model (IMAGES=<folder or file> [MODEL=<.keras or MLflow URI>] [OUT=predictions.csv])
 	@test -n "$(IMAGES)" || { echo "usage: make predict IMAGES=<folder> [MODEL=models:/image-classifier@champion]"; exit 2; }
 	$(BIN)/python -m pipeline.predict $(IMAGES) $(predict_model) --out $(or $(OUT),predictions.csv)
+
+serve: setup ## Serve models:/<name>@champion over HTTP on 127.0.0.1 (SERVE_PORT=5001, MODEL=<MLflow URI>)
+	MLFLOW_TRACKING_URI="$(TRACKING_URI)" $(BIN)/mlflow models serve --env-manager local \
+	  --host 127.0.0.1 --port $(or $(SERVE_PORT),5001) \
+	  --model-uri "$(or $(MODEL),models:/$$($(BIN)/python -c 'from pipeline.params import load_params; print(load_params().train.registered_model)')@champion)"
 
 test: setup ## Run the test suite (the end-to-end test runs the real dvc repro)
 	$(BIN)/pytest

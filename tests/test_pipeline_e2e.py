@@ -563,3 +563,80 @@ def test_transfer_schedule_resumes_inside_its_second_phase(validated, trained):
     blocks = json.loads(Path(saved).read_text())
     assert list(blocks) == ["block1", "block2"]
     assert not (root / ".resume/train").exists()
+
+
+def test_the_champion_is_served_over_http_and_bad_requests_get_a_readable_4xx(project, tmp_path):
+    """`make serve`'s command: the real scoring server, real images, answers equal to the
+    predictions file; requests it cannot answer get 400 with the reason, and it keeps serving."""
+    import base64
+    import os
+    import signal
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    root, env = project
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen(
+        ["mlflow", "models", "serve", "--env-manager", "local", "--host", "127.0.0.1",
+         "--port", str(port), "--model-uri", "models:/image-classifier@champion"],
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def post(body: bytes) -> tuple[int, str]:
+        request = urllib.request.Request(
+            f"{url}/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    def images(*payloads: bytes, column: str = "image") -> bytes:
+        data = [[base64.b64encode(p).decode("ascii")] for p in payloads]
+        return json.dumps({"dataframe_split": {"columns": [column], "data": data}}).encode()
+
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(1)
+        expected = pd.read_csv(root / "reports/evaluate/predictions.csv", dtype=str).head(40)
+        files = [(root / "data/split" / p).read_bytes() for p in expected["path"]]
+        status, body = post(images(*files))
+        assert status == 200, body
+        answers = json.loads(body)["predictions"]
+        assert [a["class"] for a in answers] == expected["predicted_label"].tolist()
+        assert [f"{a['confidence']:.6f}" for a in answers] == expected["confidence"].tolist()
+
+        for request, message in (
+            (images(b"just some text"), "row 0: not an image (no known image format)"),
+            (images(files[0], b"\x89PNG\r\n\x1a\n" + b"\0" * 40), "row 1: not an image"),
+            (images(os.urandom(21 * 1024 * 1024)), "row 0: the image has 22,020,096 bytes"),
+            (images(files[0], column="img"), "Model is missing inputs ['image']"),
+            (b"", ""),
+            (b"{not json", ""),
+        ):
+            status, body = post(request)
+            assert 400 <= status < 500, (status, body[:300])
+            assert message in body, body[:500]
+        status, body = post(images(files[1]))  # still serving
+        assert (
+            status == 200
+            and json.loads(body)["predictions"][0]["class"] == (expected["predicted_label"].iloc[1])
+        )
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+        log.close()
