@@ -21,10 +21,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import Array
 
 from pipeline.images import UnreadableImageError
 
 COLUMN = "image"
+PIXELS = "pixels"  # or uint8 arrays already at the model's size, as nested lists
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # larger uploads are refused before decoding
 
 
@@ -39,7 +41,12 @@ def output_columns(classes: list[str]) -> list[str]:
 
 def signature(classes: list[str]) -> ModelSignature:
     return ModelSignature(
-        inputs=Schema([ColSpec("string", COLUMN)]),
+        inputs=Schema(
+            [
+                ColSpec("string", COLUMN, required=False),
+                ColSpec(Array(Array(Array("long"))), PIXELS, required=False),
+            ]
+        ),
         outputs=Schema(
             [ColSpec("string", "class"), ColSpec("double", "confidence")]
             + [ColSpec("double", f"p_{c}") for c in classes]
@@ -82,14 +89,18 @@ class ImageClassifierModel(mlflow.pyfunc.PythonModel):
         classifier = self.classifier
         shape = (classifier.image_size, classifier.image_size, classifier.channels)
         if isinstance(model_input, np.ndarray):
-            if model_input.ndim != 4 or model_input.shape[1:] != shape:
-                raise BadRequest(f"arrays must be a batch of {shape} images: {model_input.shape}")
-            return model_input.astype(np.uint8)
-        if not isinstance(model_input, pd.DataFrame) or COLUMN not in model_input:
-            columns = list(getattr(model_input, "columns", []))
-            raise BadRequest(f"expected a column '{COLUMN}' of base64 images, got {columns}")
+            return self.arrays(list(model_input), shape)
+        columns = list(getattr(model_input, "columns", []))
+        given = [c for c in (COLUMN, PIXELS) if c in columns and model_input[c].notna().any()]
+        if not isinstance(model_input, pd.DataFrame) or len(given) != 1:
+            raise BadRequest(
+                f"expected one column: '{COLUMN}' (base64 image files) or '{PIXELS}' (uint8 "
+                f"arrays of shape {shape}); got {columns}"
+            )
         if model_input.empty:
             raise BadRequest("no images in the request")
+        if given == [PIXELS]:
+            return self.arrays(model_input[PIXELS].tolist(), shape)
         images = []
         for row, value in enumerate(model_input[COLUMN]):
             try:
@@ -97,6 +108,19 @@ class ImageClassifierModel(mlflow.pyfunc.PythonModel):
             except UnreadableImageError as error:
                 raise BadRequest(f"row {row}: {error}") from None
         return np.stack(images)
+
+    @staticmethod
+    def arrays(images: list, shape: tuple[int, int, int]) -> np.ndarray:
+        """Images given as arrays: each of the model's shape, every value a byte."""
+        batch = []
+        for row, image in enumerate(images):
+            array = np.asarray(image)
+            if array.shape != shape:
+                raise BadRequest(f"row {row}: an array of shape {array.shape}, not {shape}")
+            if array.dtype != np.uint8 and (array.min() < 0 or array.max() > 255):
+                raise BadRequest(f"row {row}: values outside 0-255 (uint8 pixels expected)")
+            batch.append(array.astype(np.uint8))
+        return np.stack(batch)
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
         probabilities = self.classifier.probabilities(self.pixels(model_input))

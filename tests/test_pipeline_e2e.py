@@ -203,9 +203,9 @@ def test_one_mlflow_run_holds_params_metrics_and_artifacts(project):
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     info = mlflow.models.get_model_info(f"models:/{models[0].model_id}")
     assert "python_function" in info.flavors
-    assert info.signature.inputs.to_dict() == [
-        {"type": "string", "name": "image", "required": True}
-    ]
+    inputs = {c["name"]: c for c in info.signature.inputs.to_dict()}
+    assert inputs["image"] == {"type": "string", "name": "image", "required": False}
+    assert inputs["pixels"]["type"] == "array" and not inputs["pixels"]["required"]
     assert [c["name"] for c in info.signature.outputs.to_dict()][:3] == [
         "class",
         "confidence",
@@ -577,6 +577,10 @@ def test_the_champion_is_served_over_http_and_bad_requests_get_a_readable_4xx(pr
     import urllib.error
     import urllib.request
 
+    import numpy as np
+
+    from pipeline.dataset import decode_image
+
     root, env = project
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -598,6 +602,10 @@ def test_the_champion_is_served_over_http_and_bad_requests_get_a_readable_4xx(pr
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode()
+
+    def pixels(*arrays) -> bytes:
+        data = [[np.asarray(a).tolist()] for a in arrays]
+        return json.dumps({"dataframe_split": {"columns": ["pixels"], "data": data}}).encode()
 
     def images(*payloads: bytes, column: str = "image") -> bytes:
         data = [[base64.b64encode(p).decode("ascii")] for p in payloads]
@@ -621,11 +629,23 @@ def test_the_champion_is_served_over_http_and_bad_requests_get_a_readable_4xx(pr
         assert [a["class"] for a in answers] == expected["predicted_label"].tolist()
         assert [f"{a['confidence']:.6f}" for a in answers] == expected["confidence"].tolist()
 
+        # uint8 arrays at the model's size, as nested lists: the same answers
+        decoded = [
+            decode_image(str(root / "data/split" / p), 16, 3).numpy() for p in expected["path"][:8]
+        ]
+        status, body = post(pixels(*decoded))
+        assert status == 200, body
+        assert [a["class"] for a in json.loads(body)["predictions"]] == (
+            expected["predicted_label"].tolist()[:8]
+        )
+
         for request, message in (
             (images(b"just some text"), "row 0: not an image (no known image format)"),
             (images(files[0], b"\x89PNG\r\n\x1a\n" + b"\0" * 40), "row 1: not an image"),
             (images(os.urandom(21 * 1024 * 1024)), "row 0: the image has 22,020,096 bytes"),
-            (images(files[0], column="img"), "Model is missing inputs ['image']"),
+            (images(files[0], column="img"), "expected one column: 'image'"),
+            (pixels(np.zeros((8, 8, 3), np.uint8)), "row 0: an array of shape (8, 8, 3)"),
+            (pixels(np.full((16, 16, 3), 300)), "row 0: values outside 0-255"),
             (b"", ""),
             (b"{not json", ""),
         ):
