@@ -7,6 +7,7 @@ DVC finds those stages' outputs and `dvc.lock` entries unchanged and skips them.
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,13 @@ from pipeline.paths import ROOT
 PROJECT_FILES = ("pipeline", "dvc.yaml", ".dvcignore")
 # what `dvc repro validate` leaves: the outputs of the data stages, their lock and DVC's cache
 PREPARED = ("data", "reports/validate", "dvc.lock", ".dvc/cache")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str], timeout: int = 900) -> str:

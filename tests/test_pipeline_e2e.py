@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from pipeline import tracking
 from pipeline.paths import DVC_PLOTS_TEMPLATE, WEB_ASSETS_DIR
 from pipeline.web_assets import VEGA, external_loads
-from tests.projects import make_project, run
+from tests.projects import free_port, make_project, run
 
 pytestmark = pytest.mark.slow
 
@@ -572,7 +572,6 @@ def test_the_champion_is_served_over_http_and_bad_requests_get_a_readable_4xx(pr
     import base64
     import os
     import signal
-    import socket
     import time
     import urllib.error
     import urllib.request
@@ -582,9 +581,7 @@ def test_the_champion_is_served_over_http_and_bad_requests_get_a_readable_4xx(pr
     from pipeline.dataset import decode_image
 
     root, env = project
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen(
         ["mlflow", "models", "serve", "--env-manager", "local", "--host", "127.0.0.1",

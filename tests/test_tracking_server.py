@@ -5,7 +5,6 @@ once against it, and everything is checked through the server's REST API."""
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -16,18 +15,12 @@ from pathlib import Path
 import pytest
 
 from pipeline.paths import ROOT
-from tests.projects import make_project
+from tests.projects import free_port, make_project
 
 pytestmark = pytest.mark.slow
 
 SCRIPT = ROOT / "scripts" / "tracking-server.sh"
 USER, PASSWORD = "pipeline-admin", "not-a-real-secret-1"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +29,8 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     env = {
         **os.environ,
         "SERVER_DIR": str(state),
-        "MLFLOW_SERVER_PORT": str(_free_port()),
-        "POSTGRES_PORT": str(_free_port()),
+        "MLFLOW_SERVER_PORT": str(free_port()),
+        "POSTGRES_PORT": str(free_port()),
         "MLFLOW_AUTH": "1",
         "MLFLOW_TRACKING_USERNAME": USER,
         "MLFLOW_TRACKING_PASSWORD": PASSWORD,
