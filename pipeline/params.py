@@ -195,6 +195,10 @@ class EarlyStoppingParams(_Section):
 class TrainParams(_Section):
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=1)
+    # global: images per step in all, split evenly over the replicas | replica: on each one
+    batch_size_scope: Literal["global", "replica"]
+    distribute: Literal["auto", "none", "mirrored", "multi_worker"]
+    scale_learning_rate: Literal["none", "linear", "sqrt"]  # with the replica count
     deterministic: bool
     cache: Literal["auto", "memory", "disk", "off"]
     class_weight: Literal["none", "balanced"]

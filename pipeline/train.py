@@ -4,6 +4,11 @@ Training is reproducible (one seed, optional op determinism) and resumable: afte
 the model, optimizer, schedule, early-stopping state and history are backed up under
 `.resume/train/` (outside the outputs DVC deletes before a stage runs), so a run killed by
 SIGKILL, SIGTERM or Ctrl-C continues from its last finished epoch, in the same MLflow run.
+
+Under a distribution strategy (`pipeline.distribute`) every worker runs this module; the chief
+alone writes the model, the reports and the MLflow run. The others keep their training state
+in `.resume/train-<task>-<index>/`, started from a copy of the chief's, so that after a kill
+every worker resumes from the chief's last finished epoch.
 """
 
 import hashlib
@@ -25,7 +30,7 @@ import pandas as pd
 import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
-from pipeline import CUDA_INIT_FAILED, lineage, native_stderr, serving, tracking
+from pipeline import CUDA_INIT_FAILED, distribute, lineage, native_stderr, serving, tracking
 from pipeline.dataset import choose_cache, image_dataset, label_indices, read_classes, read_split
 from pipeline.files import read_json, staged_file, write_csv, write_json
 from pipeline.lineage import DVC_LOCK
@@ -338,6 +343,8 @@ class Fitting:
     model: keras.Model
     transfer: TransferModel | None
     cfg: TrainParams
+    resume_dir: Path  # this process's training state (the chief's: RESUME_DIR)
+    learning_rate_scale: float  # every learning rate times this (the replica count rule)
     jit_compile: bool
     steps: int  # per epoch
     train_data: Callable[[int], tf.data.Dataset]  # the training batches from a given epoch on
@@ -350,14 +357,14 @@ class Fitting:
 def run_schedule(fitting: Fitting) -> tuple[ResumableEarlyStopping, pd.DataFrame]:
     """Run the phases (one, from scratch) from where a killed run left off; return the early
     stopping of the last phase (its best epoch is the kept one) and a row per phase."""
-    cfg, transfer = fitting.cfg, fitting.transfer
+    cfg, transfer, folder = fitting.cfg, fitting.transfer, fitting.resume_dir
     blocks = len(transfer.blocks) if transfer else 0
-    state_file = RESUME_DIR / "schedule.json"
+    state_file = folder / "schedule.json"
     state = ScheduleState.load(state_file) or ScheduleState(first_phase(cfg, blocks), [])
     while True:
         phase = state.phase
         stopper = run_phase(fitting, phase)
-        table = history_table(RESUME_DIR / "history.csv")
+        table = history_table(folder / "history.csv")
         done = int(table["epoch"].max())
         stalled = stopper.wait >= phase.patience
         following, decision = next_phase(cfg, phase, done, stalled, blocks)
@@ -367,7 +374,7 @@ def run_schedule(fitting: Fitting) -> tuple[ResumableEarlyStopping, pd.DataFrame
                 "phase": phase.index + 1,
                 "unfrozen_blocks": phase.unfrozen if transfer else "all",
                 "trainable_params": trainable_count(fitting.model),
-                "learning_rate": phase.learning_rate,
+                "learning_rate": phase.learning_rate * fitting.learning_rate_scale,
                 "first_epoch": phase.first_epoch + 1,
                 "last_epoch": done,
                 "best_val_loss": float(epochs["val_loss"].min()),
@@ -384,32 +391,33 @@ def run_schedule(fitting: Fitting) -> tuple[ResumableEarlyStopping, pd.DataFrame
         if following is None:
             return stopper, pd.DataFrame(state.rows)
         # the next phase starts from these weights (the best so far, when those are restored)
-        save_weights(fitting.model, RESUME_DIR / "phase_start.npz")
+        save_weights(fitting.model, folder / "phase_start.npz")
         state.phase = following
         state.save(state_file)
-        shutil.rmtree(RESUME_DIR / "backup" / f"phase-{phase.index}", ignore_errors=True)
+        shutil.rmtree(folder / "backup" / f"phase-{phase.index}", ignore_errors=True)
 
 
 def run_phase(fitting: Fitting, phase: Phase) -> ResumableEarlyStopping:
     """Set what is trainable, recompile with the phase's learning rate, and fit its epochs;
     resumed from the phase's own backup after a kill."""
-    model, cfg = fitting.model, fitting.cfg
+    model, cfg, folder = fitting.model, fitting.cfg, fitting.resume_dir
     if fitting.transfer is not None:
         fitting.transfer.unfreeze(phase.unfrozen)
-    optimizer = cfg.optimizer.model_copy(update={"learning_rate": phase.learning_rate})
+    learning_rate = phase.learning_rate * fitting.learning_rate_scale
+    optimizer = cfg.optimizer.model_copy(update={"learning_rate": learning_rate})
     model.compile(
         optimizer=make_optimizer(optimizer, fitting.steps * (phase.last_epoch - phase.first_epoch)),
         loss="categorical_crossentropy",
         metrics=["accuracy"],
         jit_compile=fitting.jit_compile,
     )
-    backup = RESUME_DIR / "backup" / f"phase-{phase.index}"
-    start = RESUME_DIR / "phase_start.npz"
+    backup = folder / "backup" / f"phase-{phase.index}"
+    start = folder / "phase_start.npz"
     if start.exists() and not backup.exists():
         load_weights(model, start)
-    stopper = ResumableEarlyStopping(RESUME_DIR, cfg.early_stopping, phase.patience, phase.index)
+    stopper = ResumableEarlyStopping(folder, cfg.early_stopping, phase.patience, phase.index)
     saved = stopper.saved_state()
-    history = RESUME_DIR / "history.csv"
+    history = folder / "history.csv"
     done = int(history_table(history)["epoch"].max()) if history.exists() else 0
     if (
         saved
@@ -426,7 +434,7 @@ def run_phase(fitting: Fitting, phase: Phase) -> ResumableEarlyStopping:
     callbacks = [PhaseMetrics(phase.unfrozen)] if fitting.transfer is not None else []
     callbacks += fitting.loggers
     if cfg.optimizer.schedule == "plateau":
-        callbacks.append(ResumablePlateau(RESUME_DIR, cfg.optimizer, phase.index))
+        callbacks.append(ResumablePlateau(folder, cfg.optimizer, phase.index))
     callbacks += [stopper, fitting.throughput, AtomicBackupAndRestore(backup)]
     model.fit(
         fitting.train_data(backed_up_epochs(backup) or phase.first_epoch),
@@ -446,9 +454,11 @@ def main() -> None:
     params = load_params()
     base, cfg = params.base, params.train
     setup = configure_devices(cfg.device)  # before anything touches a GPU
+    dist = distribute.configure(cfg)  # before any dataset or model exists
     keras.utils.set_random_seed(base.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
+    print(f"train: {dist.describe()}")
 
     classes = read_classes()
     shape = (base.image_size, base.image_size, base.channels)
@@ -457,38 +467,72 @@ def main() -> None:
         cfg.cache, len(train_rows) + len(validation_rows), base.image_size, base.channels
     )
     key = fingerprint(params, SPLIT_MANIFEST)
+    folder = state_folder(dist.cluster)
+    # two processes on one machine cannot share an on-disk cache while they write it
+    task = "" if dist.is_chief else folder.name.removeprefix(RESUME_DIR.name)
     cache_for = {
-        split: CACHE_DIR / f"{split}-{key[:16]}" if cache == "disk" else cache
+        split: CACHE_DIR / f"{split}-{key[:16]}{task}" if cache == "disk" else cache
         for split in ("train", "validation")
     }
+    # each worker of a cluster keeps its share of every global batch
+    shard = distribute.shard_by_data if dist.kind == "multi_worker" else lambda data: data
 
     def train_data(first_epoch: int) -> tf.data.Dataset:
-        return image_dataset(
-            train_rows, classes, base.image_size, base.channels, cfg.batch_size,
+        return shard(image_dataset(
+            train_rows, classes, base.image_size, base.channels, dist.global_batch,
             shuffle_seed=base.seed, cache=cache_for["train"], first_epoch=first_epoch,
-        )  # fmt: skip
+        ))  # fmt: skip
 
-    validation_data = image_dataset(
-        validation_rows, classes, base.image_size, base.channels, cfg.batch_size,
+    validation_data = shard(image_dataset(
+        validation_rows, classes, base.image_size, base.channels, dist.global_batch,
         cache=cache_for["validation"],
-    )  # fmt: skip
-    steps = int(np.ceil(len(train_rows) / cfg.batch_size))
+    ))  # fmt: skip
+    steps = int(np.ceil(len(train_rows) / dist.global_batch))
 
-    if cfg.transfer.base == "none":
-        transfer = None
-        model = build_model(shape, len(classes), cfg.model, cfg.augmentation, seed=base.seed)
-    else:
-        transfer = build_transfer_model(
-            shape, len(classes), cfg.transfer, cfg.augmentation, seed=base.seed
-        )
-        model = transfer.model
+    with dist.strategy.scope():  # the variables live on every replica
+        if cfg.transfer.base == "none":
+            transfer = None
+            model = build_model(shape, len(classes), cfg.model, cfg.augmentation, seed=base.seed)
+        else:
+            transfer = build_transfer_model(
+                shape, len(classes), cfg.transfer, cfg.augmentation, seed=base.seed
+            )
+            model = transfer.model
     train_labels = label_indices(train_rows["label"], classes)
 
-    experiment_id = tracking.configure()
-    resume_run = prepare_resume(RESUME_DIR, key)
-    if resume_run is not None and not tracking.run_exists(resume_run):
-        print(f"train: MLflow run {resume_run} is gone from the store; starting afresh")
-        resume_run = prepare_resume(RESUME_DIR, "")  # clears the backup
+    if dist.is_chief:
+        experiment_id = tracking.configure()
+        resume_run = prepare_resume(RESUME_DIR, key)
+        if resume_run is not None and not tracking.run_exists(resume_run):
+            print(f"train: MLflow run {resume_run} is gone from the store; starting afresh")
+            resume_run = prepare_resume(RESUME_DIR, "")  # clears the backup
+    if dist.kind == "multi_worker":
+        start_from_chief_state(dist, folder, key)
+
+    throughput = Throughput()
+    fitting = Fitting(
+        model=model,
+        transfer=transfer,
+        cfg=cfg,
+        resume_dir=folder,
+        learning_rate_scale=dist.learning_rate_scale,
+        jit_compile=setup.jit_compile,
+        steps=steps,
+        train_data=train_data,
+        validation_data=validation_data,
+        class_weight=class_weights(train_labels, len(classes), cfg.class_weight),
+        loggers=[
+            *([tracking.EpochMetrics()] if dist.is_chief else []),
+            keras.callbacks.CSVLogger(str(folder / "history.csv"), append=True),
+        ],
+        throughput=throughput,
+    )
+    if not dist.is_chief:  # trains its share, and leaves every write to the chief
+        with dist.strategy.scope():
+            run_schedule(fitting)
+        shutil.rmtree(folder, ignore_errors=True)
+        print(f"train: {dist.describe()}: done; the chief saves the model and logs the run")
+        return
     dvc_experiment = os.environ.get("DVC_EXP_NAME")
     # MLflow's own random names repeat here: the seeded `random` module draws the same one
     run_name = dvc_experiment or f"train {time.strftime('%Y-%m-%d %H:%M:%S')}"
@@ -503,9 +547,11 @@ def main() -> None:
             git_tags, diff = lineage.git_state()
             raw_hash = lineage.raw_data_hash()
             mlflow.log_params(tracking.flatten_params({k: raw[k] for k in LOGGED_SECTIONS}))
+            mlflow.log_params(dist.log_params())
             mlflow.set_tags(
                 {
                     "device": setup.device,
+                    "distribute": dist.describe(),
                     "precision_policy": setup.precision,
                     "jit_compile": str(setup.jit_compile).lower(),
                     "input_cache": cache,
@@ -550,24 +596,9 @@ def main() -> None:
         else:
             print(f"train: resuming MLflow run {resume_run} from the last finished epoch")
 
-        throughput = Throughput()
-        fitting = Fitting(
-            model=model,
-            transfer=transfer,
-            cfg=cfg,
-            jit_compile=setup.jit_compile,
-            steps=steps,
-            train_data=train_data,
-            validation_data=validation_data,
-            class_weight=class_weights(train_labels, len(classes), cfg.class_weight),
-            loggers=[
-                tracking.EpochMetrics(),
-                keras.callbacks.CSVLogger(str(RESUME_DIR / "history.csv"), append=True),
-            ],
-            throughput=throughput,
-        )
         started = time.perf_counter()
-        stopper, phases = run_schedule(fitting)
+        with dist.strategy.scope():
+            stopper, phases = run_schedule(fitting)
         seconds = time.perf_counter() - started
 
         table = history_table(RESUME_DIR / "history.csv")
@@ -624,12 +655,42 @@ def main() -> None:
     shutil.rmtree(RESUME_DIR, ignore_errors=True)  # finished: nothing to resume
 
     print(
-        f"train: {len(table)} epochs on {setup.device} ({setup.precision}, "
+        f"train: {len(table)} epochs on {setup.device}, {dist.kind} ({setup.precision}, "
         f"XLA {'on' if setup.jit_compile else 'off'}, cache {cache}); kept epoch "
         f"{int(best['epoch'])} (val_loss {best['val_loss']:.4f}, val_accuracy "
         f"{best['val_accuracy']:.4f}); {metrics['images_per_second_later_epochs']} images/s; "
         f"model -> {MODEL_FILE.relative_to(ROOT)}; MLflow run {run.info.run_id}"
     )
+
+
+def state_folder(cluster: distribute.Cluster) -> Path:
+    """Where this process keeps its training state: RESUME_DIR for the chief, a folder of its
+    own beside it for every other worker."""
+    if cluster.is_chief:
+        return RESUME_DIR
+    return RESUME_DIR.with_name(f"{RESUME_DIR.name}-{cluster.task_type}-{cluster.task_index}")
+
+
+def start_from_chief_state(dist: distribute.Distribution, folder: Path, key: str) -> None:
+    """Multi-worker: once the chief has kept or cleared its state, every other worker starts
+    from a copy of it (the project folder must be one all workers share, as Keras'
+    BackupAndRestore needs), and all check that they resume from the same epoch."""
+    distribute.barrier(dist.strategy, 0)  # the chief's state is ready
+    if not dist.is_chief:
+        shutil.rmtree(folder, ignore_errors=True)
+        if RESUME_DIR.exists():
+            shutil.copytree(RESUME_DIR, folder, symlinks=True)
+        prepare_resume(folder, key)
+    history = folder / "history.csv"
+    done = len(history_table(history)) if history.exists() else 0
+    low, high = distribute.barrier(dist.strategy, done)
+    if low != high:
+        raise distribute.DistributeError(
+            f"the workers would resume from different epochs ({low} to {high}; this one, "
+            f"{dist.cluster.task_type} {dist.cluster.task_index}, from {done}): every worker "
+            f"must see the chief's {RESUME_DIR.relative_to(ROOT)} (run them in one project "
+            "folder on a shared filesystem), or delete it to start afresh"
+        )
 
 
 def _artifact_folder(path: Path) -> str | None:

@@ -25,7 +25,7 @@ def _merge(base: dict, override: dict) -> dict:
     merged = copy.deepcopy(base)
     for key, value in override.items():
         if isinstance(value, dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = _merge(merged.get(key, {}), value)
         else:
             merged[key] = value
     return merged

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -26,6 +27,20 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def kill_when_trained(processes: list[subprocess.Popen], history: Path, epochs: int) -> int:
+    """SIGKILL `processes` (training) once `epochs` epochs are in the resume history `history`
+    (nothing can be cleaned up); return how many epochs had finished."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and all(p.poll() is None for p in processes):
+        if history.exists() and len(history.read_text().splitlines()) > epochs:  # + header
+            break
+        time.sleep(0.05)
+    for process in processes:
+        process.kill()
+        process.wait()
+    return len(history.read_text().splitlines()) - 1
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str], timeout: int = 900) -> str:

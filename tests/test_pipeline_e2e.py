@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from pipeline import tracking
 from pipeline.paths import DVC_PLOTS_TEMPLATE, WEB_ASSETS_DIR
 from pipeline.web_assets import VEGA, external_loads
-from tests.projects import free_port, make_project, run
+from tests.projects import free_port, kill_when_trained, make_project, run
 
 pytestmark = pytest.mark.slow
 
@@ -472,23 +472,13 @@ def test_two_cpu_runs_with_the_same_params_give_identical_weights(validated, tra
 
 
 def _kill_training_after(root: Path, env: dict[str, str], epochs: int) -> int:
-    """Start `pipeline.train`, SIGKILL it once `epochs` epochs are in its resume history
-    (nothing can be cleaned up), and return how many epochs it had finished."""
-    import time
-
-    history = root / ".resume/train/history.csv"
+    """Start `pipeline.train` and SIGKILL it once `epochs` epochs are done; return how many
+    it had finished."""
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline.train"], cwd=root, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        if history.exists() and len(history.read_text().splitlines()) > epochs:  # + header
-            break
-        time.sleep(0.05)
-    process.kill()
-    process.wait()
-    return len(history.read_text().splitlines()) - 1
+    return kill_when_trained([process], root / ".resume/train/history.csv", epochs)
 
 
 def test_killed_training_resumes_in_the_same_run(validated, trained):

@@ -243,12 +243,10 @@ class Record(keras.callbacks.Callback):
         self.epochs.append((id(self.model.optimizer), rate, trainable_count(self.model)))
 
 
-def test_a_manual_schedule_recompiles_between_phases_and_carries_the_best_value(
-    tmp_path, monkeypatch
-):
+def test_a_manual_schedule_recompiles_between_phases_and_carries_the_best_value(tmp_path):
+    """With every learning rate scaled by 3 (as for three replicas, `linear`)."""
     import tensorflow as tf
 
-    monkeypatch.setattr(train, "RESUME_DIR", tmp_path)
     phases = [
         {"epochs": 2, "unfreeze": 0, "learning_rate": 0.01},
         {"epochs": 2, "unfreeze": 1, "learning_rate": 0.001},
@@ -264,8 +262,9 @@ def test_a_manual_schedule_recompiles_between_phases_and_carries_the_best_value(
     data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
     record = Record()
     fitting = train.Fitting(
-        model=built.model, transfer=built, cfg=cfg, jit_compile=False, steps=3,
-        train_data=lambda first: data.repeat(), validation_data=data, class_weight=None,
+        model=built.model, transfer=built, cfg=cfg, resume_dir=tmp_path, learning_rate_scale=3.0,
+        jit_compile=False, steps=3, train_data=lambda first: data.repeat(),
+        validation_data=data, class_weight=None,
         loggers=[record, keras.callbacks.CSVLogger(str(tmp_path / "history.csv"), append=True)],
         throughput=train.Throughput(),
     )  # fmt: skip
@@ -273,7 +272,8 @@ def test_a_manual_schedule_recompiles_between_phases_and_carries_the_best_value(
 
     optimizers, rates, trainable = zip(*record.epochs, strict=True)
     assert len(set(optimizers[:2])) == 1 and len(set(optimizers)) == 2  # recompiled once
-    assert rates == pytest.approx([0.01, 0.01, 0.001, 0.001])
+    assert rates == pytest.approx([0.03, 0.03, 0.003, 0.003])
+    assert table["learning_rate"].tolist() == pytest.approx([0.03, 0.003])
     assert trainable[0] == trainable[1] < trainable[2] == trainable[3]
     assert table["unfrozen_blocks"].tolist() == [0, 1]
     assert table["first_epoch"].tolist() == [1, 3] and table["last_epoch"].tolist() == [2, 4]
