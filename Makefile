@@ -23,7 +23,7 @@ export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
 predict_model = $(if $(MODEL),--model $(MODEL),)
 
-.PHONY: help setup run predict serve test test-fast bench bench-train bench-backends bench-serve lint ui compare reproduce server server-stop screenshots dag clean distclean
+.PHONY: help setup run predict serve push pull test test-fast bench bench-train bench-backends bench-serve lint ui compare reproduce server server-stop screenshots dag clean distclean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,6 +53,12 @@ serve: setup ## Serve models:/<name>@champion over HTTP on 127.0.0.1 (SERVE_PORT
 	MLFLOW_TRACKING_URI="$(TRACKING_URI)" $(BIN)/mlflow models serve --env-manager local \
 	  --host 127.0.0.1 --port $(or $(SERVE_PORT),5001) \
 	  --model-uri "$(or $(MODEL),models:/$$($(BIN)/python -c 'from pipeline.params import load_params; print(load_params().train.registered_model)')@champion)"
+
+push: setup ## Push data, outputs and run-cache to the DVC remote (DVC_REMOTE=<name, URL or path>)
+	$(BIN)/python -m pipeline.remote push
+
+pull: setup ## Pull data, outputs and run-cache from the DVC remote (DVC_REMOTE=...); dvc repro then skips them
+	$(BIN)/python -m pipeline.remote pull
 
 test: setup ## Run the test suite (the end-to-end test runs the real dvc repro)
 	$(BIN)/pytest

@@ -346,6 +346,61 @@ def test_a_run_carries_its_lineage_and_make_reproduce_matches_it_exactly(project
     assert again.data.tags["data.raw_dvc_md5"] == raw["md5"]
 
 
+def test_a_second_clone_pulls_data_and_run_cache_and_recomputes_nothing(project, tmp_path):
+    """`make push` to a local-directory remote; a fresh clone `make pull`s. With the committed
+    dvc.lock every stage is up to date; without it (the lock of a run never committed) DVC's
+    run-cache restores every computed stage instead of running it."""
+    root, env = project
+    first = tmp_path / "first"
+    shutil.copytree(root, first, symlinks=True)
+    _run(["git", "add", "-A"], first, env)
+    _run(["git", "commit", "-qm", "a run"], first, env)
+    remote_env = {**env, "DVC_REMOTE": str(tmp_path / "remote")}
+    pushed = _run([sys.executable, "-m", "pipeline.remote", "push"], first, remote_env)
+    assert "DVC remote 'shared' ->" in pushed
+    assert "shared" not in (first / ".dvc/config").read_text()  # per machine, not committed
+
+    second = tmp_path / "second"
+    _run(["git", "clone", "-q", str(first), str(second)], tmp_path, env)
+    _run([sys.executable, "-m", "pipeline.remote", "pull"], second, remote_env)
+    assert (second / "models/model.keras").read_bytes() == (
+        root / "models/model.keras"
+    ).read_bytes()
+    output = _run(["dvc", "repro"], second, env)
+    for stage in ("ingest", "split", "validate", "train", "evaluate", "visualize"):
+        assert f"Stage '{stage}' didn't change, skipping" in output
+
+    lock = yaml.safe_load((second / "dvc.lock").read_text())
+    for stage in ("train", "evaluate", "visualize"):
+        del lock["stages"][stage]
+    (second / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    shutil.rmtree(second / "models")
+    shutil.rmtree(second / "reports")
+    output = _run(["dvc", "repro"], second, env)
+    for stage in ("train", "evaluate", "visualize"):
+        assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in output
+    assert "Running stage" not in output
+    restored = json.loads((second / "reports/evaluate/metrics.json").read_text())
+    assert restored == json.loads((root / "reports/evaluate/metrics.json").read_text())
+
+
+def test_push_without_a_remote_says_how_to_name_one(project, tmp_path):
+    root, env = project
+    env = {k: v for k, v in env.items() if k != "DVC_REMOTE"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.remote", "push"], cwd=root, env=env,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "push: no DVC remote to push: set DVC_REMOTE to a URL or path" in result.stderr
+    named = {**env, "DVC_REMOTE": "nosuchremote"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.remote", "pull"], cwd=root, env=named,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert "DVC_REMOTE=nosuchremote is neither a URL nor a remote of this project" in result.stderr
+
+
 def test_two_queued_experiments_run_at_once_into_the_project_store(tmp_path, prepared):
     """`dvc queue start -j 2` runs both in temporary copies at the same time; with no
     MLFLOW_TRACKING_URI set, both record into the project's own SQLite store, in full,
