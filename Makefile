@@ -23,7 +23,7 @@ export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
 predict_model = $(if $(MODEL),--model $(MODEL),)
 
-.PHONY: help setup run predict serve push pull test test-fast bench bench-train bench-backends bench-serve lint ui compare reproduce server server-stop screenshots dag clean distclean
+.PHONY: help setup run predict serve push pull sweep report test test-fast bench bench-train bench-backends bench-serve lint ui compare reproduce server server-stop screenshots dag clean distclean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -85,8 +85,11 @@ lint: setup ## Check code style with ruff
 ui: setup ## Open the MLflow UI on the project's runs at http://127.0.0.1:5000 (PORT=...)
 	$(BIN)/mlflow ui --backend-store-uri "$(TRACKING_URI)" --host 127.0.0.1 --port $(PORT)
 
-compare: setup ## Print the experiment's runs side by side (SORT=metric), write reports/compare.md
-	$(BIN)/python -m pipeline.compare --sort $(SORT)
+compare: setup ## Print the experiment's runs side by side (SORT=metric, NAME=run name prefix), write reports/compare.md
+	$(BIN)/python -m pipeline.compare --sort $(SORT) $(if $(NAME),--name $(NAME),)
+
+sweep: setup ## Run a grid of params as queued DVC experiments, JOBS at a time, and rank them (SWEEP=sweeps/example.yaml JOBS=2)
+	$(BIN)/python -m pipeline.sweep $(or $(SWEEP),sweeps/example.yaml) --jobs $(or $(JOBS),1) --sort $(SORT)
 
 reproduce: setup ## Redo a recorded run and diff its metrics with the original's (RUN=<run id>)
 	@test -n "$(RUN)" || { echo "usage: make reproduce RUN=<MLflow run id>"; exit 2; }

@@ -90,13 +90,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--all", action="store_true", help="include failed and killed runs")
     parser.add_argument("--last", type=int, default=20, help="the newest N runs (default 20)")
     parser.add_argument("--output", type=Path, default=COMPARE_FILE)
+    parser.add_argument("--name", default="", help="only runs whose name starts with this")
     args = parser.parse_args(argv)
 
     experiment_id = tracking.configure()
     experiment = mlflow.get_experiment(experiment_id).name
-    status = "" if args.all else "attributes.status = 'FINISHED'"
+    filters = [] if args.all else ["attributes.status = 'FINISHED'"]
+    if args.name:
+        filters.append(f"attributes.run_name LIKE '{args.name.replace(chr(39), '')}%'")
     runs = mlflow.search_runs(
-        [experiment_id], filter_string=status, max_results=args.last, output_format="pandas"
+        [experiment_id],
+        filter_string=" AND ".join(filters),
+        max_results=args.last,
+        output_format="pandas",
     )  # newest first
     try:
         table = comparison_table(runs, args.sort, args.ascending)

@@ -401,40 +401,33 @@ def test_push_without_a_remote_says_how_to_name_one(project, tmp_path):
     assert "DVC_REMOTE=nosuchremote is neither a URL nor a remote of this project" in result.stderr
 
 
-def test_two_queued_experiments_run_at_once_into_the_project_store(tmp_path, prepared):
-    """`dvc queue start -j 2` runs both in temporary copies at the same time; with no
-    MLFLOW_TRACKING_URI set, both record into the project's own SQLite store, in full,
-    each MLflow run named after its DVC experiment; `make compare` ranks them."""
-    import time
-
+def test_a_two_point_sweep_runs_at_once_into_the_project_store(tmp_path, prepared):
+    """`make sweep`: a grid of two `train.epochs` values queued as DVC experiments and run by
+    `dvc queue start -j 2` in temporary copies at the same time; with no MLFLOW_TRACKING_URI
+    set, both record into the project's own SQLite store, in full, each MLflow run named after
+    its DVC experiment; the sweep ends by ranking them as `make compare` does."""
     from tests.conftest import SHRUNK
 
     root = tmp_path / "queued"
     root.mkdir()
     env = make_project(root, SHRUNK, prepared)
     del env["MLFLOW_TRACKING_URI"]
-    for name, epochs in (("exp-one", 1), ("exp-two", 2)):
-        queue = ["dvc", "exp", "run", "--queue", "-S", f"train.epochs={epochs}", "-n", name]
-        _run(queue, root, env)
-    # The workers are forked with this command's stdout: a pipe would stay open (and
-    # `subprocess.run` wait) until they finish the whole queue, so it goes to a file.
-    with (root / "queue-start.log").open("w") as log:
-        subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=root, env=env, check=True,
-                       stdout=log, stderr=subprocess.STDOUT, timeout=120)  # fmt: skip
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        status = _run(["dvc", "queue", "status"], root, env)
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(5)
+    (root / "grid.yaml").write_text("train.epochs: [1, 2]\n")
+    sweep = [sys.executable, "-m", "pipeline.sweep", "grid.yaml", "--jobs", "2", "--poll", "2"]
+    result = subprocess.run(sweep, cwd=root, env=env, capture_output=True, text=True, timeout=900)
     logs = "".join(p.read_text() for p in (root / ".dvc/tmp/exps/celery").glob("*.out"))
-    assert status.count("Success") == 2, f"{status}\n{logs[-5000:]}"
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{logs[-5000:]}"
+    [prefix] = {line.split()[2].rsplit("-", 1)[0] for line in result.stdout.splitlines()
+                if line.startswith("sweep: queued ")}  # fmt: skip
+    assert prefix.startswith("grid-")
+    names = {f"{prefix}-1": 1, f"{prefix}-2": 2}
+    assert f"sweep: {prefix}-1: Success" in result.stdout
 
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     [experiment] = [e for e in client.search_experiments() if e.name != "Default"]
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
-    assert sorted(runs) == ["exp-one", "exp-two"]  # named after the DVC experiments
-    for name, epochs in (("exp-one", 1), ("exp-two", 2)):
+    assert sorted(runs) == sorted(names)  # named after the DVC experiments
+    for name, epochs in names.items():
         run = runs[name]
         assert run.info.status == "FINISHED"
         assert run.data.tags["dvc_experiment"] == name
@@ -454,13 +447,12 @@ def test_two_queued_experiments_run_at_once_into_the_project_store(tmp_path, pre
         ["kept", "promoted"], ["promoted", "promoted"]
     )  # fmt: skip
     shown = _run(["dvc", "exp", "show", "--no-pager", "--md"], root, env)
-    assert "exp-one" in shown and "exp-two" in shown
-    # `make compare`: the two runs, only the param that differs, best first
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
-    _run([sys.executable, "-m", "pipeline.compare", "--sort", "test_accuracy"], root, env)
+    assert all(name in shown for name in names)
+    # ranked as `make compare` ranks: the two runs, only the param that differs, best first
     compared = (root / "reports/compare.md").read_text()
+    assert "2 runs; params shown" in compared
     assert "train.epochs" in compared and "train.batch_size" not in compared
-    assert "exp-one" in compared and "exp-two" in compared
+    assert all(name in compared for name in names) and compared in result.stdout
 
 
 def test_repro_stops_at_validate_on_leaked_near_duplicates(tmp_path):
