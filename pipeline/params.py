@@ -284,15 +284,19 @@ def parse_params(raw: object, source: str = "params.yaml") -> Params:
         raise ParamsError(f"{source} has bad values:\n{_describe(error)}") from None
 
 
-def load_params(path: Path = PARAMS_FILE) -> Params:
-    """Read and validate `params.yaml`."""
+def read_yaml(path: Path) -> object:
+    """A YAML file's data; a missing or unparsable file is a ParamsError naming it."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found") from None
     except yaml.YAMLError as error:
         raise ParamsError(f"{path}: not valid YAML: {error}") from None
-    return parse_params(raw, source=str(path))
+
+
+def load_params(path: Path = PARAMS_FILE) -> Params:
+    """Read and validate `params.yaml`."""
+    return parse_params(read_yaml(path), source=str(path))
 
 
 def load_raw_params(path: Path = PARAMS_FILE) -> dict:

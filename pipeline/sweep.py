@@ -18,11 +18,8 @@ import subprocess
 import time
 from pathlib import Path
 
-import yaml
-from pydantic import ValidationError
-
 from pipeline import compare
-from pipeline.params import Params, load_raw_params
+from pipeline.params import ParamsError, load_raw_params, parse_params, read_yaml
 from pipeline.paths import ROOT
 
 FINISHED = ("Success", "Failed")
@@ -34,11 +31,9 @@ class SweepError(ValueError):
 
 def read_grid(path: Path) -> dict[str, list]:
     try:
-        grid = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SweepError(f"no sweep file {path}") from None
-    except yaml.YAMLError as error:
-        raise SweepError(f"{path} is not YAML: {error}") from None
+        grid = read_yaml(path)
+    except ParamsError as error:
+        raise SweepError(str(error)) from None
     if not isinstance(grid, dict) or not grid:
         raise SweepError(f"{path}: expected a mapping of params to lists of values")
     for key, values in grid.items():
@@ -72,12 +67,9 @@ def grid_points(grid: dict[str, list], raw: dict) -> list[dict[str, object]]:
         for key, value in point.items():
             set_param(params, key, value)
         try:
-            Params.model_validate(params)
-        except ValidationError as error:
-            first = error.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            shown = ", ".join(f"{k}={v}" for k, v in point.items())
-            raise SweepError(f"{shown}: invalid {where}: {first['msg']}") from None
+            parse_params(params, source=", ".join(f"{k}={v}" for k, v in point.items()))
+        except ParamsError as error:
+            raise SweepError(str(error)) from None
     return points
 
 
