@@ -60,6 +60,9 @@ push: setup ## Push data, outputs and run-cache to the DVC remote (DVC_REMOTE=<n
 pull: setup ## Pull data, outputs and run-cache from the DVC remote (DVC_REMOTE=...); dvc repro then skips them
 	$(BIN)/python -m pipeline.remote pull
 
+report: setup ## Markdown report of metrics and params against a branch, after make run (BASE=main): reports/ci/
+	$(BIN)/python -m pipeline.report --base "$(or $(BASE),main)"
+
 test: setup ## Run the test suite (the end-to-end test runs the real dvc repro)
 	$(BIN)/pytest
 

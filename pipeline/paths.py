@@ -57,6 +57,7 @@ VISUALIZE_METRICS = VISUALIZE_DIR / "metrics.json"
 VISUALIZE_CHECK_CSV = VISUALIZE_DIR / "forward_check.csv"  # NumPy against Keras, per layer
 WEIGHT_SHARING_CSV = VISUALIZE_DIR / "weight_sharing.csv"
 COMPARE_FILE = REPORTS_DIR / "compare.md"
+CI_REPORT_DIR = REPORTS_DIR / "ci"  # `make report`: a change against the main branch
 
 
 def project_root(root: Path) -> Path:

@@ -140,7 +140,13 @@ def test_one_mlflow_run_holds_params_metrics_and_artifacts(project):
     assert [r.info.run_id for r in experiment_runs] == [run_id]
 
     params = yaml.safe_load((root / "params.yaml").read_text())
-    assert run.data.params == tracking.flatten_params(params)
+    batch = str(params["train"]["batch_size"])
+    resolved = {  # what the distribution strategy made of the params: one device here
+        "train.strategy": "none", "train.replicas": "1", "train.workers": "1",
+        "train.batch_size_global": batch, "train.batch_size_per_replica": batch,
+        "train.learning_rate_scale": "1.0",
+    }  # fmt: skip
+    assert run.data.params == tracking.flatten_params(params) | resolved
 
     history = client.get_metric_history(run_id, "val_loss")
     assert [m.step for m in history] == [1, 2]
@@ -327,10 +333,14 @@ def test_a_run_carries_its_lineage_and_make_reproduce_matches_it_exactly(project
 
     assert "dvc.stage.train" not in tags  # the lock's train entry is the previous run's
     # a changed workspace does not matter: the run's own params are restored
-    params = yaml.safe_load((root / "params.yaml").read_text())
+    committed = (root / "params.yaml").read_text()
+    params = yaml.safe_load(committed)
     params["train"]["epochs"] = 1
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    output = _run([sys.executable, "-m", "pipeline.reproduce", original.info.run_id], root, env)
+    try:
+        output = _run([sys.executable, "-m", "pipeline.reproduce", original.info.run_id], root, env)
+    finally:  # the module's later tests use the project as its run left it
+        (root / "params.yaml").write_text(committed)
     assert "all " in output and "metrics match the original run exactly" in output
     [again] = [
         r
@@ -382,6 +392,48 @@ def test_a_second_clone_pulls_data_and_run_cache_and_recomputes_nothing(project,
     assert "Running stage" not in output
     restored = json.loads((second / "reports/evaluate/metrics.json").read_text())
     assert restored == json.loads((root / "reports/evaluate/metrics.json").read_text())
+
+
+def test_make_report_shows_a_change_against_main(project, tmp_path):
+    """`make report`, the pull-request workflow's step, in a repository whose main branch
+    holds a committed run and whose workspace changes a param: the params diff shows it, every
+    model metric equals main's, and the real pictures lie beside the report."""
+    from pipeline.paths import ROOT
+
+    root, env = project
+    work = tmp_path / "work"
+    shutil.copytree(root, work, symlinks=True)
+    _run(["git", "add", "-A"], work, env)
+    _run(["git", "commit", "-qm", "a run"], work, env)
+    _run(["git", "branch", "-M", "main"], work, env)
+    _run(["git", "checkout", "-qb", "change"], work, env)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    epochs = params["train"]["epochs"]
+    params["train"]["epochs"] = epochs + 1
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for name in ("Makefile", "pyproject.toml", "uv.lock", ".venv", ".tools"):
+        (work / name).symlink_to(ROOT / name)  # the project's installed environment
+    ci = {"GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": "o/r",
+          "GITHUB_RUN_ID": "7"}  # fmt: skip
+    output = _run(["make", "report", "BASE=main"], work, {**env, **ci})
+
+    text = (work / "reports/ci/report.md").read_text()
+    assert text in output
+    commit = _run(["git", "rev-parse", "main"], work, env).strip()
+    assert text.startswith(f"# Pipeline report: `{commit[:8]}` against `main` (`{commit[:8]}`)")
+    assert f"| `params.yaml` | `train.epochs` | {epochs} | {epochs + 1} |" in text
+    assert "1 param and 0 model metrics differ" in text
+    assert "Every model metric equals `main`'s." in text
+    accuracy = json.loads((root / "reports/evaluate/metrics.json").read_text())["accuracy"]
+    assert f"| test accuracy | {accuracy:.4f} | {accuracy:.4f} | +0.0000 |" in text
+    confusion = text.split("## Confusion matrix (test)")[1].split("##")[0]
+    assert [line.split("|")[1].strip() for line in confusion.splitlines()[6:16]] == [
+        f"**{digit}**" for digit in range(10)
+    ]
+    for picture in ("evaluate/confusion_matrix.png", "train/history.png"):
+        copied = work / "reports/ci" / Path(picture).name
+        assert copied.read_bytes() == (root / "reports" / picture).read_bytes()
+    assert "[this run](https://github.com/o/r/actions/runs/7)" in text
 
 
 def test_push_without_a_remote_says_how_to_name_one(project, tmp_path):
