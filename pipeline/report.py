@@ -223,7 +223,8 @@ def render(comparison: Comparison, root: Path, link: str = "") -> str:
     changed = model[model["base"].isna() | (model["change"].fillna(0) != 0)]
     timings = metrics[metrics["metric"].map(is_timing)]
     lines = [
-        f"# Pipeline report: `{c.head_commit[:8]}` against `{c.base}` (`{c.base_commit[:8]}`)",
+        f"# Pipeline report: the workspace at `{c.head_commit[:8]}` against `{c.base}` "
+        f"(`{c.base_commit[:8]}`)",
         "",
         f"`dvc metrics diff {c.base}` and `dvc params diff {c.base}` on the workspace after "
         f"`make run`: {plural(len(c.params), 'param')} and {plural(len(changed), 'model metric')}"

@@ -420,7 +420,9 @@ def test_make_report_shows_a_change_against_main(project, tmp_path):
     text = (work / "reports/ci/report.md").read_text()
     assert text in output
     commit = _run(["git", "rev-parse", "main"], work, env).strip()
-    assert text.startswith(f"# Pipeline report: `{commit[:8]}` against `main` (`{commit[:8]}`)")
+    assert text.startswith(
+        f"# Pipeline report: the workspace at `{commit[:8]}` against `main` (`{commit[:8]}`)"
+    )
     assert f"| `params.yaml` | `train.epochs` | {epochs} | {epochs + 1} |" in text
     assert "1 param and 0 model metrics differ" in text
     assert "Every model metric equals `main`'s." in text
