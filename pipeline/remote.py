@@ -17,6 +17,7 @@ import os
 import sys
 from pathlib import Path
 
+from dvc.exceptions import CheckoutError
 from dvc.repo import Repo
 
 from pipeline.paths import ROOT
@@ -76,13 +77,25 @@ def push(repo: Repo, remote: str) -> None:
     )
 
 
-def pull(repo: Repo, remote: str) -> None:
-    stats = repo.pull(remote=remote, run_cache=True)["stats"]
+def pull(repo: Repo, remote: str) -> list[str]:
+    """Pull; return the outputs the remote lacks (a dvc.lock committed without a push): every
+    other output is checked out, and `dvc repro` computes those, or restores them from the
+    run-cache."""
+    try:
+        result, missing = repo.pull(remote=remote, run_cache=True), []
+    except CheckoutError as error:  # raised after checking out all the others
+        result, missing = error.result, list(error.result.get("failed", []))
     moved, records = transfer_run_files(repo, remote, "pull")
     print(
-        f"pulled from {remote!r}: {stats['fetched']} files of the workspace, "
+        f"pulled from {remote!r}: {result['stats']['fetched']} files of the workspace, "
         f"{moved} more files named by the {records} run records"
     )
+    if missing:
+        print(
+            f"pull: {remote!r} has no copy of {', '.join(sorted(missing))}: dvc repro will "
+            "compute it (or restore it from the run-cache)"
+        )
+    return missing
 
 
 def transfer_run_files(repo: Repo, remote: str, action: str) -> tuple[int, int]:

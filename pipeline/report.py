@@ -4,8 +4,9 @@
 workspace, after `make run` has computed the workspace's metrics: the headline test metrics
 with their change, every param and every metric that differs, the test confusion matrix as a
 table, and the confusion-matrix and training-curve pictures beside the report. The pull-request
-workflow (.github/workflows/ci.yml) uploads the folder as a build artifact and posts the
-Markdown as a comment; locally it is the same command:
+workflow (.github/workflows/ci.yml) uploads the folder as a build artifact and posts
+comment.md (the same report, naming the pictures in the artifact instead of showing them) as
+the job summary and a pull-request comment; locally it is the same command:
 
     make run && make report BASE=main   # reports/ci/report.md, its tables and pictures
 
@@ -37,6 +38,7 @@ from pipeline.paths import (
     TRAIN_METRICS_FILE,
 )
 
+ARTIFACT = "pipeline-report"  # the name the pull-request workflow uploads the folder under
 # (metrics file, metric, label, higher is better): always shown, changed or not
 HEADLINE = (
     (METRICS_FILE, "accuracy", "test accuracy", True),
@@ -55,7 +57,10 @@ PICTURES = (
     (HISTORY_PNG, "Training curves"),
 )
 NEEDED = (METRICS_FILE, TRAIN_METRICS_FILE, CONFUSION_CSV, HISTORY_FILE, CONFUSION_PNG, HISTORY_PNG)
-REPORT_NAME = "report.md"
+REPORT_NAME = "report.md"  # with the pictures beside it: the artifact, a local read
+# the same without picture links, which would point nowhere in a pull-request comment or a
+# job summary; it links to the CI run's artifact instead
+COMMENT_NAME = "comment.md"
 
 
 class ReportError(ValueError):
@@ -162,7 +167,11 @@ def plural(count: int, noun: str) -> str:
 def markdown_table(header: list[str], rows: list[list[str]], align: str) -> list[str]:
     """A pipe table; `align` is one letter per column: l(eft) or r(ight)."""
     rule = ["--:" if a == "r" else ":--" for a in align]
-    return [f"| {' | '.join(cells)} |" for cells in (header, rule, *rows)]
+    # a class or param named with a pipe must not split its cell (GitHub: also inside code)
+    return [
+        f"| {' | '.join(str(cell).replace('|', chr(92) + '|') for cell in cells)} |"
+        for cells in (header, rule, *rows)
+    ]
 
 
 def headline_rows(metrics: pd.DataFrame) -> list[list[str]]:
@@ -215,12 +224,25 @@ def run_link() -> str:
     return f"{server}/{repository}/actions/runs/{run_id}"
 
 
-def render(comparison: Comparison, root: Path, link: str = "") -> str:
-    """The report as Markdown; the pictures it names lie beside it."""
+def differs(row: pd.Series) -> bool:
+    """A metric new, removed or changed, numbers or not (DVC gives a change only for two
+    numbers)."""
+    return pd.isna(row["base"]) or pd.isna(row["workspace"]) or row["base"] != row["workspace"]
+
+
+def picture(index: int, embed: bool) -> str:
+    path, title = PICTURES[index]
+    if embed:
+        return f"![{title}]({path.name})"
+    return f"*{title}: `{path.name}` in the `{ARTIFACT}` artifact.*"
+
+
+def render(comparison: Comparison, root: Path, link: str = "", pictures: bool = True) -> str:
+    """The report as Markdown; with `pictures`, it shows the pictures that lie beside it."""
     c = comparison
     metrics = c.metrics
     model = metrics[~metrics["metric"].map(is_timing)]
-    changed = model[model["base"].isna() | (model["change"].fillna(0) != 0)]
+    changed = model[model.apply(differs, axis=1)] if len(model) else model
     timings = metrics[metrics["metric"].map(is_timing)]
     lines = [
         f"# Pipeline report: the workspace at `{c.head_commit[:8]}` against `{c.base}` "
@@ -270,19 +292,19 @@ def render(comparison: Comparison, root: Path, link: str = "") -> str:
         "",
         "## Confusion matrix (test)",
         "",
-        f"![{PICTURES[0][1]}]({PICTURES[0][0].name})",
+        picture(0, pictures),
         "",
         *confusion_markdown(root / relative(CONFUSION_CSV)),
         "",
         "## Training curves",
         "",
-        f"![{PICTURES[1][1]}]({PICTURES[1][0].name})",
+        picture(1, pictures),
         "",
         training_summary(root / relative(HISTORY_FILE)),
         "",
     ]
     if link:
-        lines += [f"Pictures and tables: the `pipeline-report` artifact of [this run]({link}).", ""]
+        lines += [f"Pictures and tables: the `{ARTIFACT}` artifact of [this run]({link}).", ""]
     return "\n".join(lines)
 
 
@@ -290,6 +312,8 @@ def write_report(comparison: Comparison, root: Path, output: Path, link: str = "
     """reports/ci/: report.md, the two diffs as CSV, and the pictures it shows; atomically."""
     with staged_dir(output) as staging:
         (staging / REPORT_NAME).write_text(render(comparison, root, link), encoding="utf-8")
+        comment = render(comparison, root, link, pictures=False)
+        (staging / COMMENT_NAME).write_text(comment, encoding="utf-8")
         write_csv(comparison.metrics, staging / "metrics_diff.csv")
         write_csv(comparison.params, staging / "params_diff.csv")
         for picture, _ in PICTURES:

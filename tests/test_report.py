@@ -138,11 +138,20 @@ def test_the_report_folder_holds_the_report_its_tables_and_pictures(repo, tmp_pa
     change_params(repo, 5)
     written = report.write_report(report.compare(repo, "main"), repo, tmp_path / "ci")
     assert sorted(p.name for p in written.parent.iterdir()) == [
-        "confusion_matrix.png", "history.png", "metrics_diff.csv", "params_diff.csv", "report.md",
+        "comment.md", "confusion_matrix.png", "history.png", "metrics_diff.csv",
+        "params_diff.csv", "report.md",
     ]  # fmt: skip
     text = written.read_text()
     assert "![Confusion matrix (test)](confusion_matrix.png)" in text
     assert "![Training curves](history.png)" in text
+    # a comment or job summary cannot show files beside it: it names them in the artifact
+    comment = (written.parent / "comment.md").read_text()
+    assert "![" not in comment
+    assert "*Training curves: `history.png` in the `pipeline-report` artifact.*" in comment
+    assert comment.replace("*Training curves: `history.png` in the `pipeline-report` artifact.*",
+                           "![Training curves](history.png)").replace(
+        "*Confusion matrix (test): `confusion_matrix.png` in the `pipeline-report` artifact.*",
+        "![Confusion matrix (test)](confusion_matrix.png)") == text  # fmt: skip
     params = pd.read_csv(written.parent / "params_diff.csv")
     assert params[["param", "base", "workspace"]].values.tolist() == [["train.epochs", 30, 5]]
 
@@ -161,6 +170,28 @@ def test_a_workspace_without_results_names_what_is_missing(repo):
         "the workspace has no reports/train/metrics.json, reports/evaluate/confusion_matrix.png:"
         " run the pipeline first (make run)"
     )
+
+
+def test_a_removed_or_non_numeric_metric_that_changed_is_listed(repo):
+    base = {**EVALUATE, "status": "ok"}
+    write_results(repo, base, TRAIN)
+    git(repo, "commit", "-qam", "a status")
+    write_results(repo, {k: v for k, v in base.items() if k != "macro_f1"} | {"status": "bad"},
+                  TRAIN)  # fmt: skip
+    text = report.render(report.compare(repo, "change"), repo)
+    changed = text.split("## Model metrics that differ")[1].split("## Timings")[0]
+    assert "| `reports/evaluate/metrics.json` | `macro_f1` | 0.8900 | — | — |" in changed
+    assert "| `reports/evaluate/metrics.json` | `status` | `ok` | `bad` | — |" in changed
+    assert "0 params and 2 model metrics differ" in text
+    assert "| test macro F1 | 0.8900 | — | — |" in text
+
+
+def test_a_class_named_with_a_pipe_keeps_the_table_whole(repo):
+    matrix = pd.DataFrame([[3, 1], [0, 4]], index=["a|b", "c"], columns=["a|b", "c"])
+    matrix.rename_axis("true").to_csv(repo / "reports/evaluate/confusion_matrix.csv")
+    text = report.render(report.compare(repo, "main"), repo)
+    assert "| true \\ predicted | a\\|b | c |" in text
+    assert "| **a\\|b** | 3 | 1 |" in text
 
 
 def test_a_stage_not_run_is_reported_not_dropped(repo):

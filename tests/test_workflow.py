@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from packaging.specifiers import SpecifierSet
 
 from pipeline.paths import CI_REPORT_DIR, ROOT
-from pipeline.report import REPORT_NAME
+from pipeline.report import ARTIFACT, COMMENT_NAME
 
 WORKFLOW = ROOT / ".github/workflows/ci.yml"
 
@@ -63,10 +64,11 @@ def test_it_uploads_and_posts_the_report_make_report_writes(steps):
     report_dir = CI_REPORT_DIR.relative_to(ROOT).as_posix()
     [upload] = [s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@")]
     assert upload["with"]["path"].rstrip("/") == report_dir
-    assert upload["with"]["name"] == "pipeline-report"  # the name the report links to
+    assert upload["with"]["name"] == ARTIFACT  # the name the report sends readers to
     comment = "\n".join(run_lines([s for s in steps if s.get("name") == "Comment on the pull "
                                    "request"]))  # fmt: skip
-    assert f"--body-file {report_dir}/{REPORT_NAME}" in comment
+    assert f"--body-file {report_dir}/{COMMENT_NAME}" in comment
+    assert f'cat {report_dir}/{COMMENT_NAME} >> "$GITHUB_STEP_SUMMARY"' in run_lines(steps)
 
 
 def test_it_checks_out_the_base_branch_and_the_projects_python(steps):
@@ -74,4 +76,6 @@ def test_it_checks_out_the_base_branch_and_the_projects_python(steps):
     assert checkout["with"]["fetch-depth"] == 0  # dvc metrics diff needs the base's commits
     [python] = [s for s in steps if s.get("uses", "").startswith("actions/setup-python@")]
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert f">={python['with']['python-version']}" in project["requires-python"]
+    version = python["with"]["python-version"]
+    assert version.count(".") == 1  # a minor version, whose newest patch is taken
+    assert f"{version}.0" in SpecifierSet(project["requires-python"])
