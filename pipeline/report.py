@@ -316,8 +316,8 @@ def write_report(comparison: Comparison, root: Path, output: Path, link: str = "
         (staging / COMMENT_NAME).write_text(comment, encoding="utf-8")
         write_csv(comparison.metrics, staging / "metrics_diff.csv")
         write_csv(comparison.params, staging / "params_diff.csv")
-        for picture, _ in PICTURES:
-            shutil.copy2(root / relative(picture), staging / picture.name)
+        for path, _ in PICTURES:
+            shutil.copy2(root / relative(path), staging / path.name)
     return output / REPORT_NAME
 
 

@@ -18,6 +18,13 @@ import yaml
 from pipeline.paths import ROOT
 
 PROJECT_FILES = ("pipeline", "dvc.yaml", ".dvcignore")
+# who commits in the tests' throw-away repositories (a machine may have no git identity)
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "test",
+    "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "test",
+    "GIT_COMMITTER_EMAIL": "test@example.com",
+}
 # what `dvc repro validate` leaves: the outputs of the data stages, their lock and DVC's cache
 PREPARED = ("data", "reports/validate", "dvc.lock", ".dvc/cache")
 
@@ -69,10 +76,7 @@ def make_project(root: Path, overrides: dict, prepared: Path | None = None) -> d
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
         "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "test",
-        "GIT_AUTHOR_EMAIL": "test@example.com",
-        "GIT_COMMITTER_NAME": "test",
-        "GIT_COMMITTER_EMAIL": "test@example.com",
+        **GIT_IDENTITY,
     }
     (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n__pycache__/\n")
     run(["git", "init", "-q"], root, env)

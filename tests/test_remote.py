@@ -2,7 +2,6 @@
 the whole pipeline): outputs the remote lacks are named, and the rest still arrives."""
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -10,21 +9,11 @@ import pytest
 from dvc.repo import Repo
 
 from pipeline import remote
-
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "test",
-    "GIT_AUTHOR_EMAIL": "test@example.com",
-    "GIT_COMMITTER_NAME": "test",
-    "GIT_COMMITTER_EMAIL": "test@example.com",
-}
+from tests.projects import GIT_IDENTITY, run
 
 
 def sh(args: list[str], cwd: Path) -> str:
-    result = subprocess.run(
-        args, cwd=cwd, env={**os.environ, **GIT_ENV}, capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    return run(args, cwd, {**os.environ, **GIT_IDENTITY})
 
 
 def dvc(*args: str, cwd: Path) -> str:
@@ -40,7 +29,7 @@ def pushed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]
     sh(["git", "init", "-q"], root)
     dvc("init", "-q", cwd=root)
     (root / "words.txt").write_text("one\ntwo\n")
-    upper = "import sys; open('upper.txt', 'w').write(open('words.txt').read().upper())"
+    upper = "open('upper.txt', 'w').write(open('words.txt').read().upper())"
     count = "print(len(open('upper.txt').read().split()), file=open('count.txt', 'w'))"
     dvc("stage", "add", "-q", "-n", "upper", "-d", "words.txt", "-o", "upper.txt",
         f'{sys.executable} -c "{upper}"', cwd=root)  # fmt: skip

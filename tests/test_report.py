@@ -15,13 +15,8 @@ from PIL import Image
 
 from pipeline import report
 from pipeline.paths import ROOT, VISUALIZE_METRICS
+from tests.projects import GIT_IDENTITY, run
 
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "test",
-    "GIT_AUTHOR_EMAIL": "test@example.com",
-    "GIT_COMMITTER_NAME": "test",
-    "GIT_COMMITTER_EMAIL": "test@example.com",
-}
 EVALUATE = {"accuracy": 0.90, "macro_f1": 0.89, "log_loss": 0.31, "n_images": 30,
             "per_class_f1": {"cat": 0.9, "dog": 0.8, "owl": 0.97}}  # fmt: skip
 VISUALIZE = {"forward_max_abs_difference": 2e-06, "weight_sharing": {"cnn_params": 5000}}
@@ -30,11 +25,7 @@ TRAIN = {"best_val_loss": 0.25, "epochs_run": 12, "training_seconds": 40.0,
 
 
 def git(root: Path, *args: str) -> str:
-    result = subprocess.run(
-        ["git", *args], cwd=root, env={**os.environ, **GIT_ENV},
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return result.stdout.strip()
+    return run(["git", *args], root, {**os.environ, **GIT_IDENTITY}).strip()
 
 
 def write_results(root: Path, evaluate: dict, train: dict) -> None:
