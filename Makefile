@@ -38,16 +38,16 @@ $(VENV)/.installed: $(UV) pyproject.toml uv.lock
 
 setup: $(VENV)/.installed ## Create .venv and install the locked dependencies (GPU: EXTRAS=cuda)
 	@test -d .dvc || $(BIN)/dvc init $$(git rev-parse --git-dir >/dev/null 2>&1 || echo --no-scm)
-	@$(BIN)/python -m pipeline.web_assets
+	@$(BIN)/python -m pipeline.reporting.web_assets
 
 run: setup ## Run the whole pipeline (dvc repro) and print the test accuracy
 	$(BIN)/dvc repro
 	@$(BIN)/dvc metrics show
-	@$(BIN)/python -m pipeline.summary
+	@$(BIN)/python -m pipeline.tools.summary
 
 predict: setup ## Classify images with the trained model (IMAGES=<folder or file> [MODEL=<.keras or MLflow URI>] [OUT=predictions.csv])
 	@test -n "$(IMAGES)" || { echo "usage: make predict IMAGES=<folder> [MODEL=models:/image-classifier@champion]"; exit 2; }
-	$(BIN)/python -m pipeline.predict $(IMAGES) $(predict_model) --out $(or $(OUT),predictions.csv)
+	$(BIN)/python -m pipeline.tools.predict $(IMAGES) $(predict_model) --out $(or $(OUT),predictions.csv)
 
 serve: setup ## Serve models:/<name>@champion over HTTP on 127.0.0.1 (SERVE_PORT=5001, MODEL=<MLflow URI>)
 	MLFLOW_TRACKING_URI="$(TRACKING_URI)" $(BIN)/mlflow models serve --env-manager local \
@@ -55,13 +55,13 @@ serve: setup ## Serve models:/<name>@champion over HTTP on 127.0.0.1 (SERVE_PORT
 	  --model-uri "$(or $(MODEL),models:/$$($(BIN)/python -c 'from pipeline.params import load_params; print(load_params().train.registered_model)')@champion)"
 
 push: setup ## Push data, outputs and run-cache to the DVC remote (DVC_REMOTE=<name, URL or path>)
-	$(BIN)/python -m pipeline.remote push
+	$(BIN)/python -m pipeline.tools.remote push
 
 pull: setup ## Pull data, outputs and run-cache from the DVC remote (DVC_REMOTE=...); dvc repro then skips them
-	$(BIN)/python -m pipeline.remote pull
+	$(BIN)/python -m pipeline.tools.remote pull
 
 report: setup ## Markdown report of metrics and params against a branch, after make run (BASE=main): reports/ci/
-	$(BIN)/python -m pipeline.report --base "$(or $(BASE),main)"
+	$(BIN)/python -m pipeline.tools.report --base "$(or $(BASE),main)"
 
 test: setup ## Run the test suite (the end-to-end test runs the real dvc repro)
 	$(BIN)/pytest
@@ -89,14 +89,14 @@ ui: setup ## Open the MLflow UI on the project's runs at http://127.0.0.1:5000 (
 	$(BIN)/mlflow ui --backend-store-uri "$(TRACKING_URI)" --host 127.0.0.1 --port $(PORT)
 
 compare: setup ## Print the experiment's runs side by side (SORT=metric, NAME=run name prefix), write reports/compare.md
-	$(BIN)/python -m pipeline.compare --sort $(SORT) $(if $(NAME),--name $(NAME),)
+	$(BIN)/python -m pipeline.tools.compare --sort $(SORT) $(if $(NAME),--name $(NAME),)
 
 sweep: setup ## Run a grid of params as queued DVC experiments, JOBS at a time, and rank them (SWEEP=sweeps/example.yaml JOBS=2)
-	$(BIN)/python -m pipeline.sweep $(or $(SWEEP),sweeps/example.yaml) --jobs $(or $(JOBS),1) --sort $(SORT)
+	$(BIN)/python -m pipeline.tools.sweep $(or $(SWEEP),sweeps/example.yaml) --jobs $(or $(JOBS),1) --sort $(SORT)
 
 reproduce: setup ## Redo a recorded run and diff its metrics with the original's (RUN=<run id>)
 	@test -n "$(RUN)" || { echo "usage: make reproduce RUN=<MLflow run id>"; exit 2; }
-	$(BIN)/python -m pipeline.reproduce $(RUN)
+	$(BIN)/python -m pipeline.tools.reproduce $(RUN)
 
 server: setup ## Start PostgreSQL and an MLflow server on 127.0.0.1 (installs PostgreSQL if missing)
 	bash scripts/tracking-server.sh start

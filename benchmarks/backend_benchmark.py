@@ -24,8 +24,8 @@ def measure() -> dict:
     from PIL import Image
     from sklearn.datasets import load_digits
 
-    from pipeline.model import build_model
     from pipeline.params import load_params
+    from pipeline.training.model import build_model
 
     params = load_params()
     base, cfg = params.base, params.train

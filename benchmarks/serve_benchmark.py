@@ -2,7 +2,7 @@
 run on the same model and the same test images:
 
 - compute bound: the Keras model on uint8 arrays already in memory (batch 64);
-- CLI: `python -m pipeline.predict` on the test split's files (decoding and conversion
+- CLI: `python -m pipeline.tools.predict` on the test split's files (decoding and conversion
   included; its own count, without the process start), and the whole command's wall time;
 - HTTP: `mlflow models serve` (local environment, 127.0.0.1), base64 JSON requests of
   batch 1 and batch 64, one client at a time.
@@ -16,7 +16,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,17 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.common.processes import free_port, wait_for_http
 from pipeline.paths import MODEL_FILE, MODEL_LABELS_FILE, ROOT, SPLIT_DIR
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def compute_bound(files: list[Path], repeats: int) -> float:
-    from pipeline.predict import Classifier
+    from pipeline.serving.inference import Classifier
 
     classifier = Classifier.from_files(MODEL_FILE, MODEL_LABELS_FILE)
     pixels = np.stack([classifier.pixels(f.read_bytes()) for f in files[:64]])
@@ -52,7 +46,7 @@ def cli(folder: Path) -> tuple[float, float, int]:
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
         output = subprocess.run(
-            [sys.executable, "-m", "pipeline.predict", str(folder), "--out",
+            [sys.executable, "-m", "pipeline.tools.predict", str(folder), "--out",
              str(Path(scratch) / "p.csv")],
             cwd=ROOT, capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
@@ -72,15 +66,7 @@ def http(model: Path, files: list[Path], batch: int, requests: int) -> float:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/ping", timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("mlflow models serve did not start") from None
-                time.sleep(1)
+        wait_for_http(f"{url}/ping", server, seconds=240)
         encoded = [base64.b64encode(f.read_bytes()).decode("ascii") for f in files]
         bodies = [
             json.dumps({"dataframe_split": {"columns": ["image"], "data": [
@@ -107,20 +93,9 @@ def http(model: Path, files: list[Path], batch: int, requests: int) -> float:
 
 def local_pyfunc_model(folder: Path) -> Path:
     """The trained model saved as the pipeline's pyfunc model, without a tracking store."""
-    import mlflow
+    from pipeline.tracking import registry
 
-    from pipeline import serving
-
-    path = folder / "model"
-    mlflow.pyfunc.save_model(
-        str(path),
-        python_model=serving.ImageClassifierModel(),
-        artifacts={"model": str(MODEL_FILE), "labels": str(MODEL_LABELS_FILE)},
-        code_paths=[str(ROOT / "pipeline")],
-        signature=serving.signature(json.loads(MODEL_LABELS_FILE.read_text())["classes"]),
-        pip_requirements=serving.requirements(),
-    )
-    return path
+    return registry.save_model(folder / "model", MODEL_FILE, MODEL_LABELS_FILE)
 
 
 def main() -> None:

@@ -20,14 +20,15 @@ from pathlib import Path
 import splitfolders
 from PIL import Image
 
-from pipeline import manifest as mf
-from pipeline import validate
-from pipeline.files import read_json
-from pipeline.images import list_images
+from pipeline.contracts import read_labels
+from pipeline.imagedata import checks as gate
+from pipeline.imagedata import manifest as mf
+from pipeline.imagedata.assignment import build_split, write_split
+from pipeline.imagedata.images import list_images
 from pipeline.ingest import digits_images
 from pipeline.params import load_params
 from pipeline.paths import ROOT
-from pipeline.split import build_split, write_split
+from pipeline.reporting.web_assets import localise_pages
 
 BENCH_DIR = ROOT / ".bench"
 SIZES = (8, 16, 24, 32, 48, 64)
@@ -117,20 +118,20 @@ def time_validate(raw_dir: Path, split_dir: Path, docs_dir: Path) -> tuple[float
     start = time.perf_counter()
     manifest = mf.read_manifest(split_dir / "manifest.csv")
     placed = mf.in_splits(manifest)
-    facts = validate.image_facts(split_dir, placed["path"].tolist())
-    near = validate.nearest_training_image(placed, facts.set_index("path")["phash"])
-    checks = validate.build_checks(
+    facts = gate.image_facts(split_dir, placed["path"].tolist())
+    near = gate.nearest_training_image(placed, facts.set_index("path")["phash"])
+    checks = gate.build_checks(
         manifest,
         list_images(raw_dir),
         facts,
         near,
-        read_json(split_dir / "labels.json")["classes"],
+        read_labels(split_dir / "labels.json").classes,
         params.split.fractions,
         3,
         params.validate_,
     )
-    outcomes = validate.run_checks(checks, docs_dir)
-    validate.localise_pages(docs_dir)
+    outcomes = gate.run_checks(checks, docs_dir)
+    localise_pages(docs_dir)
     return time.perf_counter() - start, outcomes
 
 

@@ -33,9 +33,9 @@ SOURCES = {64: 21_564, 512: 21_564}  # source JPEG side -> images
 def build_jpeg_split(side: int, count: int) -> Path:
     """Digit scans as RGB JPEGs of `side` pixels (shifted copies up to `count`), split by the
     split stage; returns the split folder."""
+    from pipeline.imagedata.assignment import build_split, write_split
     from pipeline.ingest import digits_images
     from pipeline.params import load_params
-    from pipeline.split import build_split, write_split
 
     raw = BENCH_DIR / f"jpeg{side}" / "raw"
     split = BENCH_DIR / f"jpeg{side}" / "split"
@@ -63,16 +63,18 @@ def run_method(method: str, split: Path) -> dict:
     """Train the default model for EPOCHS epochs fed by `method`; images/s per epoch."""
     import tensorflow as tf
 
-    from pipeline.dataset import image_dataset, read_classes, read_split
-    from pipeline.model import build_model
+    from pipeline.contracts import read_labels
+    from pipeline.imagedata.dataset import image_dataset, read_split
     from pipeline.params import load_params
-    from pipeline.train import Throughput, configure_devices
+    from pipeline.training.callbacks import Throughput
+    from pipeline.training.devices import configure_devices
+    from pipeline.training.model import build_model
 
     params = load_params()
     base, cfg = params.base, params.train
     configure_devices(cfg.device)
     keras.utils.set_random_seed(base.seed)
-    classes = read_classes(split / "labels.json")
+    classes = read_labels(split / "labels.json").classes
     rows = read_split("train", split / "manifest.csv")
     size, batch = base.image_size, cfg.batch_size
     model = build_model((size, size, 3), len(classes), cfg.model, cfg.augmentation, base.seed)

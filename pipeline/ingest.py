@@ -4,6 +4,7 @@ The default source is scikit-learn's bundled handwritten digits (real 8x8 scans,
 `ingest.source` may instead name a folder with one subfolder of images per class.
 """
 
+import logging
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,12 +13,25 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from pipeline.files import staged_dir
-from pipeline.images import list_images
+from pipeline.common.files import staged_dir
+from pipeline.common.log import PipelineError, run_stage
+from pipeline.imagedata.images import list_images
 from pipeline.params import load_params
 from pipeline.paths import RAW_DIR, ROOT
 
+log = logging.getLogger(__name__)
+
 DIGITS_SOURCE = "digits"
+
+
+class IngestError(PipelineError, ValueError):
+    """`ingest.classes` or `ingest.source` names what the source does not have."""
+
+
+class SourceNotFoundError(PipelineError, FileNotFoundError):
+    """`ingest.source` names a folder that does not exist."""
+
+
 DIGITS_MAX_VALUE = 16  # the scans store ink as 0..16
 
 
@@ -48,7 +62,7 @@ def check_classes(wanted: Sequence[str], available: list[str], source: str) -> N
     """Every class named in `ingest.classes` must exist in the source."""
     missing = [name for name in wanted if name not in available]
     if missing:
-        raise ValueError(
+        raise IngestError(
             f"ingest.classes names {missing}, which {source} does not have "
             f"(its classes: {', '.join(available)})"
         )
@@ -59,7 +73,7 @@ def resolve_source(source: str) -> Path:
     path = Path(source).expanduser()
     path = path if path.is_absolute() else ROOT / path
     if not path.is_dir():
-        raise FileNotFoundError(
+        raise SourceNotFoundError(
             f"ingest.source = {source!r}: folder {path} does not exist "
             f"(use {DIGITS_SOURCE!r} or a folder with one subfolder of images per class)"
         )
@@ -70,17 +84,17 @@ def copy_folder(source: Path, target: Path, classes: Sequence[str] = ()) -> int:
     """Copy every file of the class folders of `source` named in `classes` (all when empty;
     hidden files and OS debris left out); count them.
 
-    Links out of the folder and unsafe names are not copied: they are listed on the console.
+    Links out of the folder and unsafe names are not copied: each is logged as a warning.
     """
     listing = list_images(source)
     if listing.empty:
-        raise ValueError(f"ingest.source: {source} holds no class folder with files in it")
+        raise IngestError(f"ingest.source: {source} holds no class folder with files in it")
     if classes:
         check_classes(classes, sorted(listing["label"].unique()), str(source))
         listing = listing[listing["label"].isin(classes)]
     skipped = listing[listing["problem"].notna()]
     for row in skipped.itertuples():
-        print(f"ingest: not copied: {row.path}: {row.problem}")
+        log.warning(f"not copied: {row.path}: {row.problem}")
     copied = listing.loc[listing["problem"].isna(), "path"]
     for relative in copied:
         destination = target / relative
@@ -98,10 +112,8 @@ def main() -> None:
             count = copy_folder(resolve_source(params.source), staging, params.classes)
     classes = sorted(p.name for p in RAW_DIR.iterdir() if p.is_dir())
     chosen = " (ingest.classes)" if params.classes else ""
-    print(
-        f"ingest: {count} images in {len(classes)} classes{chosen} -> {RAW_DIR.relative_to(ROOT)}"
-    )
+    log.info(f"{count} images in {len(classes)} classes{chosen} -> {RAW_DIR.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("ingest", main)

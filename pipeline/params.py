@@ -17,10 +17,11 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.common.log import PipelineError
 from pipeline.paths import PARAMS_FILE
 
 
-class ParamsError(ValueError):
+class ParamsError(PipelineError, ValueError):
     """`params.yaml` is missing, unreadable or holds a bad value."""
 
 

@@ -20,7 +20,6 @@ import itertools
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,29 +35,11 @@ from mlflow.tracking import MlflowClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import tracking
+from pipeline.common.processes import free_port, wait_for_http
 from pipeline.paths import ROOT
+from pipeline.tracking import store
 
 WIDTH = 1400
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_http(url: str, process: subprocess.Popen, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited with {process.returncode} before {url}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"nothing answered at {url} within {seconds:.0f} s")
 
 
 @contextmanager
@@ -249,9 +230,9 @@ async def take(ui: str, debug_port: int, runs: list[str], experiment: str, out: 
 
 
 def newest_runs(client: MlflowClient) -> tuple[list[str], str]:
-    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
+    experiment = client.get_experiment_by_name(store.DEFAULT_EXPERIMENT)
     if experiment is None:
-        raise SystemExit(f"no experiment {tracking.DEFAULT_EXPERIMENT!r}: run `make run` first")
+        raise SystemExit(f"no experiment {store.DEFAULT_EXPERIMENT!r}: run `make run` first")
     runs = client.search_runs(
         [experiment.experiment_id],
         "attributes.status = 'FINISHED'",
@@ -280,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
             "no Chromium found: install Debian's `chromium` package or pass --chromium"
         )
 
-    tracking.configure()
+    store.configure()
     uri = mlflow.get_tracking_uri()
     client = MlflowClient(uri)
     if args.runs:

@@ -63,8 +63,8 @@ def image_tree(tmp_path: Path) -> Path:
 
 def split_table(root: Path, seed: int = 0, **changes: object):
     """The split stage's table for `root` (20% validation, 20% test unless changed)."""
+    from pipeline.imagedata.assignment import build_split
     from pipeline.params import load_params
-    from pipeline.split import build_split
 
     cfg = load_params().split.model_copy(update={"validation": 0.2, "test": 0.2, **changes})
     return build_split(root, cfg, seed=seed, channels=3, previous={})

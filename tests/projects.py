@@ -7,7 +7,6 @@ DVC finds those stages' outputs and `dvc.lock` entries unchanged and skips them.
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -29,13 +28,6 @@ GIT_IDENTITY = {
 PREPARED = ("data", "reports/validate", "dvc.lock", ".dvc/cache")
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def kill_when_trained(processes: list[subprocess.Popen], history: Path, epochs: int) -> int:
     """SIGKILL `processes` (training) once `epochs` epochs are in the resume history `history`
     (nothing can be cleaned up); return how many epochs had finished."""
@@ -50,10 +42,14 @@ def kill_when_trained(processes: list[subprocess.Popen], history: Path, epochs: 
     return len(history.read_text().splitlines()) - 1
 
 
-def run(args: list[str], cwd: Path, env: dict[str, str], timeout: int = 900) -> str:
+def run(
+    args: list[str], cwd: Path, env: dict[str, str], timeout: int = 900, logs: bool = False
+) -> str:
+    """The command's standard output (`logs`: with the pipeline's log lines, which go to
+    standard error, after it); a failure shows both."""
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+    return result.stdout + result.stderr if logs else result.stdout
 
 
 def make_project(root: Path, overrides: dict, prepared: Path | None = None) -> dict[str, str]:

@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from pipeline.images import list_images
+from pipeline.imagedata.images import list_images
 from pipeline.ingest import copy_folder, resolve_source, write_digits
 from tests.conftest import write_png
 
@@ -42,13 +42,13 @@ def test_missing_source_folder_is_named(tmp_path):
         resolve_source(str(missing))
 
 
-def test_copy_folder_does_not_follow_links_out_of_the_source(image_tree, tmp_path, capsys):
+def test_copy_folder_does_not_follow_links_out_of_the_source(image_tree, tmp_path, caplog):
     secret = write_png(tmp_path / "private" / "secret.png", 77)
     (image_tree / "cat" / "link.png").symlink_to(secret)
     target = tmp_path / "raw"
     assert copy_folder(image_tree, target) == 30
     assert not (target / "cat" / "link.png").exists()
-    assert "not copied: cat/link.png: symbolic link pointing outside" in capsys.readouterr().out
+    assert "not copied: cat/link.png: symbolic link pointing outside" in caplog.text
 
 
 def test_ingest_classes_takes_only_the_named_classes_and_names_a_missing_one(image_tree, tmp_path):

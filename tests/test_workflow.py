@@ -12,7 +12,7 @@ import yaml
 from packaging.specifiers import SpecifierSet
 
 from pipeline.paths import CI_REPORT_DIR, ROOT
-from pipeline.report import ARTIFACT, COMMENT_NAME
+from pipeline.tools.report import ARTIFACT, COMMENT_NAME
 
 WORKFLOW = ROOT / ".github/workflows/ci.yml"
 

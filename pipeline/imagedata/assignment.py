@@ -1,0 +1,322 @@
+"""The split's assignment: a leakage-free, stable, stratified split of a raw folder.
+
+Every file is hashed and fully decoded (in parallel). Files that are not usable images are
+rejected with a reason; the same bytes under two classes are conflicting labels. Each class is
+split on its own, by a seeded hash of each file's content, into sizes that meet the configured
+fractions as closely as the class size allows; identical files always share a split. The split
+remembers: when the folder changes, images already split keep their split and only new images
+are placed (to fill the splits that are short), so adding images never moves another one.
+Images already in the model's colour model are hard-linked; the others are converted to PNG.
+"""
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.common.files import link_or_copy, read_json, write_csv, write_json
+from pipeline.common.log import PipelineError
+from pipeline.common.parallel import parallel_map
+from pipeline.contracts import Labels, write_labels
+from pipeline.imagedata import manifest as mf
+from pipeline.imagedata.images import (
+    ImageFacts,
+    inspect_image,
+    list_images,
+    needs_conversion,
+    to_png,
+)
+from pipeline.params import SplitParams
+from pipeline.paths import SPLITS
+
+MIN_CLASS_SIZE = len(SPLITS)
+STATE_FILE = "split.json"
+MESSAGE_LINES = 50  # files listed in an error message before it says "and N more"
+
+
+class SplitError(PipelineError, ValueError):
+    """The raw folder cannot be split as configured."""
+
+
+def split_sizes(count: int, fractions: Mapping[str, float]) -> dict[str, int]:
+    """Images per split for a class of `count` distinct images.
+
+    Largest-remainder rounding keeps every split within one image of its share; a class of
+    at least three also gets at least one image in every split (taken from the largest).
+    """
+    quotas = {name: count * fractions[name] for name in SPLITS}
+    sizes = {name: int(quota) for name, quota in quotas.items()}
+    by_remainder = sorted(SPLITS, key=lambda name: (sizes[name] - quotas[name], SPLITS.index(name)))
+    for name in by_remainder[: count - sum(sizes.values())]:
+        sizes[name] += 1
+    if count >= MIN_CLASS_SIZE:
+        for name in SPLITS:
+            if sizes[name] == 0:
+                sizes[max(SPLITS, key=lambda other: sizes[other])] -= 1
+                sizes[name] += 1
+    return sizes
+
+
+def _rank(seed: int, digest: str) -> str:
+    return hashlib.sha256(f"{seed}:{digest}".encode()).hexdigest()
+
+
+def split_assignments(
+    contents: pd.DataFrame,
+    fractions: Mapping[str, float],
+    seed: int,
+    previous: Mapping[tuple[str, str], str] | None = None,
+    train_only: Iterable[str] = (),
+) -> dict[tuple[str, str], str]:
+    """The split of every distinct (label, sha256) in `contents`, stratified by label.
+
+    Contents found in `previous` keep their split. The others are taken in seeded-hash order,
+    each to the split furthest below its target size, so a fresh split hits the targets of
+    `split_sizes` exactly and a grown folder fills the gaps without moving anything.
+    """
+    previous = previous or {}
+    train_only = set(train_only)
+    assignment: dict[tuple[str, str], str] = {}
+    for label, digests in contents.groupby("label", sort=True)["sha256"]:
+        keys = [(label, d) for d in sorted(set(digests), key=partial(_rank, seed))]
+        if label in train_only:
+            assignment.update(dict.fromkeys(keys, "train"))
+            continue
+        targets = split_sizes(len(keys), fractions)
+        counts = dict.fromkeys(SPLITS, 0)
+        for key in keys:
+            if key in previous:
+                assignment[key] = previous[key]
+                counts[previous[key]] += 1
+        for key in keys:
+            if key not in assignment:
+                name = max(SPLITS, key=lambda s: (targets[s] - counts[s], -SPLITS.index(s)))
+                assignment[key] = name
+                counts[name] += 1
+    return assignment
+
+
+def _inspect(raw_dir: Path, relative: str) -> ImageFacts:
+    return inspect_image(raw_dir / relative)
+
+
+def inspect_files(raw_dir: Path, listing: pd.DataFrame, channels: int) -> pd.DataFrame:
+    """One row per listed file with its facts, a status (ok or rejected) and the reason."""
+    readable = listing[listing["problem"].isna()]
+    facts = dict(
+        zip(
+            readable.index,
+            parallel_map(partial(_inspect, raw_dir), readable["path"].tolist(), "split: checking"),
+            strict=True,
+        )
+    )
+    rows = []
+    for index, entry in listing.iterrows():
+        fact = facts.get(index)
+        listed_problem = entry["problem"] if pd.notna(entry["problem"]) else None
+        reason = listed_problem or (fact.problem if fact else None) or ""
+        details = fact.as_row() if fact else {}
+        details.pop("problem", None)
+        rows.append(
+            {
+                "raw_path": entry["path"],
+                "label": entry["label"],
+                **details,
+                "status": mf.REJECTED if reason else mf.OK,
+                "reason": reason,
+                "convert": not reason and needs_conversion(fact, channels),
+            }
+        )
+    table = pd.DataFrame(rows)
+    table["sha256"] = table.get("sha256", pd.Series(index=table.index, dtype=str)).fillna("")
+    return table
+
+
+def mark_conflicts(table: pd.DataFrame, policy: str) -> pd.DataFrame:
+    """The same bytes under two or more classes: every copy excluded, or the stage stopped."""
+    usable = table["status"] == mf.OK
+    labels = table[usable].groupby("sha256")["label"].agg(lambda names: sorted(set(names)))
+    conflicted = labels[labels.map(len) > 1]
+    if conflicted.empty:
+        return table
+    rows = usable & table["sha256"].isin(conflicted.index)
+    if policy == "error":
+        listed = "\n".join(
+            f"  {path} ({label})"
+            for path, label in table.loc[rows, ["raw_path", "label"]].itertuples(index=False)
+        )
+        raise SplitError(
+            f"{len(conflicted)} image(s) appear under more than one class (conflicting labels; "
+            f"set split.conflicting_labels: exclude to leave them out):\n{listed}"
+        )
+    table = table.copy()
+    table.loc[rows, "status"] = mf.CONFLICT
+    table.loc[rows, "reason"] = [
+        "same content under classes " + ", ".join(repr(n) for n in conflicted[digest])
+        for digest in table.loc[rows, "sha256"]
+    ]
+    return table
+
+
+def apply_small_class_policy(table: pd.DataFrame, policy: str) -> tuple[pd.DataFrame, set[str]]:
+    """Classes with too few distinct images for every split: stop, keep in train, or drop."""
+    usable = table["status"] == mf.OK
+    distinct = table[usable].groupby("label")["sha256"].nunique()
+    small = distinct[distinct < MIN_CLASS_SIZE]
+    if small.empty:
+        return table, set()
+    described = ", ".join(f"{label!r} ({count})" for label, count in small.items())
+    if policy == "error":
+        raise SplitError(
+            f"class(es) with fewer than {MIN_CLASS_SIZE} distinct images, too few for every "
+            f"split: {described}. Add images, or set split.small_classes to train_only or drop"
+        )
+    status = mf.TRAIN_ONLY if policy == "train_only" else mf.DROPPED
+    rows = usable & table["label"].isin(small.index)
+    table = table.copy()
+    table.loc[rows, "status"] = status
+    table.loc[rows, "reason"] = [
+        f"class has {small[label]} distinct image(s), fewer than {MIN_CLASS_SIZE} "
+        f"(split.small_classes: {policy})"
+        for label in table.loc[rows, "label"]
+    ]
+    return table, set(small.index) if status == mf.TRAIN_ONLY else set()
+
+
+def check_rejections(table: pd.DataFrame, max_fraction: float) -> None:
+    """Stop when more files are unusable than `split.max_rejected_fraction` allows."""
+    rejected = table[table["status"] == mf.REJECTED]
+    fraction = len(rejected) / len(table)
+    if fraction > max_fraction:
+        lines = [f"  {r.raw_path}: {r.reason}" for r in rejected.itertuples()]
+        if len(lines) > MESSAGE_LINES:
+            lines[MESSAGE_LINES:] = [f"  ... and {len(lines) - MESSAGE_LINES} more"]
+        listed = "\n".join(lines)
+        raise SplitError(
+            f"{len(rejected)} of {len(table)} files ({fraction:.1%}) are not usable images, "
+            f"more than split.max_rejected_fraction = {max_fraction:.1%}:\n{listed}"
+        )
+
+
+def previous_assignments(
+    split_dir: Path, seed: int, fractions: Mapping[str, float]
+) -> dict[tuple[str, str], str]:
+    """The last split's placements, if it was made with the same seed and fractions."""
+    try:
+        state = read_json(split_dir / STATE_FILE)
+        previous = mf.read_manifest(split_dir / "manifest.csv")
+    except FileNotFoundError:
+        return {}
+    if state.get("seed") != seed or state.get("fractions") != dict(fractions):
+        return {}
+    placed = mf.in_splits(previous)
+    return dict(
+        zip(zip(placed["label"], placed["sha256"], strict=True), placed["split"], strict=True)
+    )
+
+
+def output_paths(table: pd.DataFrame) -> pd.Series:
+    """Where each placed file goes inside data/split; converted files become `.png`.
+
+    Names that would collide (also on case-insensitive file systems) get a content hash.
+    """
+    placed = table["split"] != ""
+    paths = pd.Series("", index=table.index, dtype=object)
+    for index, row in table[placed].iterrows():
+        inside = Path(*Path(row["raw_path"]).parts[1:])
+        if row["convert"]:
+            inside = inside.with_suffix(".png")
+        paths[index] = Path(row["split"], row["label"], inside).as_posix()
+    clash = paths[placed].str.lower().duplicated(keep=False)
+    for index in clash[clash].index:
+        path = Path(paths[index])
+        paths[index] = path.with_name(
+            f"{path.stem}-{table.at[index, 'sha256'][:10]}{path.suffix}"
+        ).as_posix()
+    return paths
+
+
+def _materialise(
+    raw_dir: Path, target_dir: Path, channels: int, background: tuple[int, int, int], job: tuple
+) -> str:
+    raw_path, path, convert = job
+    source, target = raw_dir / raw_path, target_dir / path
+    if not convert:
+        link_or_copy(source, target)
+        return "linked"
+    png, actions = to_png(source.read_bytes(), channels, background)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(png)
+    return "converted: " + "; ".join(actions)
+
+
+def class_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Files per class per split, how many were left out and why, and the class's fate."""
+    placed = table[table["split"] != ""]
+    counts = pd.crosstab(placed["label"], placed["split"]).reindex(columns=list(SPLITS))
+    outcome = pd.crosstab(table["label"], table["status"]).reindex(columns=list(mf.STATUSES))
+    summary = counts.reindex(outcome.index).join(outcome[[mf.REJECTED, mf.CONFLICT]])
+    summary = summary.fillna(0).astype(int)
+    status = pd.Series(mf.OK, index=summary.index)
+    status[summary[list(SPLITS)].sum(axis=1) == 0] = "no usable image"
+    for policy in (mf.TRAIN_ONLY, mf.DROPPED):
+        status[outcome[policy].fillna(0) > 0] = policy
+    summary["class_status"] = status
+    return summary.rename_axis("class").reset_index()
+
+
+def build_split(
+    raw_dir: Path, cfg: SplitParams, seed: int, channels: int, previous: Mapping
+) -> pd.DataFrame:
+    """Every raw file with its status, reason, facts and (when placed) split and output path."""
+    listing = list_images(raw_dir)
+    if listing.empty:
+        raise SplitError(f"{raw_dir} holds no class folder with files in it")
+    table = inspect_files(raw_dir, listing, channels)
+    table = mark_conflicts(table, cfg.conflicting_labels)
+    table, train_only = apply_small_class_policy(table, cfg.small_classes)
+    check_rejections(table, cfg.max_rejected_fraction)
+    placed = table["status"].isin([mf.OK, mf.TRAIN_ONLY])
+    if not placed.any():
+        raise SplitError(f"no usable image in {raw_dir}")
+    assignment = split_assignments(table[placed], cfg.fractions, seed, previous, train_only)
+    table["split"] = [
+        assignment[(label, digest)] if keep else ""
+        for label, digest, keep in zip(table["label"], table["sha256"], placed, strict=True)
+    ]
+    table["path"] = output_paths(table)
+    table["action"] = ""
+    return table
+
+
+def write_split(
+    table: pd.DataFrame, raw_dir: Path, target: Path, channels: int, cfg: SplitParams, seed: int
+) -> None:
+    """Link or convert every placed file into `target`, then write the reports beside them."""
+    placed = table["split"] != ""
+    jobs = list(
+        table.loc[placed, ["raw_path", "path", "convert"]].itertuples(index=False, name=None)
+    )
+    work = partial(_materialise, raw_dir, target, channels, tuple(cfg.background))
+    table.loc[placed, "action"] = parallel_map(work, jobs, "split: writing")
+    for column in ("width", "height", "bytes"):
+        table[column] = table[column].astype("Int64") if column in table else pd.NA
+    mf.write_manifest(table, target / "manifest.csv")
+    classes = sorted(table.loc[placed, "label"].unique())
+    write_labels(target / "labels.json", Labels(classes, tuple(cfg.background)))
+    write_csv(class_summary(table), target / "summary.csv")
+    left_out = table[~placed]
+    write_csv(left_out[["raw_path", "label", "status", "reason"]], target / "rejected.csv")
+    write_json(
+        target / STATE_FILE,
+        {
+            "seed": seed,
+            "fractions": cfg.fractions,
+            "files": len(table),
+            "placed": int(placed.sum()),
+            "left_out": table.loc[~placed, "status"].value_counts().to_dict(),
+            "classes": len(classes),
+        },
+    )

@@ -1,0 +1,430 @@
+"""The gate's checks: facts about every image in the split (decoded, perceptually hashed, in
+parallel), the tables derived from the manifest, the raw folder and those facts, the
+great-expectations suites they must meet, and the message that names what failed.
+"""
+
+import os
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no telemetry: users run offline
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import great_expectations as gx
+import great_expectations.expectations as gxe
+import imagehash
+import numpy as np
+import pandas as pd
+from great_expectations.data_context.types.base import ProgressBarsConfig
+from PIL import Image
+
+from pipeline.common.log import PipelineError
+from pipeline.common.parallel import parallel_map
+from pipeline.imagedata import manifest as mf
+from pipeline.params import ValidateParams
+from pipeline.paths import SPLITS
+
+
+class ValidationFailed(PipelineError):
+    """One or more expectations failed; the message names each, with offenders."""
+
+
+EXAMPLES = 20  # offending rows kept per expectation in validation.json
+
+
+@dataclass(frozen=True)
+class Check:
+    """One table to validate, the columns that identify an offending row, and its suite."""
+
+    frame: pd.DataFrame
+    key: list[str]
+    expectations: list[gxe.Expectation]
+
+
+# ---- facts about the images in the split -----------------------------------------------------
+
+
+def _image_facts(split_dir: Path, path: str) -> dict:
+    try:
+        with Image.open(split_dir / path) as image:
+            image.load()
+            return {
+                "path": path,
+                "readable": True,
+                "channels": len(image.getbands()),
+                "width": image.width,
+                "height": image.height,
+                "phash": str(imagehash.phash(image)),  # 16 hex digits
+            }
+    except Exception as error:  # any failure to decode is a finding, not a crash
+        return {"path": path, "readable": False, "error": f"{error.__class__.__name__}: {error}"}
+
+
+def image_facts(split_dir: Path, paths: list[str]) -> pd.DataFrame:
+    """Decode every image of the split: readable, channels, size, 64-bit perceptual hash."""
+    rows = parallel_map(partial(_image_facts, split_dir), paths, "validate: decoding")
+    columns = ["path", "readable", "channels", "width", "height", "phash", "error"]
+    return pd.DataFrame(rows).reindex(columns=columns)
+
+
+def hash_array(hashes: pd.Series) -> np.ndarray:
+    """Hex perceptual hashes as unsigned 64-bit integers (0 where an image had none)."""
+    return np.array([int(h, 16) if isinstance(h, str) else 0 for h in hashes], dtype=np.uint64)
+
+
+def nearest_training_image(placed: pd.DataFrame, hashes: pd.Series) -> pd.DataFrame:
+    """For every validation and test image, the training image with the closest perceptual
+    hash (`hashes`: hex strings indexed by path) and their Hamming distance (0..64)."""
+    train = placed[placed["split"] == "train"]
+    held_out = placed[placed["split"] != "train"]
+    train_hashes = hash_array(hashes.reindex(train["path"]))
+    held_hashes = hash_array(hashes.reindex(held_out["path"]))
+    nearest = np.zeros(len(held_out), dtype=np.int64)
+    distance = np.full(len(held_out), 65, dtype=np.int64)
+    for start in range(0, len(held_out), 512):  # 512 x n_train distances at a time
+        block = np.bitwise_count(held_hashes[start : start + 512, None] ^ train_hashes[None, :])
+        if block.size:
+            nearest[start : start + 512] = block.argmin(axis=1)
+            distance[start : start + 512] = block.min(axis=1)
+    return pd.DataFrame(
+        {
+            "path": held_out["path"].to_numpy(),
+            "split": held_out["split"].to_numpy(),
+            "label": held_out["label"].to_numpy(),
+            "nearest_train_path": train["path"].to_numpy()[nearest] if len(train) else "",
+            "nearest_train_label": train["label"].to_numpy()[nearest] if len(train) else "",
+            "distance": distance,
+        }
+    )
+
+
+# ---- the tables and their expectations --------------------------------------------------------
+
+
+def class_split_counts(placed: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """Images per (class, split), with a zero row for every pair that has none.
+
+    Classes that the split kept in train only, by the `split.small_classes` policy, are
+    expected nowhere else and are left out of this table.
+    """
+    train_only = set(placed.loc[placed["status"] == mf.TRAIN_ONLY, "label"])
+    classes = [name for name in classes if name not in train_only]
+    counts = placed.groupby(["label", "split"]).size()
+    full = pd.MultiIndex.from_product([classes, SPLITS], names=["label", "split"])
+    return counts.reindex(full, fill_value=0).rename("count").reset_index()
+
+
+def split_fraction_deviation(placed: pd.DataFrame, fractions: dict[str, float]) -> pd.DataFrame:
+    """Each split's share of all images against its configured share."""
+    shares = placed["split"].value_counts(normalize=True).reindex(SPLITS, fill_value=0.0)
+    table = pd.DataFrame({"split": SPLITS, "fraction": shares.to_numpy()})
+    table["expected"] = table["split"].map(fractions)
+    table["deviation"] = (table["fraction"] - table["expected"]).abs()
+    return table
+
+
+def class_fraction_deviation(
+    placed: pd.DataFrame, fractions: dict[str, float], tolerance: float
+) -> pd.DataFrame:
+    """Each class's share in each split against the configured share. The allowance is the
+    tolerance plus one image, the rounding no split of a whole number of images can avoid."""
+    regular = placed[placed["status"] == mf.OK]
+    counts = pd.crosstab(regular["label"], regular["split"]).reindex(columns=list(SPLITS))
+    counts = counts.fillna(0)
+    sizes = counts.sum(axis=1)
+    table = (counts.div(sizes, axis=0)).stack().rename("fraction").reset_index()
+    table.columns = ["label", "split", "fraction"]
+    table["expected"] = table["split"].map(fractions)
+    table["deviation"] = (table["fraction"] - table["expected"]).abs()
+    table["allowed"] = tolerance + 1 / table["label"].map(sizes)
+    return table
+
+
+def content_spread(placed: pd.DataFrame) -> pd.DataFrame:
+    """For every distinct content: how many splits and classes it appears in."""
+    grouped = placed.groupby("sha256")
+    return pd.DataFrame(
+        {
+            "n_splits": grouped["split"].nunique(),
+            "n_labels": grouped["label"].nunique(),
+            "example_path": grouped["path"].first(),
+        }
+    ).reset_index()
+
+
+def class_sizes(placed: pd.DataFrame) -> pd.DataFrame:
+    return placed.groupby("label").size().rename("count").reset_index()
+
+
+def raw_class_accounting(
+    manifest: pd.DataFrame, raw: pd.DataFrame, classes: list[str]
+) -> pd.DataFrame:
+    """Every class folder in data/raw: in the labels file exactly when some of its images were
+    placed, and otherwise every one of its files left out with a reason."""
+    placed = mf.in_splits(manifest).groupby("label").size()
+    left_out = manifest[manifest["split"] == ""].groupby("label").size()
+    table = pd.DataFrame({"label": sorted(set(raw["label"]) | set(classes))})
+    table["raw_files"] = table["label"].map(raw.groupby("label").size()).fillna(0).astype(int)
+    table["placed"] = table["label"].map(placed).fillna(0).astype(int)
+    table["left_out"] = table["label"].map(left_out).fillna(0).astype(int)
+    table["in_labels_file"] = table["label"].isin(classes)
+    table["consistent"] = (table["in_labels_file"] == (table["placed"] > 0)) & (
+        table["raw_files"] == table["placed"] + table["left_out"]
+    )
+    return table
+
+
+def totals(manifest: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
+    """The split's total against the raw folder: raw files = placed + left out (with reason)."""
+    placed = int((manifest["split"] != "").sum())
+    left_out = len(manifest) - placed
+    return pd.DataFrame(
+        [
+            {
+                "raw_files": len(raw),
+                "manifest_rows": len(manifest),
+                "placed": placed,
+                "left_out": left_out,
+                "unaccounted": len(raw) - placed - left_out,
+            }
+        ]
+    )
+
+
+def build_checks(
+    manifest: pd.DataFrame,
+    raw: pd.DataFrame,
+    facts: pd.DataFrame,
+    near: pd.DataFrame,
+    classes: list[str],
+    fractions: dict[str, float],
+    channels: int,
+    cfg: ValidateParams,
+) -> dict[str, Check]:
+    """Every table to check, with the expectations it must meet: the split's, then the
+    images' and the accounting of every raw file."""
+    return split_checks(manifest, near, classes, fractions, cfg) | data_checks(
+        manifest, raw, facts, classes, channels, cfg
+    )
+
+
+def split_checks(
+    manifest: pd.DataFrame,
+    near: pd.DataFrame,
+    classes: list[str],
+    fractions: dict[str, float],
+    cfg: ValidateParams,
+) -> dict[str, Check]:
+    """The split: every placed file valid and once, every class in every split at its
+    share, no content in two splits or under two labels, no near-duplicate leakage."""
+    placed = mf.in_splits(manifest)
+    near_share_allowed = 1 - cfg.max_near_duplicate_share
+    return {
+        "manifest": Check(
+            placed,
+            ["path"],
+            [
+                *(
+                    gxe.ExpectColumnValuesToNotBeNull(column=c)
+                    for c in ("path", "label", "split", "raw_path", "sha256")
+                ),
+                gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
+                gxe.ExpectColumnValuesToBeInSet(column="label", value_set=classes),
+                gxe.ExpectColumnDistinctValuesToEqualSet(column="label", value_set=classes),
+                gxe.ExpectColumnValuesToBeUnique(column="raw_path"),
+                gxe.ExpectColumnValuesToBeUnique(column="path"),
+            ],
+        ),
+        "class_split_counts": Check(
+            class_split_counts(placed, classes),
+            ["label", "split"],
+            [gxe.ExpectColumnValuesToBeBetween(column="count", min_value=cfg.min_images_per_split)],
+        ),
+        "split_fractions": Check(
+            split_fraction_deviation(placed, fractions),
+            ["split"],
+            [
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="deviation", max_value=cfg.fraction_tolerance
+                )
+            ],
+        ),
+        "class_split_fractions": Check(
+            class_fraction_deviation(placed, fractions, cfg.class_fraction_tolerance),
+            ["label", "split"],
+            [
+                gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+                    column_A="allowed", column_B="deviation", or_equal=True
+                )
+            ],
+        ),
+        "content": Check(
+            content_spread(placed),
+            ["sha256", "example_path"],
+            [
+                gxe.ExpectColumnValuesToBeBetween(column="n_splits", max_value=1),
+                gxe.ExpectColumnValuesToBeBetween(column="n_labels", max_value=1),
+            ],
+        ),
+        "near_duplicates": Check(
+            near,
+            ["path", "nearest_train_path"],
+            [
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="distance",
+                    min_value=cfg.near_duplicate_distance + 1,
+                    mostly=near_share_allowed,
+                )
+            ],
+        ),
+    }
+
+
+def data_checks(
+    manifest: pd.DataFrame,
+    raw: pd.DataFrame,
+    facts: pd.DataFrame,
+    classes: list[str],
+    channels: int,
+    cfg: ValidateParams,
+) -> dict[str, Check]:
+    """The images (readable, channels, size), class balance, and every raw file accounted for."""
+    placed = mf.in_splits(manifest)
+    sizes = class_sizes(placed)
+    largest = int(sizes["count"].max()) if len(sizes) else 0
+    return {
+        "images": Check(
+            facts,
+            ["path"],
+            [
+                gxe.ExpectColumnValuesToBeInSet(column="readable", value_set=[True]),
+                gxe.ExpectColumnValuesToBeInSet(column="channels", value_set=[channels]),
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="width", min_value=cfg.min_image_size, max_value=cfg.max_image_size
+                ),
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="height", min_value=cfg.min_image_size, max_value=cfg.max_image_size
+                ),
+            ],
+        ),
+        "class_balance": Check(
+            sizes,
+            ["label"],
+            # largest / smallest <= max_class_imbalance, so the small classes are named
+            [
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="count", min_value=largest / cfg.max_class_imbalance
+                )
+            ],
+        ),
+        "raw_classes": Check(
+            raw_class_accounting(manifest, raw, classes),
+            ["label"],
+            [gxe.ExpectColumnValuesToBeInSet(column="consistent", value_set=[True])],
+        ),
+        "totals": Check(
+            totals(manifest, raw),
+            ["raw_files", "placed", "left_out"],
+            [gxe.ExpectColumnValuesToBeBetween(column="unaccounted", min_value=0, max_value=0)],
+        ),
+    }
+
+
+# ---- running great-expectations ----------------------------------------------------------------
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def run_checks(checks: dict[str, Check], docs_dir: Path | None = None) -> list[dict]:
+    """Validate every table with great-expectations; one summary row per expectation.
+
+    With `docs_dir`, the results are also rendered as a Data Docs site there.
+    """
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    actions = []
+    if docs_dir is not None:
+        context.add_data_docs_site(
+            site_name="validate",
+            site_config={
+                "class_name": "SiteBuilder",
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(docs_dir),
+                },
+            },
+        )
+        actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["validate"])]
+    source = context.data_sources.add_pandas("split")
+    outcomes = []
+    for name, check in checks.items():
+        batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
+        suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=check.expectations))
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=name, data=batch, suite=suite)
+        )
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name=name,
+                validation_definitions=[definition],
+                actions=actions,
+                result_format={
+                    "result_format": "COMPLETE",
+                    "unexpected_index_column_names": check.key,
+                },
+            )
+        )
+        result = checkpoint.run(batch_parameters={"dataframe": check.frame})
+        for run in result.run_results.values():
+            outcomes.extend(_summarise(name, item) for item in run.results)
+    return sorted(outcomes, key=lambda o: (o["table"], o["expectation"], str(o["kwargs"])))
+
+
+def _summarise(table: str, item) -> dict:
+    config, detail = item.expectation_config, item.result or {}
+    offending = detail.get("unexpected_index_list") or []
+    if offending and not isinstance(offending[0], dict):  # table-level expectations
+        offending = [{"value": value} for value in offending]
+    return _jsonable(
+        {
+            "table": table,
+            "expectation": config.type,
+            "kwargs": {k: v for k, v in config.kwargs.items() if k != "batch_id"},
+            "success": bool(item.success),
+            "observed_value": detail.get("observed_value"),
+            "element_count": detail.get("element_count"),
+            "unexpected_count": detail.get("unexpected_count"),
+            "unexpected_percent": detail.get("unexpected_percent"),
+            "offending": offending[:EXAMPLES],
+            "exception": (item.exception_info or {}).get("exception_message"),
+        }
+    )
+
+
+def failure_message(failed: list[dict], total: int, report: Path) -> str:
+    """Every failed expectation with what was observed and which classes or files are at fault."""
+    lines = [f"{len(failed)} of {total} expectations failed (details in {report}):"]
+    for outcome in failed:
+        kwargs = {k: v for k, v in outcome["kwargs"].items() if k != "column"}
+        column = outcome["kwargs"].get("column", "")
+        observed = outcome["observed_value"]
+        if outcome["unexpected_count"] is not None:
+            observed = f"{outcome['unexpected_count']} of {outcome['element_count']} rows outside"
+        lines.append(
+            f"  {outcome['table']}.{column}: {outcome['expectation']} {kwargs} -> {observed}"
+        )
+        for offender in outcome["offending"][:5]:
+            lines.append("      " + ", ".join(f"{k}={v}" for k, v in offender.items()))
+        if outcome["exception"]:
+            lines.append(f"      error: {outcome['exception']}")
+    return "\n".join(lines)

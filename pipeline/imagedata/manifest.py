@@ -1,0 +1,48 @@
+"""The split manifest: one row per file found in `data/raw`, the contract between the split
+stage and every stage after it."""
+
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.common.files import write_csv
+from pipeline.paths import SPLIT_MANIFEST
+
+# Row status. Only files with a split (OK, TRAIN_ONLY) reach training.
+OK = "ok"
+TRAIN_ONLY = "train_only"  # a class too small for every split, kept in train by policy
+REJECTED = "rejected"  # not a usable image (reason says why)
+CONFLICT = "conflict"  # the same bytes under two classes
+DROPPED = "dropped"  # a class too small for every split, dropped by policy
+STATUSES = (OK, TRAIN_ONLY, REJECTED, CONFLICT, DROPPED)
+
+COLUMNS = [
+    "path",  # inside data/split ("" when the file has no split)
+    "label",
+    "split",  # train | validation | test | ""
+    "status",
+    "reason",
+    "raw_path",  # inside data/raw
+    "sha256",
+    "format",
+    "mode",
+    "width",
+    "height",
+    "bytes",
+    "action",  # linked | converted: what was done
+]
+
+
+def read_manifest(path: Path = SPLIT_MANIFEST) -> pd.DataFrame:
+    """The manifest with every column as text, empty cells as "" (never NaN)."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def in_splits(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Rows that were assigned to a split, i.e. the images training and evaluation see."""
+    return manifest[manifest["split"] != ""]
+
+
+def write_manifest(table: pd.DataFrame, path: Path = SPLIT_MANIFEST) -> None:
+    """The manifest's columns, in their order, written atomically."""
+    write_csv(table.reindex(columns=COLUMNS), path)

@@ -1,0 +1,191 @@
+"""The one inference path: load a trained model (a `.keras` file or an MLflow model URI),
+check that it predicts exactly the classes it is asked for, turn image files into the arrays
+it takes, predict batches, and build the prediction table. Evaluate, visualize, predict, the
+served pyfunc model and transfer learning all load and predict through here.
+
+New files go through the very conversion the split applies (`images.model_ready`: EXIF
+orientation, transparency composited, CMYK and 16-bit converted) and the training decoder
+(`dataset.decode_contents`), so a picture is seen exactly as the test split was.
+"""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from pipeline.common.log import PipelineError
+from pipeline.contracts import WHITE, ContractError, Labels, read_labels
+from pipeline.imagedata.dataset import decode_contents, image_dataset
+from pipeline.imagedata.images import model_ready
+from pipeline.paths import SPLIT_DIR
+
+MODEL_URI = re.compile(r"[a-z][a-z0-9+.-]*:/")  # runs:/..., models:/..., s3://...
+
+
+class ModelNotFoundError(PipelineError, FileNotFoundError):
+    """No model where the user pointed, or none trained yet; the message says which file."""
+
+
+class ModelMismatchError(PipelineError, ValueError):
+    """The model is unreadable, or was trained on other classes than it is asked for."""
+
+
+def is_model_uri(source: str | Path) -> bool:
+    return isinstance(source, str) and bool(MODEL_URI.match(source))
+
+
+def load_keras_model(path: Path) -> keras.Model:
+    """A `.keras` file, with a message that names it when it is missing or unreadable."""
+    if not path.is_file():
+        raise ModelNotFoundError(f"model file {path} is missing: train one with `make run`")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as error:  # zip, h5 or deserialisation errors: all mean the same here
+        raise ModelMismatchError(
+            f"model file {path} cannot be loaded ({type(error).__name__}: {error}); "
+            "it is corrupt or not a Keras model: retrain with `dvc repro --force train`"
+        ) from error
+
+
+@dataclass
+class Classifier:
+    """A trained model with what it needs to take an image file: its class names, its input
+    size and channels, and the background transparent pixels were composited on in its split."""
+
+    model: keras.Model
+    classes: list[str]
+    background: tuple[int, int, int] = WHITE
+
+    def __post_init__(self) -> None:
+        _, height, width, self.channels = self.model.input_shape
+        if height != width:
+            raise ModelMismatchError(
+                f"the model takes {height}x{width} images; only square ones work"
+            )
+        self.image_size = int(height)
+        outputs = self.model.output_shape[-1]
+        if outputs != len(self.classes):
+            raise ModelMismatchError(
+                f"the model has {outputs} outputs for {len(self.classes)} classes"
+            )
+
+    @classmethod
+    def from_files(cls, model_file: Path, labels_file: Path | None = None) -> "Classifier":
+        """A `.keras` file and the labels file train wrote beside it."""
+        labels_file = labels_file or model_file.with_name("labels.json")
+        if not model_file.exists():
+            raise ModelNotFoundError(
+                f"model file {model_file} is missing: train one with `make run`"
+            )
+        if not labels_file.exists():
+            raise ModelNotFoundError(
+                f"class names {labels_file} is missing (the classes of {model_file.name}): "
+                "train one with `make run`"
+            )
+        model = load_keras_model(model_file)
+        try:
+            return cls.from_labels(model, read_labels(labels_file, writer="train"))
+        except ContractError as error:
+            raise ModelMismatchError(str(error)) from None
+
+    @classmethod
+    def from_labels(cls, model: keras.Model, labels: Labels) -> "Classifier":
+        try:
+            return cls(model, list(labels.classes), tuple(labels.background))
+        except ModelMismatchError as error:
+            raise ModelMismatchError(f"{error} (classes: {labels.classes})") from None
+
+    def check_classes(self, classes: list[str], source: str, labels_file: str) -> None:
+        """Stop unless the model predicts exactly `classes`, in that order (`labels_file`
+        names where they come from; `source`, the model)."""
+        if self.classes == classes:
+            return
+        missing = [c for c in classes if c not in self.classes]
+        unknown = [c for c in self.classes if c not in classes]
+        detail = (
+            f"classes in {Path(labels_file).name} the model does not know: {missing}; "
+            f"classes the model knows that {Path(labels_file).name} lacks: {unknown}"
+            if missing or unknown
+            else "same classes in another order"
+        )
+        raise ModelMismatchError(
+            f"{source} was trained on {len(self.classes)} classes that do not match the "
+            f"{len(classes)} of {labels_file} ({detail}): retrain with `dvc repro train`"
+        )
+
+    def pixels(self, data: bytes) -> np.ndarray:
+        """One file's bytes to the (size, size, channels) uint8 array the model takes."""
+        ready, _ = model_ready(data, self.channels, self.background)
+        return decode_contents(tf.constant(ready), self.image_size, self.channels).numpy()
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """A batch of uint8 images (already at the model's size) to class probabilities."""
+        return np.asarray(self.model.predict_on_batch(images), dtype=np.float64)
+
+    def predict_rows(
+        self, rows: pd.DataFrame, batch_size: int, root: Path = SPLIT_DIR
+    ) -> np.ndarray:
+        """Class probabilities for manifest `rows` (files under `root`), row i for file i:
+        the training decoder in an unshuffled, uncached `tf.data` pipeline, in batches."""
+        data = image_dataset(
+            rows, self.classes, self.image_size, self.channels, batch_size, root=root, cache="off"
+        )
+        probabilities = self.model.predict(data, verbose=0)
+        if len(probabilities) != len(rows):
+            raise RuntimeError(f"{len(probabilities)} predictions for {len(rows)} images")
+        return probabilities
+
+
+def load_checked(
+    model_file: Path, model_labels: Path, classes: list[str], labels_file: Path
+) -> Classifier:
+    """The trained model, once it is known to read and to predict exactly `classes` (those
+    of `labels_file`) in that order."""
+    classifier = Classifier.from_files(model_file, model_labels)
+    classifier.check_classes(classes, str(model_file), str(labels_file))
+    return classifier
+
+
+def load_classifier(source: str | Path) -> Classifier:
+    """A `.keras` file (class names from `labels.json` beside it), a folder holding
+    `model.keras`, or an MLflow model URI (`runs:/<id>/model`, `models:/<name>/<version>`,
+    `models:/<name>@champion`: the pipeline's pyfunc model, or a Keras-flavor model whose
+    run holds `models/labels.json`)."""
+    if is_model_uri(source):
+        from pipeline.tracking import registry
+
+        model, labels = registry.load_logged_model(str(source))
+        return Classifier.from_labels(model, labels)
+    path = Path(source)
+    return Classifier.from_files(path / "model.keras" if path.is_dir() else path)
+
+
+def load_model(source: str | Path) -> keras.Model:
+    """The Keras model alone (no class names needed): a `.keras` file or an MLflow URI."""
+    if is_model_uri(source):
+        from pipeline.tracking import registry
+
+        return registry.load_logged_model(str(source), labels=False)[0]
+    return load_keras_model(Path(source))
+
+
+def prediction_table(
+    probabilities: np.ndarray, classes: list[str], top_k: int = 0, probabilities_of: bool = True
+) -> pd.DataFrame:
+    """One row per image: the predicted class, its probability, the `top_k` best classes with
+    theirs, and (`probabilities_of`) one `p_<class>` column per class."""
+    names = np.asarray(classes, dtype=object)
+    best = probabilities.argmax(axis=1)
+    table = pd.DataFrame({"predicted": names[best], "confidence": probabilities.max(axis=1)})
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
+    for rank in range(order.shape[1]):
+        table[f"top_{rank + 1}"] = names[order[:, rank]]
+        table[f"top_{rank + 1}_probability"] = probabilities[np.arange(len(best)), order[:, rank]]
+    if probabilities_of:
+        for index, name in enumerate(classes):
+            table[f"p_{name}"] = probabilities[:, index]
+    return table

@@ -1,0 +1,40 @@
+"""Print the headline result of the last pipeline run and where its reports are (`make run`)."""
+
+from pipeline.common.files import read_json
+from pipeline.common.log import PipelineError, run_stage
+from pipeline.contracts import read_run_record
+from pipeline.paths import (
+    EVALUATE_DIR,
+    METRICS_FILE,
+    MODEL_FILE,
+    ROOT,
+    RUN_FILE,
+    TRAIN_REPORTS_DIR,
+    VISUALIZE_REPORT,
+)
+
+
+def summary() -> str:
+    if not METRICS_FILE.exists():
+        raise PipelineError(f"{METRICS_FILE.relative_to(ROOT)} is missing: run `dvc repro` first")
+    metrics = read_json(METRICS_FILE)
+    run_id = read_run_record(RUN_FILE).run_id if RUN_FILE.exists() else "unknown"
+    return "\n".join(
+        [
+            f"Test accuracy: {metrics['accuracy']:.4f}  (macro F1 {metrics['macro_f1']:.4f}, "
+            f"{metrics['n_images']} test images; scikit-learn SVC on the same split: "
+            f"{metrics.get('baseline_svc_accuracy', float('nan')):.4f})",
+            f"Model:           {MODEL_FILE.relative_to(ROOT)}",
+            f"Training curves: {TRAIN_REPORTS_DIR.relative_to(ROOT)}/history.csv  (dvc plots show)",
+            f"Report:          {EVALUATE_DIR.relative_to(ROOT)}/report.html  (one page; the "
+            "tables and pictures beside it)",
+            f"Inside the CNN:  {VISUALIZE_REPORT.relative_to(ROOT)}  (filters, feature maps, "
+            "Grad-CAM, weight sharing)",
+            "Compare runs:    make compare  (or make ui)",
+            f"MLflow run:      {run_id}  (make ui)",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    run_stage("summary", lambda: print(summary()))

@@ -1,0 +1,72 @@
+"""The registry alias `champion`: it moves to a newly evaluated model version only when that
+version beats the current champion on the chosen test metric, so
+`models:/<name>@champion` always names the best validated model.
+
+Reading the champion and moving the alias is not one transaction in MLflow's API: evaluate
+holds the SQLite store's file lock around it. Against a shared server, two evaluations that
+finish in the same instant can both read the old champion; the later write wins.
+"""
+
+from dataclasses import dataclass
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from pipeline.evaluation.direction import beats
+
+ALIAS = "champion"
+
+
+@dataclass(frozen=True)
+class Decision:
+    promoted: bool
+    version: str
+    value: float
+    champion_version: str | None  # the champion before this decision
+    champion_value: float | None
+    reason: str
+
+    def tags(self, metric: str) -> dict[str, str]:
+        return {
+            "champion.decision": "promoted" if self.promoted else "kept",
+            "champion.metric": f"test_{metric}",
+            "champion.previous_version": self.champion_version or "none",
+            "champion.previous_value": "none" if self.champion_value is None
+            else repr(self.champion_value),
+            "champion.reason": self.reason,
+        }  # fmt: skip
+
+
+def run_version(client: MlflowClient, name: str, run_id: str) -> str:
+    """The registered version of `name` that `run_id` created (its newest, if several)."""
+    versions = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    if not versions:
+        raise LookupError(f"run {run_id} registered no version of model {name!r}")
+    return str(max(versions, key=lambda v: int(v.version)).version)
+
+
+def promote(client: MlflowClient, name: str, run_id: str, metric: str, value: float) -> Decision:
+    """Move `champion` to this run's version of `name` if its `test_<metric>` beats the
+    champion's (a higher score, or a lower loss); keep it otherwise."""
+    version = run_version(client, name, run_id)
+    try:
+        champion = client.get_model_version_by_alias(name, ALIAS)
+    except MlflowException:
+        champion = None
+    if champion is None:
+        client.set_registered_model_alias(name, ALIAS, version)
+        return Decision(True, version, value, None, None, "no champion yet")
+    held = str(champion.version)
+    if held == version:
+        return Decision(True, version, value, version, value, "already the champion")
+    previous = client.get_run(champion.run_id).data.metrics.get(f"test_{metric}")
+    if previous is None:
+        client.set_registered_model_alias(name, ALIAS, version)
+        reason = f"the champion (version {held}) has no test_{metric}"
+        return Decision(True, version, value, held, None, reason)
+    if beats(value, previous, metric):
+        client.set_registered_model_alias(name, ALIAS, version)
+        reason = f"test_{metric} {value:.6g} beats {previous:.6g}"
+        return Decision(True, version, value, held, previous, reason)
+    reason = f"test_{metric} {value:.6g} does not beat {previous:.6g}"
+    return Decision(False, version, value, held, previous, reason)

@@ -1,0 +1,393 @@
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from pipeline.contracts import Labels, read_labels
+from pipeline.imagedata import manifest as mf
+from pipeline.imagedata.assignment import (
+    SplitError,
+    build_split,
+    previous_assignments,
+    split_assignments,
+    split_sizes,
+    write_split,
+)
+from pipeline.params import load_params
+from tests.conftest import write_png
+from tests.messy_folder import MUESLI, build_messy_folder
+
+FRACTIONS = {"train": 0.7, "validation": 0.15, "test": 0.15}
+WHITE = (255, 255, 255)
+
+
+def split_params(**changes):
+    return load_params().split.model_copy(update=changes)
+
+
+# ---- sizes and assignment: pure functions --------------------------------------------------
+
+
+def test_split_sizes_meet_the_fractions():
+    assert split_sizes(100, FRACTIONS) == {"train": 70, "validation": 15, "test": 15}
+    assert split_sizes(7, FRACTIONS) == {"train": 5, "validation": 1, "test": 1}
+
+
+def test_split_sizes_give_every_split_an_image_from_three():
+    assert split_sizes(3, FRACTIONS) == {"train": 1, "validation": 1, "test": 1}
+    assert split_sizes(2, FRACTIONS) == {"train": 2, "validation": 0, "test": 0}
+
+
+def _contents(counts: dict[str, int], prefix: str = "") -> pd.DataFrame:
+    rows = [
+        {"label": label, "sha256": f"{prefix}{label}-{i}"}
+        for label, n in counts.items()
+        for i in range(n)
+    ]
+    return pd.DataFrame(rows, columns=["label", "sha256"])
+
+
+def test_assignments_are_stratified_and_seeded():
+    contents = _contents({"a": 100, "b": 40})
+    first = split_assignments(contents, FRACTIONS, seed=1)
+    assert first == split_assignments(contents, FRACTIONS, seed=1)
+    assert first != split_assignments(contents, FRACTIONS, seed=2)
+    counts = pd.Series([(label, name) for (label, _), name in first.items()]).value_counts()
+    assert counts[("a", "train")] == 70 and counts[("a", "test")] == 15
+    assert counts[("b", "train")] == 28 and counts[("b", "validation")] == 6
+
+
+def test_previous_placements_are_kept_and_new_images_fill_the_gaps():
+    before = _contents({"a": 40})
+    previous = split_assignments(before, FRACTIONS, seed=0)
+    grown = pd.concat([before, _contents({"a": 60}, prefix="new-")])
+    after = split_assignments(grown, FRACTIONS, seed=0, previous=previous)
+    assert {key: after[key] for key in previous} == previous
+    assert pd.Series(after).value_counts().to_dict() == {"train": 70, "validation": 15, "test": 15}
+
+
+def test_train_only_classes_stay_in_train():
+    contents = _contents({"a": 30, "tiny": 2})
+    assignment = split_assignments(contents, FRACTIONS, seed=0, train_only={"tiny"})
+    assert {assignment[("tiny", "tiny-0")], assignment[("tiny", "tiny-1")]} == {"train"}
+
+
+@st.composite
+def class_contents(draw) -> pd.DataFrame:
+    """Classes of 3 to 60 distinct contents; the digests are real sha256 hex strings."""
+    counts = draw(st.dictionaries(st.sampled_from("abcde"), st.integers(3, 60), min_size=1))
+    salt = draw(st.integers(0, 2**32))
+    rows = [
+        {"label": label, "sha256": hashlib.sha256(f"{salt}/{label}/{i}".encode()).hexdigest()}
+        for label, n in counts.items()
+        for i in range(n)
+    ]
+    return pd.DataFrame(rows)
+
+
+fractions_strategy = st.tuples(st.floats(0.05, 0.3), st.floats(0.05, 0.3)).map(
+    lambda vt: {"train": 1 - vt[0] - vt[1], "validation": vt[0], "test": vt[1]}
+)
+property_settings = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@property_settings
+@given(contents=class_contents(), fractions=fractions_strategy, seed=st.integers(0, 2**31))
+def test_property_same_input_and_seed_same_split(contents, fractions, seed):
+    shuffled = contents.sample(frac=1, random_state=seed % 1000)
+    assert split_assignments(contents, fractions, seed) == split_assignments(
+        shuffled, fractions, seed
+    )
+
+
+@property_settings
+@given(
+    contents=class_contents(),
+    extra=class_contents(),
+    fractions=fractions_strategy,
+    seed=st.integers(0, 2**31),
+)
+def test_property_adding_files_moves_nothing_else(contents, extra, fractions, seed):
+    before = split_assignments(contents, fractions, seed)
+    extra = extra.assign(sha256="new-" + extra["sha256"])
+    after = split_assignments(pd.concat([contents, extra]), fractions, seed, previous=before)
+    assert {key: after[key] for key in before} == before
+
+
+@property_settings
+@given(contents=class_contents(), fractions=fractions_strategy, seed=st.integers(0, 2**31))
+def test_property_no_content_in_two_splits(contents, fractions, seed):
+    duplicated = pd.concat([contents, contents.sample(frac=0.3, random_state=1)])
+    assignment = split_assignments(duplicated, fractions, seed)
+    assert len(assignment) == contents.groupby(["label", "sha256"]).ngroups  # one split per content
+
+
+@property_settings
+@given(contents=class_contents(), fractions=fractions_strategy, seed=st.integers(0, 2**31))
+def test_property_fractions_within_one_image_per_class(contents, fractions, seed):
+    assignment = split_assignments(contents, fractions, seed)
+    placed = pd.Series(assignment)
+    for label, n in contents.groupby("label").size().items():
+        counts = placed[label].value_counts()
+        assert all(counts.get(name, 0) >= 1 for name in fractions)  # every class in every split
+        if n * min(fractions.values()) >= 1:  # else "one in every split" takes precedence
+            for name, share in fractions.items():
+                assert abs(counts.get(name, 0) - n * share) < 1, (label, name, n, share)
+
+
+# ---- the whole stage on a messy folder ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def messy(tmp_path_factory) -> tuple[Path, dict[str, str], pd.DataFrame, Path]:
+    """The messy folder split with lenient policies, and the written split folder."""
+    base = tmp_path_factory.mktemp("messy")
+    root = base / "raw"
+    cases = build_messy_folder(root)
+    cfg = split_params(small_classes="drop", max_rejected_fraction=0.5, background=WHITE)
+    table = build_split(root, cfg, seed=0, channels=3, previous={})
+    out = base / "split"
+    write_split(table, root, out, channels=3, cfg=cfg, seed=0)
+    return root, cases, mf.read_manifest(out / "manifest.csv"), out
+
+
+def _row(manifest: pd.DataFrame, raw_path: str) -> pd.Series:
+    rows = manifest[manifest["raw_path"] == raw_path]
+    assert len(rows) == 1, f"{raw_path} is listed {len(rows)} times"
+    return rows.iloc[0]
+
+
+def test_hidden_files_and_junk_are_neither_images_nor_classes(messy):
+    _, _, manifest, out = messy
+    assert not manifest["raw_path"].str.contains(r"(?:^|/)\.|__MACOSX|Thumbs\.db").any()
+    assert sorted(manifest["label"].unique()) == ["Cat Photos", MUESLI, "dog", "tiny"]
+    assert "empty class" not in (out / "summary.csv").read_text()
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("text", "not an image (no known image format)"),
+        ("empty", "empty file"),
+        ("truncated", "corrupt or truncated image (OSError: image file is truncated"),
+        ("corrupt_jpeg", "corrupt or truncated image"),
+        ("symlink_outside", "symbolic link pointing outside the image folder"),
+        ("symlink_folder", "symbolic link to a folder (not followed)"),
+    ],
+)
+def test_unusable_files_are_rejected_with_their_reason(messy, case, reason):
+    _, cases, manifest, out = messy
+    row = _row(manifest, cases[case])
+    assert (row["status"], row["split"], row["path"]) == (mf.REJECTED, "", "")
+    assert row["reason"].startswith(reason)
+    assert cases[case] in (out / "rejected.csv").read_text()
+
+
+@pytest.mark.parametrize(
+    ("case", "fmt", "mode", "action"),
+    [
+        ("png_named_jpg", "PNG", "RGB", "linked"),
+        ("jpeg_rgb", "JPEG", "RGB", "linked"),
+        ("bmp", "BMP", "RGB", "linked"),
+        ("webp", "WEBP", "RGB", "converted: WEBP re-encoded as PNG"),
+        ("tiff", "TIFF", "RGB", "converted: TIFF re-encoded as PNG"),
+        ("gif", "GIF", "P", "converted: GIF re-encoded as PNG; P -> RGB"),
+        ("gray", "PNG", "L", "converted: L -> RGB"),
+        ("palette", "PNG", "P", "converted: P -> RGB"),
+        ("cmyk", "JPEG", "CMYK", "converted: JPEG re-encoded as PNG; CMYK -> RGB"),
+        ("bilevel", "PNG", "1", "converted: 1 -> RGB"),
+        ("sixteen_bit", "PNG", "I;16", "converted: I;16 scaled to 8 bits; L -> RGB"),
+        (
+            "gray_alpha_transparent",
+            "PNG",
+            "LA",
+            "converted: transparency composited on RGB(255, 255, 255)",
+        ),
+        (
+            "palette_transparent",
+            "PNG",
+            "P",
+            "converted: transparency composited on RGB(255, 255, 255)",
+        ),
+        (
+            "rgba_transparent",
+            "PNG",
+            "RGBA",
+            "converted: transparency composited on RGB(255, 255, 255)",
+        ),
+        (
+            "exif_rotated",
+            "JPEG",
+            "RGB",
+            "converted: JPEG re-encoded as PNG; EXIF orientation 6 applied",
+        ),
+    ],
+)
+def test_every_image_reaches_the_configured_colour_model(messy, case, fmt, mode, action):
+    _, cases, manifest, out = messy
+    row = _row(manifest, cases[case])
+    assert (row["status"], row["format"], row["mode"]) == (mf.OK, fmt, mode)
+    assert row["action"] == action
+    with Image.open(out / row["path"]) as image:
+        assert image.mode == "RGB"
+        assert image.format in {"PNG", "JPEG", "BMP"}
+
+
+def test_transparency_becomes_the_background_never_black(messy):
+    _, cases, manifest, out = messy
+    for case in ("rgba_transparent", "gray_alpha_transparent"):
+        pixels = np.asarray(Image.open(out / _row(manifest, cases[case])["path"]))
+        assert (pixels == 255).all(), case
+
+
+def test_sixteen_bit_white_stays_white(messy):
+    _, cases, manifest, out = messy
+    pixels = np.asarray(Image.open(out / _row(manifest, cases["sixteen_bit"])["path"]))
+    assert (pixels == 255).all()
+
+
+def test_exif_orientation_is_applied(messy):
+    _, cases, manifest, out = messy
+    row = _row(manifest, cases["exif_rotated"])
+    assert (row["width"], row["height"]) == ("20", "10")  # as stored
+    assert Image.open(out / row["path"]).size == (10, 20)  # as shown
+
+
+def test_linked_files_are_hard_links(messy):
+    root, cases, manifest, out = messy
+    row = _row(manifest, cases["png_named_jpg"])
+    assert (out / row["path"]).stat().st_ino == (root / row["raw_path"]).stat().st_ino
+    assert row["path"].endswith("really_png.jpg")  # linked files keep their name
+
+
+def test_small_class_is_dropped_and_reported_by_policy(messy):
+    _, cases, manifest, out = messy
+    row = _row(manifest, cases["small_class"])
+    assert (row["status"], row["split"]) == (mf.DROPPED, "")
+    assert (
+        row["reason"] == "class has 2 distinct image(s), fewer than 3 (split.small_classes: drop)"
+    )
+    assert "tiny" not in (out / "labels.json").read_text()
+    summary = pd.read_csv(out / "summary.csv").set_index("class")
+    assert summary.loc["tiny", "class_status"] == mf.DROPPED
+
+
+def test_class_names_are_normalised_to_nfc(messy):
+    _, cases, manifest, out = messy
+    row = _row(manifest, cases["nfd_class"])
+    assert row["label"] == MUESLI
+    assert row["path"].startswith(f"{row['split']}/{MUESLI}/")
+    assert (out / row["path"]).exists()
+
+
+def test_identical_files_share_a_split(messy):
+    _, cases, manifest, _ = messy
+    copy, original = _row(manifest, cases["duplicate"]), _row(manifest, cases["duplicate_original"])
+    assert copy["split"] == original["split"] != ""
+    inside = _row(manifest, cases["symlink_inside"])  # a link inside the folder is a copy too
+    assert inside["split"] == _row(manifest, "dog/good_1.png")["split"]
+
+
+def test_same_bytes_under_two_classes_are_excluded_as_conflicts(messy):
+    _, cases, manifest, _out = messy
+    for case, other in (("conflict_a", "dog"), ("conflict_b", "Cat Photos")):
+        row = _row(manifest, cases[case])
+        assert (row["status"], row["split"]) == (mf.CONFLICT, "")
+        assert repr(other) in row["reason"]
+
+
+def test_labels_file_is_the_sorted_class_list(messy):
+    _, _, _, out = messy
+    assert read_labels(out / "labels.json") == Labels(["Cat Photos", "Müsli", "dog"], WHITE)
+
+
+def test_manifest_lists_every_input_file_once(messy):
+    _root, _, manifest, _ = messy
+    assert manifest["raw_path"].is_unique
+    assert list(manifest.columns) == mf.COLUMNS
+    placed = mf.in_splits(manifest)
+    assert (placed["path"].str.split("/").str[0] == placed["split"]).all()
+    assert placed.groupby("sha256")["split"].nunique().max() == 1
+
+
+def test_summary_counts_every_class_and_split(messy):
+    _, _, manifest, out = messy
+    summary = pd.read_csv(out / "summary.csv").set_index("class")
+    dog = mf.in_splits(manifest).query("label == 'dog'")["split"].value_counts()
+    assert summary.loc["dog", ["train", "validation", "test"]].to_dict() == dog.to_dict()
+    assert summary.loc["dog", "rejected"] == 6 and summary.loc["dog", "conflict"] == 1
+
+
+# ---- policies that stop the stage ----------------------------------------------------------
+
+
+def test_small_class_stops_the_stage_by_default(image_tree):
+    write_png(image_tree / "tiny" / "a.png", 901)
+    write_png(image_tree / "tiny" / "b.png", 902)
+    with pytest.raises(
+        SplitError, match=r"fewer than 3 distinct images, too few for every split: 'tiny' \(2\)"
+    ):
+        build_split(image_tree, split_params(), seed=0, channels=3, previous={})
+
+
+def test_too_many_bad_files_stop_the_stage_with_the_list(image_tree):
+    (image_tree / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (image_tree / "owl" / "empty.jpg").touch()
+    with pytest.raises(SplitError) as error:
+        build_split(image_tree, split_params(max_rejected_fraction=0.05), 0, 3, {})
+    assert str(error.value) == (
+        "2 of 32 files (6.2%) are not usable images, more than "
+        "split.max_rejected_fraction = 5.0%:\n"
+        "  dog/broken.png: corrupt or truncated image (OSError: Truncated File Read)\n"
+        "  owl/empty.jpg: empty file"
+    )
+
+
+def test_conflicts_can_stop_the_stage(image_tree):
+    (image_tree / "dog" / "same.png").write_bytes((image_tree / "cat" / "0.png").read_bytes())
+    with pytest.raises(SplitError, match=r"1 image\(s\) appear under more than one class"):
+        build_split(image_tree, split_params(conflicting_labels="error"), 0, 3, {})
+
+
+def test_train_only_policy_keeps_a_small_class_in_train(image_tree):
+    write_png(image_tree / "tiny" / "a.png", 901)
+    table = build_split(image_tree, split_params(small_classes="train_only"), 0, 3, {})
+    tiny = table[table["label"] == "tiny"]
+    assert set(tiny["split"]) == {"train"} and set(tiny["status"]) == {mf.TRAIN_ONLY}
+
+
+def test_empty_raw_folder_is_an_error(tmp_path):
+    with pytest.raises(SplitError, match="holds no class folder with files in it"):
+        build_split(tmp_path, split_params(), 0, 3, {})
+
+
+# ---- stability through the files the stage writes -------------------------------------------
+
+
+def test_adding_images_moves_no_image_already_split(image_tree, tmp_path):
+    cfg = split_params()
+    out = tmp_path / "split"
+    first = build_split(image_tree, cfg, seed=3, channels=3, previous={})
+    write_split(first, image_tree, out, 3, cfg, 3)
+    for i in range(10, 40):
+        write_png(image_tree / "owl" / f"{i}.png", 500 + i)
+    previous = previous_assignments(out, 3, cfg.fractions)
+    second = build_split(image_tree, cfg, seed=3, channels=3, previous=previous)
+    merged = first.merge(second, on="raw_path", suffixes=("_before", "_after"))
+    assert (merged["split_before"] == merged["split_after"]).all()
+    owl = second[second["label"] == "owl"]["split"].value_counts().to_dict()
+    assert owl == {"train": 28, "validation": 6, "test": 6}  # new images filled the gaps
+
+
+def test_changing_the_seed_starts_afresh(image_tree, tmp_path):
+    cfg = split_params()
+    write_split(build_split(image_tree, cfg, 3, 3, {}), image_tree, tmp_path, 3, cfg, 3)
+    assert previous_assignments(tmp_path, 3, cfg.fractions)
+    assert previous_assignments(tmp_path, 4, cfg.fractions) == {}

@@ -1,0 +1,231 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline import validate
+from pipeline.imagedata import manifest as mf
+from pipeline.imagedata.assignment import build_split, write_split
+from pipeline.imagedata.checks import (
+    ValidationFailed,
+    build_checks,
+    failure_message,
+    image_facts,
+    nearest_training_image,
+    run_checks,
+)
+from pipeline.imagedata.images import list_images
+from pipeline.params import load_params
+from tests.conftest import write_png
+
+FRACTIONS = {"train": 0.6, "validation": 0.2, "test": 0.2}
+CLASSES = ["cat", "dog", "owl"]
+
+
+@pytest.fixture
+def split(image_tree, tmp_path) -> dict:
+    """A real split of the three-class tree, written to disk, and everything validate reads."""
+    cfg = load_params().split.model_copy(update={"validation": 0.2, "test": 0.2})
+    table = build_split(image_tree, cfg, seed=0, channels=1, previous={})
+    out = tmp_path / "split"
+    write_split(table, image_tree, out, channels=1, cfg=cfg, seed=0)
+    manifest = mf.read_manifest(out / "manifest.csv")
+    placed = mf.in_splits(manifest)
+    facts = image_facts(out, placed["path"].tolist())
+    return {
+        "manifest": manifest,
+        "raw": list_images(image_tree),
+        "facts": facts,
+        "near": nearest_training_image(placed, facts.set_index("path")["phash"]),
+        "classes": CLASSES,
+        "out": out,
+        "root": image_tree,
+    }
+
+
+def failures(split: dict, table: str, **changes) -> list[dict]:
+    """Failed expectations of one table, with `changes` to the inputs or to validate params."""
+    inputs = {k: split[k] for k in ("manifest", "raw", "facts", "near", "classes")}
+    params = {k: v for k, v in changes.items() if k not in inputs}
+    inputs |= {k: v for k, v in changes.items() if k in inputs}
+    cfg = load_params().validate_.model_copy(update=params)
+    checks = build_checks(**inputs, fractions=FRACTIONS, channels=1, cfg=cfg)
+    return [o for o in run_checks({table: checks[table]}) if not o["success"]]
+
+
+def test_a_clean_split_meets_every_expectation(split, tmp_path):
+    cfg = load_params().validate_
+    inputs = {k: split[k] for k in ("manifest", "raw", "facts", "near", "classes")}
+    checks = build_checks(**inputs, fractions=FRACTIONS, channels=1, cfg=cfg)
+    outcomes = run_checks(checks, tmp_path / "docs")
+    assert [o for o in outcomes if not o["success"]] == []
+    assert len(outcomes) == 23
+    assert (tmp_path / "docs" / "index.html").exists()
+
+
+def test_class_missing_from_a_split_fails_naming_it(split):
+    manifest = split["manifest"]
+    gone = (manifest["label"] == "owl") & (manifest["split"] == "test")
+    manifest = manifest[~gone]
+    [failure] = failures(split, "class_split_counts", manifest=manifest)
+    assert failure["offending"] == [{"count": 0, "label": "owl", "split": "test"}]
+
+
+def test_same_content_in_two_splits_fails(split):
+    manifest = split["manifest"].copy()
+    train = manifest.index[manifest["split"] == "train"][0]
+    test = manifest.index[manifest["split"] == "test"][0]
+    manifest.loc[test, "sha256"] = manifest.loc[train, "sha256"]
+    [failure] = failures(split, "content", manifest=manifest)
+    assert (failure["kwargs"]["column"], failure["unexpected_count"]) == ("n_splits", 1)
+
+
+def test_same_content_under_two_classes_fails(split):
+    manifest = split["manifest"].copy()
+    cat = manifest.index[(manifest["label"] == "cat") & (manifest["split"] == "train")][0]
+    dog = manifest.index[(manifest["label"] == "dog") & (manifest["split"] == "train")][0]
+    manifest.loc[dog, "sha256"] = manifest.loc[cat, "sha256"]
+    [failure] = failures(split, "content", manifest=manifest)
+    assert failure["kwargs"]["column"] == "n_labels"
+
+
+def test_file_listed_twice_fails(split):
+    manifest = pd.concat([split["manifest"], split["manifest"].iloc[[0]]])
+    names = {f["kwargs"]["column"] for f in failures(split, "manifest", manifest=manifest)}
+    assert names == {"raw_path", "path"}
+
+
+def test_split_shares_outside_tolerance_fail(split):
+    manifest = split["manifest"].copy()
+    manifest.loc[manifest["split"] == "validation", "split"] = "train"
+    manifest.loc[manifest["split"] == "test", "split"] = "train"
+    manifest = pd.concat(
+        [manifest, split["manifest"][split["manifest"]["split"] == "test"].iloc[:3]]
+    )
+    [failure] = failures(split, "split_fractions", manifest=manifest.drop_duplicates("raw_path"))
+    assert {o["split"] for o in failure["offending"]} == {"train", "validation", "test"}
+
+
+def test_one_class_split_unevenly_fails_per_class(split):
+    manifest = split["manifest"].copy()
+    manifest.loc[manifest["label"] == "owl", "split"] = "train"  # 10/0/0 instead of 6/2/2
+    [failure] = failures(split, "class_split_fractions", manifest=manifest)
+    assert {(o["label"], o["split"]) for o in failure["offending"]} == {
+        ("owl", "train"),
+        ("owl", "validation"),
+        ("owl", "test"),
+    }
+
+
+def test_near_duplicates_above_the_share_fail_with_both_files(split):
+    facts = split["facts"].copy()
+    placed = mf.in_splits(split["manifest"])
+    train_hash = facts.set_index("path").loc[
+        placed[placed["split"] == "train"]["path"].iloc[0], "phash"
+    ]
+    held = placed[placed["split"] != "train"]["path"]
+    facts.loc[facts["path"].isin(held.iloc[:3]), "phash"] = train_hash  # three leaked copies
+    near = nearest_training_image(placed, facts.set_index("path")["phash"])
+    [failure] = failures(split, "near_duplicates", near=near, max_near_duplicate_share=0.1)
+    leaked = {o["path"] for o in failure["offending"]}
+    assert set(held.iloc[:3]) <= leaked
+    assert all(
+        o["distance"] <= 2 and o["nearest_train_path"].startswith("train/")
+        for o in failure["offending"]
+    )
+    assert failures(split, "near_duplicates", near=near, max_near_duplicate_share=0.5) == []
+
+
+def test_nearest_training_image_distance_is_the_hamming_distance():
+    placed = pd.DataFrame(
+        {"path": ["a", "b", "c"], "split": ["train", "train", "test"], "label": ["x", "x", "x"]}
+    )
+    hashes = pd.Series(
+        ["ffffffffffffffff", "0000000000000000", "0000000000000007"], index=["a", "b", "c"]
+    )
+    near = nearest_training_image(placed, hashes)
+    assert near[["path", "nearest_train_path", "distance"]].values.tolist() == [["c", "b", 3]]
+
+
+def test_unreadable_wrong_channel_and_tiny_images_fail(split):
+    facts = split["facts"].copy()
+    facts.loc[0, ["readable", "channels", "width", "height"]] = [False, np.nan, np.nan, np.nan]
+    facts.loc[1, "channels"] = 3
+    facts.loc[2, ["width", "height"]] = [4, 4]
+    found = {
+        (f["kwargs"]["column"], f["offending"][0]["path"])
+        for f in failures(split, "images", facts=facts)
+    }
+    assert found == {
+        ("readable", facts.loc[0, "path"]),
+        ("channels", facts.loc[1, "path"]),
+        ("width", facts.loc[2, "path"]),
+        ("height", facts.loc[2, "path"]),
+    }
+
+
+def test_class_imbalance_above_the_limit_names_the_small_class(split):
+    manifest = split["manifest"]
+    manifest = manifest.drop(manifest.index[manifest["label"] == "owl"][:8])  # owl: 2, others: 10
+    [failure] = failures(split, "class_balance", manifest=manifest, max_class_imbalance=4)
+    assert failure["offending"] == [{"count": 2, "label": "owl"}]
+    assert failures(split, "class_balance", manifest=manifest, max_class_imbalance=5) == []
+
+
+def test_labels_file_must_match_the_class_folders(split):
+    write_png(split["root"] / "yak" / "0.png", 7)  # a class folder the split never saw
+    [failure] = failures(split, "raw_classes", raw=list_images(split["root"]))
+    assert failure["offending"][0]["label"] == "yak"
+    [total] = failures(split, "totals", raw=list_images(split["root"]))
+    assert total["offending"] == [{"left_out": 0, "placed": 30, "raw_files": 31, "unaccounted": 1}]
+
+
+def test_failure_message_names_expectation_observation_and_offenders(split):
+    manifest = split["manifest"]
+    manifest = manifest[~((manifest["label"] == "owl") & (manifest["split"] == "test"))]
+    message = failure_message(
+        failures(split, "class_split_counts", manifest=manifest), 23, "r.json"
+    )
+    assert message == (
+        "1 of 23 expectations failed (details in r.json):\n"
+        "  class_split_counts.count: expect_column_values_to_be_between {'min_value': 1.0} "
+        "-> 1 of 9 rows outside\n"
+        "      count=0, label=owl, split=test"
+    )
+
+
+def test_a_failed_expectation_stops_the_stage(split, tmp_path, monkeypatch, raw_params):
+    out = split["out"]
+    manifest = split["manifest"]
+    manifest[~((manifest["label"] == "owl") & (manifest["split"] == "test"))].to_csv(
+        out / "manifest.csv", index=False
+    )
+    raw_params["base"]["channels"] = 1
+    raw_params["split"].update(validation=0.2, test=0.2)
+    raw_params["validate"]["fraction_tolerance"] = 0.5
+    raw_params["validate"]["class_fraction_tolerance"] = 0.5
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params))
+    reports = tmp_path / "reports"
+    monkeypatch.setattr(validate, "load_params", lambda: load_params(tmp_path / "params.yaml"))
+    for name, value in {
+        "SPLIT_MANIFEST": out / "manifest.csv",
+        "LABELS_FILE": out / "labels.json",
+        "SPLIT_DIR": out,
+        "RAW_DIR": split["root"],
+        "VALIDATION_FILE": reports / "validation.json",
+        "NEAR_DUPLICATES_FILE": reports / "near_duplicates.csv",
+        "DATA_DOCS_DIR": reports / "data_docs",
+        "ROOT": tmp_path,
+    }.items():
+        monkeypatch.setattr(validate, name, value)
+    with pytest.raises(ValidationFailed) as stop:
+        validate.main()
+    message = str(stop.value)
+    assert message.startswith("3 of 23 expectations failed (details in reports/validation.json):")
+    assert "      count=0, label=owl, split=test" in message
+    assert message.endswith("Data Docs: reports/data_docs/index.html")
+    report = json.loads((reports / "validation.json").read_text())
+    assert report["success"] is False and report["failed"] == 3
+    assert (reports / "data_docs" / "index.html").exists()

@@ -1,0 +1,31 @@
+"""tracking.runs: params as MLflow shows them well, reports logged in their layout."""
+
+from pathlib import Path
+
+from pipeline.tracking import runs
+
+
+def test_flatten_params_gives_dotted_keys_and_whole_lists():
+    flat = runs.flatten_params({"train": {"epochs": 3, "model": {"filters": [1, 2]}}})
+    assert flat == {"train.epochs": "3", "train.model.filters": "1, 2"}
+
+
+def test_list_params_stay_on_one_line():
+    assert runs.list_value([]) == "[]"
+    assert runs.list_value(["5", "6"]) == "5, 6"
+    phases = [{"epochs": 10, "unfreeze": 0}, {"epochs": 5, "unfreeze": 1}]
+    assert runs.list_value(phases) == "epochs=10 unfreeze=0; epochs=5 unfreeze=1"
+
+
+def test_log_folder_keeps_the_layout_and_leaves_out_hidden_files(tmp_path, monkeypatch):
+    folder = tmp_path / "reports"
+    (folder / "pictures" / "maps").mkdir(parents=True)
+    (folder / ".gitignore").write_text("/model\n")
+    (folder / ".cache").mkdir()
+    (folder / ".cache" / "x.bin").write_bytes(b"x")
+    (folder / "metrics.json").write_text("{}")
+    (folder / "pictures" / "maps" / "a.png").write_bytes(b"png")
+    logged = []
+    monkeypatch.setattr(runs.mlflow, "log_artifact", lambda f, p: logged.append((Path(f).name, p)))
+    runs.log_folder(folder, "reports/x")
+    assert sorted(logged) == [("a.png", "reports/x/pictures/maps"), ("metrics.json", "reports/x")]

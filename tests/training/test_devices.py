@@ -1,0 +1,23 @@
+"""training.devices: precision and XLA resolved from `auto` on this machine."""
+
+import keras
+
+from pipeline.params import load_params
+from pipeline.training import devices
+
+
+def test_auto_device_policy_on_a_cpu(monkeypatch):
+    cfg = load_params().train.device
+    try:
+        monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+        setup = devices.configure_devices(cfg)
+        assert (setup.precision, setup.jit_compile) == ("mixed_bfloat16", False)
+        assert setup.device.startswith("CPU")
+        monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
+        assert devices.configure_devices(cfg).precision == "float32"
+        forced = cfg.model_copy(update={"mixed_precision": "float32", "jit_compile": "on"})
+        assert devices.configure_devices(forced) == devices.DeviceSetup(
+            setup.device, "float32", True
+        )
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
