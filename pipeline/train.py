@@ -160,12 +160,16 @@ def main() -> None:
         write_run_record(RUN_FILE, RunRecord(run_id, experiment_id))
     shutil.rmtree(RESUME_DIR, ignore_errors=True)  # finished: nothing to resume
 
-    log.info(
-        f"{len(table)} epochs on {setup.device}, {dist.kind} ({setup.precision}, "
-        f"XLA {'on' if setup.jit_compile else 'off'}, cache {inputs.cache}); kept epoch "
-        f"{int(best['epoch'])} (val_loss {best['val_loss']:.4f}, val_accuracy "
-        f"{best['val_accuracy']:.4f}); {metrics['images_per_second_later_epochs']} images/s; "
-        f"model -> {MODEL_FILE.relative_to(ROOT)}; MLflow run {run_id}"
+    log.info(f"{len(table)} epochs on {setup.device}, {dist.kind} ({setup.precision}, XLA "
+             f"{'on' if setup.jit_compile else 'off'}, cache {inputs.cache}); {outcome(metrics)}; "
+             f"model -> {MODEL_FILE.relative_to(ROOT)}; MLflow run {run_id}")  # fmt: skip
+
+
+def outcome(metrics: dict) -> str:
+    return (
+        f"kept epoch {metrics['best_epoch']} (val_loss {metrics['best_val_loss']:.4f}, "
+        f"val_accuracy {metrics['best_val_accuracy']:.4f}); "
+        f"{metrics['images_per_second_later_epochs']} images/s"
     )
 
 

@@ -70,6 +70,33 @@ def split_table(root: Path, seed: int = 0, **changes: object):
     return build_split(root, cfg, seed=seed, channels=3, previous={})
 
 
+@pytest.fixture
+def split(image_tree, tmp_path) -> dict:
+    """A real split of the three-class tree, written to disk, and everything validate reads."""
+    from pipeline.imagedata import manifest as mf
+    from pipeline.imagedata.assignment import build_split, write_split
+    from pipeline.imagedata.checks import image_facts, nearest_training_image
+    from pipeline.imagedata.images import list_images
+    from pipeline.params import load_params
+
+    cfg = load_params().split.model_copy(update={"validation": 0.2, "test": 0.2})
+    table = build_split(image_tree, cfg, seed=0, channels=1, previous={})
+    out = tmp_path / "split"
+    write_split(table, image_tree, out, channels=1, cfg=cfg, seed=0)
+    manifest = mf.read_manifest(out / "manifest.csv")
+    placed = mf.in_splits(manifest)
+    facts = image_facts(out, placed["path"].tolist())
+    return {
+        "manifest": manifest,
+        "raw": list_images(image_tree),
+        "facts": facts,
+        "near": nearest_training_image(placed, facts.set_index("path")["phash"]),
+        "classes": ["cat", "dog", "owl"],
+        "out": out,
+        "root": image_tree,
+    }
+
+
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project with SHRUNK params after `dvc repro validate`: the data stages' outputs, lock

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.common.processes import CommandError, run_command
 from pipeline.paths import ROOT
 
 PROJECT_FILES = ("pipeline", "dvc.yaml", ".dvcignore")
@@ -47,9 +48,10 @@ def run(
 ) -> str:
     """The command's standard output (`logs`: with the pipeline's log lines, which go to
     standard error, after it); a failure shows both."""
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout + result.stderr if logs else result.stdout
+    try:
+        return run_command(args, cwd, env, timeout, with_stderr=logs)
+    except CommandError as error:
+        raise AssertionError(str(error)) from None
 
 
 def make_project(root: Path, overrides: dict, prepared: Path | None = None) -> dict[str, str]:
@@ -88,3 +90,31 @@ def make_project(root: Path, overrides: dict, prepared: Path | None = None) -> d
     run(["git", "add", "-A"], root, env)
     run(["git", "commit", "-qm", "project"], root, env)
     return env
+
+
+def run_stage_alone(
+    root: Path, stage: str, overrides: dict | None = None
+) -> subprocess.CompletedProcess:
+    """`python -m pipeline.<stage>` in a bare copy of the code and params (no data, no DVC):
+    how a stage meets missing inputs or bad params."""
+    from tests.conftest import _merge
+
+    shutil.copytree(
+        ROOT / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    (root / "params.yaml").write_text(yaml.safe_dump(_merge(params, overrides or {})))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    return subprocess.run(
+        [sys.executable, "-m", f"pipeline.{stage}"], cwd=root, env=env, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+
+
+def stage_error(root: Path, stage: str, overrides: dict | None = None) -> str:
+    """What a stage that must fail prints (its standard error), once it is known to have
+    exited 1 without a traceback."""
+    result = run_stage_alone(root, stage, overrides)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stderr

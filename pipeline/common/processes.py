@@ -13,10 +13,15 @@ class CommandError(PipelineError):
     """A command exited non-zero; the message holds the command and what it printed."""
 
 
-def run(
-    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float | None = None
+def run_command(
+    args: list[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
+    with_stderr: bool = False,
 ) -> str:
-    """The command's standard output; a non-zero exit raises CommandError with both outputs."""
+    """The command's standard output (`with_stderr`: and its standard error after it, where
+    the pipeline logs); a non-zero exit raises CommandError with both outputs."""
     result = subprocess.run(
         args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -25,7 +30,7 @@ def run(
             f"`{' '.join(map(str, args))}` failed (exit {result.returncode}):\n"
             f"{result.stdout}{result.stderr}".rstrip()
         )
-    return result.stdout
+    return result.stdout + result.stderr if with_stderr else result.stdout
 
 
 def free_port() -> int:

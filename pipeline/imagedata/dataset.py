@@ -84,6 +84,25 @@ def choose_cache(mode: str, images: int, image_size: int, channels: int) -> str:
     return "memory" if decoded < free / 4 else "disk"
 
 
+def decoded_files(files: tf.data.Dataset, image_size: int, channels: int) -> tf.data.Dataset:
+    """(path, label) pairs to (image, label), decoded in parallel, in order."""
+    return files.map(
+        lambda path, label: (decode_image(path, image_size, channels), label),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+
+
+def cached_dataset(decoded: tf.data.Dataset, cache: str | Path) -> tf.data.Dataset:
+    """`decoded`, kept after its first pass in memory or in files under the prefix `cache`."""
+    if cache == "memory":
+        return decoded.cache()
+    Path(cache).parent.mkdir(parents=True, exist_ok=True)
+    for stale in Path(cache).parent.glob(f"{Path(cache).name}*.lockfile"):
+        stale.unlink()  # left by a run that was killed while writing
+    return decoded.cache(str(cache))
+
+
 def image_dataset(
     rows: pd.DataFrame,
     classes: list[str],
@@ -115,19 +134,10 @@ def image_dataset(
     files = tf.data.Dataset.from_tensor_slices((paths, labels))
 
     def decode(files: tf.data.Dataset) -> tf.data.Dataset:
-        return files.map(
-            lambda path, label: (decode_image(path, image_size, channels), label),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
+        return decoded_files(files, image_size, channels)
 
     def cached(decoded: tf.data.Dataset) -> tf.data.Dataset:
-        if cache == "memory":
-            return decoded.cache()
-        Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        for stale in Path(cache).parent.glob(f"{Path(cache).name}*.lockfile"):
-            stale.unlink()  # left by a run that was killed while writing
-        return decoded.cache(str(cache))
+        return cached_dataset(decoded, cache)
 
     if shuffle_seed is None:
         decoded = decode(files) if cache == "off" else cached(decode(files))

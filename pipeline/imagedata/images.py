@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from pipeline.common.log import PipelineError
+
 # Folders and files that tools create beside real data: never classes, never images.
 JUNK_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini", "ehthumbs.db"})
 # What TensorFlow's decoder reads, as Pillow names the format it finds in the file's bytes.
@@ -49,6 +51,10 @@ def _inside(path: Path, root: Path) -> bool:
     return path.resolve().is_relative_to(root.resolve())
 
 
+class ImageFolderNotFoundError(PipelineError, FileNotFoundError):
+    """The folder of class folders is not there (data/raw before ingest ran, say)."""
+
+
 def list_images(root: Path) -> pd.DataFrame:
     """Every candidate file under `root/<class>/`, sorted, with why it cannot be used (if so).
 
@@ -57,7 +63,7 @@ def list_images(root: Path) -> pd.DataFrame:
     followed out of `root`, and linked folders are reported rather than walked.
     """
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder not found: {root}")
+        raise ImageFolderNotFoundError(f"image folder not found: {root}")
     rows = []
     for folder in sorted(root.iterdir()):
         if is_junk(folder.name) or not folder.is_dir():

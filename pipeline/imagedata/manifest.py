@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.common.files import write_csv
+from pipeline.contracts import ContractError
 from pipeline.paths import SPLIT_MANIFEST
 
 # Row status. Only files with a split (OK, TRAIN_ONLY) reach training.
@@ -35,7 +36,10 @@ COLUMNS = [
 
 def read_manifest(path: Path = SPLIT_MANIFEST) -> pd.DataFrame:
     """The manifest with every column as text, empty cells as "" (never NaN)."""
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise ContractError(f"{path} is missing: run `dvc repro split`") from None
 
 
 def in_splits(manifest: pd.DataFrame) -> pd.DataFrame:

@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.common.log import PipelineError, run_stage
+from pipeline.common.processes import CommandError, run_command
 from pipeline.paths import DVC_PLOTS_TEMPLATE, ROOT, WEB_ASSETS_DIR
 
 log = logging.getLogger(__name__)
@@ -163,15 +163,12 @@ def fetch(packages: tuple[NpmPackage, ...], target: Path = WEB_ASSETS_DIR) -> No
 
 
 def _pack(npm: str, package: NpmPackage, scratch: Path) -> Path:
-    result = subprocess.run(
-        [npm, "pack", "--silent", "--pack-destination", str(scratch), package.spec],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise AssetError(f"npm pack {package.spec} failed: {result.stderr.strip()}")
-    tarball = scratch / result.stdout.strip().splitlines()[-1]
+    try:
+        packed = run_command([npm, "pack", "--silent", "--pack-destination", str(scratch), package.spec],
+                     scratch)  # fmt: skip
+    except CommandError as error:
+        raise AssetError(f"npm pack {package.spec} failed: {error}") from None
+    tarball = scratch / packed.strip().splitlines()[-1]
     digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
     if digest != package.sha256:
         raise AssetError(f"{package.spec}: tarball sha256 {digest} != pinned {package.sha256}")
@@ -215,11 +212,7 @@ def install_dvc_template(dvc: str = "dvc") -> Path:
     DVC_PLOTS_TEMPLATE.write_text(dvc_plots_template(scripts), encoding="utf-8")
     # Relative to .dvc/, as DVC resolves it, so the checkout can move.
     relative = os.path.relpath(DVC_PLOTS_TEMPLATE, ROOT / ".dvc")
-    subprocess.run(
-        [dvc, "config", "--local", "plots.html_template", relative],
-        cwd=ROOT,
-        check=True,
-    )
+    run_command([dvc, "config", "--local", "plots.html_template", relative], ROOT)
     return DVC_PLOTS_TEMPLATE
 
 

@@ -238,6 +238,28 @@ def picture(index: int, embed: bool) -> str:
     return f"*{title}: `{path.name}` in the `{ARTIFACT}` artifact.*"
 
 
+def metric_sections(changed: pd.DataFrame, timings: pd.DataFrame, base: str) -> list[str]:
+    """The model metrics that differ (folded), then the machine's timings."""
+    header = ["file", "metric", base, "this change", "change"]
+    lines = ["", "## Model metrics that differ", ""]
+    if len(changed):
+        lines += [
+            f"<details><summary>{plural(len(changed), 'metric')}</summary>",
+            "",
+            *markdown_table(header, diff_rows(changed, "metric"), "llrrr"),
+            "",
+            "</details>",
+        ]
+    else:
+        lines.append(f"Every model metric equals `{base}`'s.")
+    lines += ["", "## Timings (vary with the machine)", ""]
+    if len(timings):
+        lines += markdown_table(header, diff_rows(timings, "metric"), "llrrr")
+    else:
+        lines.append("None recorded.")
+    return lines
+
+
 def render(comparison: Comparison, root: Path, link: str = "", pictures: bool = True) -> str:
     """The report as Markdown; with `pictures`, it shows the pictures that lie beside it."""
     c = comparison
@@ -271,24 +293,7 @@ def render(comparison: Comparison, root: Path, link: str = "", pictures: bool = 
         lines += markdown_table(header, diff_rows(c.params, "param", False), "llrr")
     else:
         lines.append(f"No param differs from `{c.base}`.")
-    lines += ["", "## Model metrics that differ", ""]
-    if len(changed):
-        header = ["file", "metric", c.base, "this change", "change"]
-        lines += [
-            f"<details><summary>{plural(len(changed), 'metric')}</summary>",
-            "",
-            *markdown_table(header, diff_rows(changed, "metric"), "llrrr"),
-            "",
-            "</details>",
-        ]
-    else:
-        lines.append(f"Every model metric equals `{c.base}`'s.")
-    lines += ["", "## Timings (vary with the machine)", ""]
-    if len(timings):
-        header = ["file", "metric", c.base, "this change", "change"]
-        lines += markdown_table(header, diff_rows(timings, "metric"), "llrrr")
-    else:
-        lines.append("None recorded.")
+    lines += metric_sections(changed, timings, c.base)
     lines += [
         "",
         "## Confusion matrix (test)",

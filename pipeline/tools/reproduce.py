@@ -22,8 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.common.log import PipelineError, run_stage
-from pipeline.common.processes import CommandError
-from pipeline.common.processes import run as run_command
+from pipeline.common.processes import CommandError, run_command
 from pipeline.contracts import read_run_record
 from pipeline.paths import ROOT
 from pipeline.tracking.records import (

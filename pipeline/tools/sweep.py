@@ -12,6 +12,7 @@ copy of the project. Every experiment is its own MLflow run named after it (trai
 """
 
 import argparse
+import copy
 import itertools
 import json
 import subprocess
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 from pipeline.common.log import PipelineError, run_stage
-from pipeline.common.processes import run as run_command
+from pipeline.common.processes import run_command
 from pipeline.params import ParamsError, load_raw_params, parse_params, read_yaml
 from pipeline.paths import ROOT
 from pipeline.tools import compare
@@ -65,7 +66,7 @@ def grid_points(grid: dict[str, list], raw: dict) -> list[dict[str, object]]:
     """Every combination of the grid's values, each checked as params before anything runs."""
     points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
     for point in points:
-        params = json.loads(json.dumps(raw))  # a deep copy
+        params = copy.deepcopy(raw)
         for key, value in point.items():
             set_param(params, key, value)
         try:
@@ -75,16 +76,12 @@ def grid_points(grid: dict[str, list], raw: dict) -> list[dict[str, object]]:
     return points
 
 
-def run(args: list[str]) -> str:
-    return run_command(args, ROOT)
-
-
 def queue(points: list[dict[str, object]], prefix: str) -> list[str]:
     names = []
     for n, point in enumerate(points, start=1):
         name = f"{prefix}-{n}"
         sets = [arg for k, v in point.items() for arg in ("-S", f"{k}={json.dumps(v)}")]
-        run(["dvc", "exp", "run", "--queue", "-n", name, *sets])
+        run_command(["dvc", "exp", "run", "--queue", "-n", name, *sets], ROOT)
         print(f"sweep: queued {name}: {', '.join(f'{k}={v}' for k, v in point.items())}")
         names.append(name)
     return names
@@ -93,7 +90,7 @@ def queue(points: list[dict[str, object]], prefix: str) -> list[str]:
 def statuses(names: list[str]) -> dict[str, str]:
     """Each experiment's status in `dvc queue status` (Queued, Running, Success, Failed)."""
     found = {}
-    for line in run(["dvc", "queue", "status"]).splitlines():
+    for line in run_command(["dvc", "queue", "status"], ROOT).splitlines():
         words = line.split()
         if len(words) >= 3 and words[1] in names:
             found[words[1]] = words[-1]

@@ -7,11 +7,11 @@ versions that matter) and the DVC experiment it ran as.
 import hashlib
 import importlib.metadata
 import platform
-import subprocess
 from pathlib import Path
 
 import yaml
 
+from pipeline.common.processes import CommandError, run_command
 from pipeline.paths import ROOT
 
 LOCK_FILE = ROOT / "uv.lock"
@@ -21,9 +21,7 @@ PACKAGES = ("tensorflow", "keras", "dvc", "mlflow", "numpy", "scikit-learn")
 
 
 def _git(*args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout
+    return run_command(["git", *args], ROOT)
 
 
 def git_state() -> tuple[dict[str, str], str | None]:
@@ -32,7 +30,7 @@ def git_state() -> tuple[dict[str, str], str | None]:
     try:
         commit = _git("rev-parse", "HEAD").strip()
         tracked = _git("status", "--porcelain", "--untracked-files=no").strip()
-    except (OSError, subprocess.CalledProcessError):
+    except (OSError, CommandError):
         return {}, None
     tags = {"git.commit": commit, "git.dirty": str(bool(tracked)).lower()}
     if not tracked:

@@ -10,7 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from pipeline.common.files import staged_file, write_json
+from pipeline.common.files import read_json, staged_file, write_json
 from pipeline.params import EarlyStoppingParams, OptimizerParams
 from pipeline.training.transfer import trainable_count
 
@@ -47,7 +47,7 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         self.weights_file = folder / "best_weights.npz"
 
     def saved_state(self) -> dict | None:
-        return json.loads(self.state_file.read_text()) if self.state_file.exists() else None
+        return read_json(self.state_file) if self.state_file.exists() else None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         super().on_train_begin(logs)
@@ -87,7 +87,7 @@ class ResumablePlateau(keras.callbacks.ReduceLROnPlateau):
     def on_train_begin(self, logs: dict | None = None) -> None:
         super().on_train_begin(logs)
         if self.state_file.exists():
-            state = json.loads(self.state_file.read_text())
+            state = read_json(self.state_file)
             self.best = state["best"] if state["best"] is not None else self.best
             if state["phase"] == self.phase:
                 self.wait, self.cooldown_counter = state["wait"], state["cooldown"]
@@ -146,7 +146,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 def backed_up_epochs(folder: Path) -> int | None:
     """The epochs an AtomicBackupAndRestore backup holds (where fit will resume), if any."""
     metadata = folder / "current" / "training_metadata.json"
-    return json.loads(metadata.read_text())["epoch"] if metadata.exists() else None
+    return read_json(metadata)["epoch"] if metadata.exists() else None
 
 
 class Throughput(keras.callbacks.Callback):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.common.files import file_digest
+from pipeline.common.files import file_digest, read_json
 from pipeline.params import Params
 from pipeline.paths import RESUME_DIR, ROOT
 from pipeline.training import distribute
@@ -32,8 +32,9 @@ def prepare_resume(folder: Path, key: str) -> str | None:
     """The MLflow run of an interrupted training of the same params and data, if any; a backup
     of anything else is stale and is removed."""
     state = folder / "run.json"
-    if state.exists() and json.loads(state.read_text()).get("fingerprint") == key:
-        return json.loads(state.read_text())["run_id"]
+    recorded = read_json(state) if state.exists() else {}
+    if recorded.get("fingerprint") == key:
+        return recorded["run_id"]
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     return None

@@ -7,11 +7,10 @@ rate, until every block is unfrozen and validation loss stalls once more, or `tr
 epochs are done. Each decision is returned with its reason, to be printed and logged.
 """
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pipeline.common.files import write_json
+from pipeline.common.files import read_json, write_json
 from pipeline.params import TrainParams
 
 
@@ -91,5 +90,5 @@ class ScheduleState:
     def load(cls, path: Path) -> "ScheduleState | None":
         if not path.exists():
             return None
-        state = json.loads(path.read_text(encoding="utf-8"))
+        state = read_json(path)
         return cls(Phase(**state["phase"]), state["rows"])

@@ -5,15 +5,15 @@ import sys
 
 import pytest
 
-from pipeline.common.processes import CommandError, free_port, run, wait_for_http
+from pipeline.common.processes import CommandError, free_port, run_command, wait_for_http
 
 SCRIPT = "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)"
 
 
 def test_a_command_s_output_and_its_failure(tmp_path):
-    assert run([sys.executable, "-c", "print('hello')"], tmp_path) == "hello\n"
+    assert run_command([sys.executable, "-c", "print('hello')"], tmp_path) == "hello\n"
     with pytest.raises(CommandError, match=r"failed \(exit 3\):\nout\nerr"):
-        run([sys.executable, "-c", SCRIPT], tmp_path)
+        run_command([sys.executable, "-c", SCRIPT], tmp_path)
 
 
 def test_waiting_for_a_server_that_exits_says_so(tmp_path):

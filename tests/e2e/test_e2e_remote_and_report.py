@@ -107,7 +107,7 @@ def test_push_without_a_remote_says_how_to_name_one(project, tmp_path, restore):
         capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode != 0
-    assert "push: no DVC remote to push: set DVC_REMOTE to a URL or path" in result.stderr
+    assert "push: error: no DVC remote to push: set DVC_REMOTE to a URL or path" in result.stderr
     named = {**env, "DVC_REMOTE": "nosuchremote"}
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.tools.remote", "pull"], cwd=root, env=named,

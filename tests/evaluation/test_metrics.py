@@ -4,7 +4,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.common.names import metric_key
 from pipeline.evaluation.metrics import (
     abundance_extremes,
     abundance_table,
@@ -102,11 +101,6 @@ def test_abundance_extremes_and_confident_errors():
     )
     errors = confident_errors(table, count=5)
     assert errors["path"].tolist() == ["b", "a"]  # surest mistake first, correct ones left out
-
-
-def test_metric_keys_are_valid_mlflow_names():
-    assert metric_key("Golden Retriever/2") == "Golden Retriever/2"
-    assert metric_key("crème:brûlée") == "cr_me_br_l_e"
 
 
 def test_confusion_text_is_the_whole_matrix_with_the_mistakes_listed():

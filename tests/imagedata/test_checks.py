@@ -1,18 +1,10 @@
-import json
-
 import numpy as np
 import pandas as pd
-import pytest
-import yaml
 
-from pipeline import validate
 from pipeline.imagedata import manifest as mf
-from pipeline.imagedata.assignment import build_split, write_split
 from pipeline.imagedata.checks import (
-    ValidationFailed,
     build_checks,
     failure_message,
-    image_facts,
     nearest_training_image,
     run_checks,
 )
@@ -22,27 +14,6 @@ from tests.conftest import write_png
 
 FRACTIONS = {"train": 0.6, "validation": 0.2, "test": 0.2}
 CLASSES = ["cat", "dog", "owl"]
-
-
-@pytest.fixture
-def split(image_tree, tmp_path) -> dict:
-    """A real split of the three-class tree, written to disk, and everything validate reads."""
-    cfg = load_params().split.model_copy(update={"validation": 0.2, "test": 0.2})
-    table = build_split(image_tree, cfg, seed=0, channels=1, previous={})
-    out = tmp_path / "split"
-    write_split(table, image_tree, out, channels=1, cfg=cfg, seed=0)
-    manifest = mf.read_manifest(out / "manifest.csv")
-    placed = mf.in_splits(manifest)
-    facts = image_facts(out, placed["path"].tolist())
-    return {
-        "manifest": manifest,
-        "raw": list_images(image_tree),
-        "facts": facts,
-        "near": nearest_training_image(placed, facts.set_index("path")["phash"]),
-        "classes": CLASSES,
-        "out": out,
-        "root": image_tree,
-    }
 
 
 def failures(split: dict, table: str, **changes) -> list[dict]:
@@ -194,38 +165,3 @@ def test_failure_message_names_expectation_observation_and_offenders(split):
         "-> 1 of 9 rows outside\n"
         "      count=0, label=owl, split=test"
     )
-
-
-def test_a_failed_expectation_stops_the_stage(split, tmp_path, monkeypatch, raw_params):
-    out = split["out"]
-    manifest = split["manifest"]
-    manifest[~((manifest["label"] == "owl") & (manifest["split"] == "test"))].to_csv(
-        out / "manifest.csv", index=False
-    )
-    raw_params["base"]["channels"] = 1
-    raw_params["split"].update(validation=0.2, test=0.2)
-    raw_params["validate"]["fraction_tolerance"] = 0.5
-    raw_params["validate"]["class_fraction_tolerance"] = 0.5
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params))
-    reports = tmp_path / "reports"
-    monkeypatch.setattr(validate, "load_params", lambda: load_params(tmp_path / "params.yaml"))
-    for name, value in {
-        "SPLIT_MANIFEST": out / "manifest.csv",
-        "LABELS_FILE": out / "labels.json",
-        "SPLIT_DIR": out,
-        "RAW_DIR": split["root"],
-        "VALIDATION_FILE": reports / "validation.json",
-        "NEAR_DUPLICATES_FILE": reports / "near_duplicates.csv",
-        "DATA_DOCS_DIR": reports / "data_docs",
-        "ROOT": tmp_path,
-    }.items():
-        monkeypatch.setattr(validate, name, value)
-    with pytest.raises(ValidationFailed) as stop:
-        validate.main()
-    message = str(stop.value)
-    assert message.startswith("3 of 23 expectations failed (details in reports/validation.json):")
-    assert "      count=0, label=owl, split=test" in message
-    assert message.endswith("Data Docs: reports/data_docs/index.html")
-    report = json.loads((reports / "validation.json").read_text())
-    assert report["success"] is False and report["failed"] == 3
-    assert (reports / "data_docs" / "index.html").exists()

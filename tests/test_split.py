@@ -1,0 +1,8 @@
+"""Stage `split` as a whole: an expected failure is one message naming what to do."""
+
+from tests.projects import stage_error
+
+
+def test_without_the_raw_folder_the_stage_says_which_folder(tmp_path):
+    stderr = stage_error(tmp_path, "split")
+    assert stderr == f"split: error: image folder not found: {tmp_path / 'data/raw'}\n"

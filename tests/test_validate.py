@@ -1,0 +1,55 @@
+"""Stage `validate` as a whole: a failed expectation stops it with every failure named, the
+report and the Data Docs written; without a split it says which stage to run."""
+
+import json
+
+import pytest
+import yaml
+
+from pipeline import validate
+from pipeline.imagedata.checks import ValidationFailed
+from pipeline.params import load_params
+from tests.projects import stage_error
+
+
+def test_a_failed_expectation_stops_the_stage(split, tmp_path, monkeypatch, raw_params):
+    out = split["out"]
+    manifest = split["manifest"]
+    manifest[~((manifest["label"] == "owl") & (manifest["split"] == "test"))].to_csv(
+        out / "manifest.csv", index=False
+    )
+    raw_params["base"]["channels"] = 1
+    raw_params["split"].update(validation=0.2, test=0.2)
+    raw_params["validate"]["fraction_tolerance"] = 0.5
+    raw_params["validate"]["class_fraction_tolerance"] = 0.5
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params))
+    reports = tmp_path / "reports"
+    monkeypatch.setattr(validate, "load_params", lambda: load_params(tmp_path / "params.yaml"))
+    for name, value in {
+        "SPLIT_MANIFEST": out / "manifest.csv",
+        "LABELS_FILE": out / "labels.json",
+        "SPLIT_DIR": out,
+        "RAW_DIR": split["root"],
+        "VALIDATION_FILE": reports / "validation.json",
+        "NEAR_DUPLICATES_FILE": reports / "near_duplicates.csv",
+        "DATA_DOCS_DIR": reports / "data_docs",
+        "ROOT": tmp_path,
+    }.items():
+        monkeypatch.setattr(validate, name, value)
+    with pytest.raises(ValidationFailed) as stop:
+        validate.main()
+    message = str(stop.value)
+    assert message.startswith("3 of 23 expectations failed (details in reports/validation.json):")
+    assert "      count=0, label=owl, split=test" in message
+    assert message.endswith("Data Docs: reports/data_docs/index.html")
+    report = json.loads((reports / "validation.json").read_text())
+    assert report["success"] is False and report["failed"] == 3
+    assert (reports / "data_docs" / "index.html").exists()
+
+
+def test_without_a_split_the_stage_says_to_run_it(tmp_path):
+    stderr = stage_error(tmp_path, "validate")
+    assert stderr == (
+        f"validate: error: {tmp_path / 'data/split/manifest.csv'} is missing: "
+        "run `dvc repro split`\n"
+    )
