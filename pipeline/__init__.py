@@ -1,4 +1,7 @@
-"""Image-classification pipeline: one module per DVC stage plus shared, role-named modules."""
+"""Image-classification pipeline: one module per DVC stage at the top (`python -m
+pipeline.<stage>`), and role-named packages below them (README, "How the code is laid out").
+
+Importing the package quiets TensorFlow's start-up chatter."""
 
 import importlib.abc
 import importlib.machinery

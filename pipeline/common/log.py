@@ -43,14 +43,21 @@ def log_level() -> int:
     return level
 
 
+# The pipeline's loggers; a module run as `python -m pipeline.<stage>` logs as `__main__`.
+LOGGERS = ("pipeline", "__main__")
+
+
 def setup_logging(stage: str) -> None:
-    """The pipeline's loggers write `<stage>: <message>` lines to standard error."""
+    """The pipeline's loggers write `<stage>: <message>` lines to standard error (other
+    libraries' loggers are left as they are)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(StageFormatter(stage))
-    logger = logging.getLogger("pipeline")
-    logger.handlers[:] = [handler]
-    logger.propagate = False
-    logger.setLevel(log_level())
+    level = log_level()
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.propagate = False
+        logger.setLevel(level)
 
 
 def run_stage(stage: str, main: Callable[[], object]) -> None:

@@ -15,7 +15,8 @@ def test_lines_name_the_stage_and_say_when_they_warn(capsys, monkeypatch):
     log.info("on the CPU")
     log.warning("no GPU")
     log.debug("hidden")
-    assert capsys.readouterr().err == "train: on the CPU\ntrain: warning: no GPU\n"
+    logging.getLogger("__main__").info("done")  # the stage module itself, run with -m
+    assert capsys.readouterr().err == "train: on the CPU\ntrain: warning: no GPU\ntrain: done\n"
 
 
 @pytest.mark.parametrize(("value", "level"), [("debug", 10), ("WARNING", 30), ("40", 40)])

@@ -10,7 +10,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline.reporting.web_assets import external_loads
-from pipeline.tracking import store
+from pipeline.tracking import runs
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def test_one_mlflow_run_holds_params_metrics_and_artifacts(project):
         "train.batch_size_global": batch, "train.batch_size_per_replica": batch,
         "train.learning_rate_scale": "1.0",
     }  # fmt: skip
-    assert run.data.params == store.flatten_params(params) | resolved
+    assert run.data.params == runs.flatten_params(params) | resolved
 
     history = client.get_metric_history(run_id, "val_loss")
     assert [m.step for m in history] == [1, 2]
@@ -126,7 +126,7 @@ def test_the_pyfunc_model_predicts_the_test_split_as_evaluate_did(project, monke
     for column in ["confidence", *probabilities]:  # as evaluate wrote them, digit for digit
         assert [f"{v:.6f}" for v in answer[column]] == written[column].tolist(), column
     # the predict CLI and transfer learning take the same URI
-    from pipeline.tools.predict import load_classifier
+    from pipeline.serving.inference import load_classifier
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
     classifier = load_classifier(f"runs:/{run_id}/model")

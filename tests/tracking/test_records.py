@@ -1,22 +1,27 @@
 """tracking.records: a recorded run read back, its artifacts, and the experiment's table."""
 
+from collections.abc import Iterator
+
 import mlflow
 import pytest
 
 from pipeline.tracking import records, store
 
 
-@pytest.fixture
-def logged(tmp_path, monkeypatch) -> str:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "records-test")
-    monkeypatch.setattr(store, "MLFLOW_ARTIFACTS", tmp_path / "artifacts")
-    with store.tracked_run(store.configure(), run_name="sweep-1") as run:
-        mlflow.log_params({"train.epochs": 3})
-        mlflow.log_metric("test_accuracy", 0.9)
-        mlflow.set_tag("git.commit", "abc")
-        mlflow.log_text("base:\n  seed: 1\n", "params.yaml")
-    return run.info.run_id
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory) -> Iterator[str]:
+    """One run in a store of its own (a store takes seconds to create: one for the module)."""
+    folder = tmp_path_factory.mktemp("records")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        patch.setenv("MLFLOW_EXPERIMENT_NAME", "records-test")
+        patch.setattr(store, "MLFLOW_ARTIFACTS", folder / "artifacts")
+        with store.tracked_run(store.configure(), run_name="sweep-1") as run:
+            mlflow.log_params({"train.epochs": 3})
+            mlflow.log_metric("test_accuracy", 0.9)
+            mlflow.set_tag("git.commit", "abc")
+            mlflow.log_text("base:\n  seed: 1\n", "params.yaml")
+        yield run.info.run_id
 
 
 def test_a_run_reads_back_whole(logged, tmp_path):
