@@ -18,6 +18,12 @@ def test_repro_writes_every_declared_output(project):
     declared = declared_outputs(root / "dvc.yaml")
     missing = [path for path in declared if not (root / path).exists()]
     assert missing == []
+    empty = [
+        path for path in declared if (root / path).is_dir() and not any((root / path).iterdir())
+    ]
+    assert empty == []
+    assert len(list((root / "data/raw").glob("*/*.png"))) == 1797
+    assert len(list((root / "reports/visualize/pictures/feature_maps").glob("*.png"))) == 10
     manifest = (root / "data/split/manifest.csv").read_text().splitlines()
     assert len(manifest) == 1 + 1797
 
