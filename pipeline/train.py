@@ -18,6 +18,7 @@ from pipeline import native_stderr
 from pipeline.common.files import staged_file, write_csv, write_json
 from pipeline.common.log import run_stage
 from pipeline.contracts import (
+    Labels,
     RunRecord,
     read_labels,
     read_validation,
@@ -115,7 +116,8 @@ def main() -> None:
         tf.config.experimental.enable_op_determinism()
     log.info(dist.describe())
 
-    classes = read_labels(LABELS_FILE).classes
+    labels = read_labels(LABELS_FILE)
+    classes = labels.classes
     rows = read_split("train"), read_split("validation")
     key, folder = fingerprint(params, SPLIT_MANIFEST), state_folder(dist.cluster)
     inputs = training_inputs(base, cfg, dist, classes, rows, key, folder)
@@ -152,7 +154,7 @@ def main() -> None:
         seconds = time.perf_counter() - started
         table = history_table(RESUME_DIR / "history.csv")
         best, metrics = summarise(table, stopper, fitting, seconds, inputs.train_images)
-        write_outputs(table, phases, metrics, best, model)
+        write_outputs(table, phases, metrics, best, model, labels)
         with native_stderr():
             example = (SPLIT_DIR / rows[1]["path"].iloc[0]).read_bytes()
             registry.log_model(MODEL_FILE, MODEL_LABELS_FILE, example, cfg.registered_model)
@@ -174,8 +176,9 @@ def outcome(metrics: dict) -> str:
 
 
 def write_outputs(
-    table: pd.DataFrame, phases: pd.DataFrame, metrics: dict, best: pd.Series, model: keras.Model
-) -> None:
+    table: pd.DataFrame, phases: pd.DataFrame, metrics: dict, best: pd.Series,
+    model: keras.Model, labels: Labels,
+) -> None:  # fmt: skip
     """The history, phases, curves and metrics, the model, and the labels beside it."""
     write_csv(table, HISTORY_FILE)
     write_csv(phases, PHASES_FILE)
@@ -187,7 +190,7 @@ def write_outputs(
         model.save(tmp)
     # what each output stands for, and the colour the split put behind transparent pixels
     # (prediction converts new images the same way)
-    write_labels(MODEL_LABELS_FILE, read_labels(LABELS_FILE))
+    write_labels(MODEL_LABELS_FILE, labels)
 
 
 if __name__ == "__main__":

@@ -133,28 +133,24 @@ def image_dataset(
     labels = tf.one_hot(label_indices(rows["label"], classes), depth=len(classes))
     files = tf.data.Dataset.from_tensor_slices((paths, labels))
 
-    def decode(files: tf.data.Dataset) -> tf.data.Dataset:
-        return decoded_files(files, image_size, channels)
-
-    def cached(decoded: tf.data.Dataset) -> tf.data.Dataset:
-        return cached_dataset(decoded, cache)
-
     if shuffle_seed is None:
-        decoded = decode(files) if cache == "off" else cached(decode(files))
+        decoded = decoded_files(files, image_size, channels)
+        decoded = decoded if cache == "off" else cached_dataset(decoded, cache)
         return decoded.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     count = len(paths)
     epochs = tf.data.Dataset.range(first_epoch, tf.int64.max)
     if cache == "off":  # shuffling paths costs nothing; every epoch decodes its files again
         dataset = epochs.flat_map(
-            lambda epoch: decode(
-                files.shuffle(count, seed=shuffle_seed + epoch, reshuffle_each_iteration=False)
+            lambda epoch: decoded_files(
+                files.shuffle(count, seed=shuffle_seed + epoch, reshuffle_each_iteration=False),
+                image_size,
+                channels,
             ).batch(batch_size)
         )
         return dataset.prefetch(tf.data.AUTOTUNE)
 
-    decoded = cached(
-        decode(files.shuffle(count, seed=shuffle_seed, reshuffle_each_iteration=False))
-    )
+    shuffled = files.shuffle(count, seed=shuffle_seed, reshuffle_each_iteration=False)
+    decoded = cached_dataset(decoded_files(shuffled, image_size, channels), cache)
     # the same `decoded` object throughout: every epoch after the first reads its cache
     later = epochs.filter(lambda epoch: epoch > 0).flat_map(
         lambda epoch: decoded.shuffle(

@@ -77,16 +77,12 @@ class Classifier:
     def from_files(cls, model_file: Path, labels_file: Path | None = None) -> "Classifier":
         """A `.keras` file and the labels file train wrote beside it."""
         labels_file = labels_file or model_file.with_name("labels.json")
-        if not model_file.exists():
-            raise ModelNotFoundError(
-                f"model file {model_file} is missing: train one with `make run`"
-            )
+        model = load_keras_model(model_file)  # names the model file when it is missing
         if not labels_file.exists():
             raise ModelNotFoundError(
                 f"class names {labels_file} is missing (the classes of {model_file.name}): "
                 "train one with `make run`"
             )
-        model = load_keras_model(model_file)
         try:
             return cls.from_labels(model, read_labels(labels_file, writer="train"))
         except ContractError as error:
