@@ -12,6 +12,10 @@ BIN := $(VENV)/bin
 EXTRAS ?=
 PORT ?= 5000
 SORT ?= test_accuracy
+# pytest-xdist workers for `make test` (TEST_WORKERS=1: one process, no xdist); tests that share
+# a trained project stay in one worker (tests/conftest.py)
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL := $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 TRACKING_URI := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
 
 export UV_PROJECT_ENVIRONMENT := $(VENV)
@@ -32,8 +36,11 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/python -m pip install --quiet uv==$(UV_VERSION)
 
+# --compile-bytecode: every module's bytecode written once here, so that no process compiles
+# TensorFlow's sources again (about 16 s of each import on 2 cores when Python may not write
+# bytecode itself, as under PYTHONDONTWRITEBYTECODE; 6 s with it compiled).
 $(VENV)/.installed: $(UV) pyproject.toml uv.lock
-	$(UV) sync --locked --python $(PYTHON) $(foreach extra,$(EXTRAS),--extra $(extra))
+	$(UV) sync --locked --compile-bytecode --python $(PYTHON) $(foreach extra,$(EXTRAS),--extra $(extra))
 	@touch $@
 
 setup: $(VENV)/.installed ## Create .venv and install the locked dependencies (GPU: EXTRAS=cuda)
@@ -64,10 +71,10 @@ report: setup ## Markdown report of metrics and params against a branch, after m
 	$(BIN)/python -m pipeline.tools.report --base "$(or $(BASE),main)"
 
 test: setup ## Run the test suite (the end-to-end test runs the real dvc repro)
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PARALLEL)
 
 test-fast: setup ## Run the tests that take seconds (skips those marked slow)
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest $(PYTEST_PARALLEL) -m "not slow"
 
 bench: setup ## Benchmark split (against split-folders) and validate on 21,564 images
 	$(BIN)/python -m benchmarks.split_benchmark

@@ -1,6 +1,8 @@
 """Shared fixtures: the real params shrunk to test size, and tiny real image folders."""
 
 import copy
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -97,13 +99,40 @@ def split(image_tree, tmp_path) -> dict:
     }
 
 
+# Tests that share a session fixture which trains run in one worker under pytest-xdist (`make
+# test` runs two, `--dist loadgroup`), so that fixture is built once, not once per worker.
+SHARED_PROJECTS = {"project": "project", "validated": "trained", "trained": "trained"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        groups = {SHARED_PROJECTS[name] for name in item.fixturenames if name in SHARED_PROJECTS}
+        for group in sorted(groups):
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project with SHRUNK params after `dvc repro validate`: the data stages' outputs, lock
-    and cache, for `make_project(..., prepared=...)` to start from."""
+    and cache, for `make_project(..., prepared=...)` to start from (which only reads it).
+
+    Under pytest-xdist the workers share one: the first to need it builds it, under a file
+    lock, in the folder all workers of this run have in common."""
+    from filelock import FileLock
+
     from tests.projects import make_project, run
 
-    root = tmp_path_factory.mktemp("prepared")
-    env = make_project(root, SHRUNK)
-    run(["dvc", "repro", "validate"], root, env)
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        root = tmp_path_factory.mktemp("prepared")
+        run(["dvc", "repro", "validate"], root, make_project(root, SHRUNK))
+        return root
+    shared = tmp_path_factory.getbasetemp().parent  # this run's, above each worker's own
+    root, done = shared / "prepared", shared / "prepared.done"
+    with FileLock(shared / "prepared.lock"):
+        if not done.exists():
+            shutil.rmtree(root, ignore_errors=True)  # a build that failed half-way
+            root.mkdir()
+            run(["dvc", "repro", "validate"], root, make_project(root, SHRUNK))
+            done.touch()
     return root

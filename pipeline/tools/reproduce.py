@@ -96,7 +96,12 @@ def restore_data(folder: Path, env: dict[str, str], raw_hash: str | None) -> str
     )
     if result.returncode != 0:
         return "data: not in DVC's cache any more; ingest and split make it again"
-    return f"data: raw folder {raw_hash} restored from DVC's cache"
+    # the gate's result too, where the cache holds it: validate then has nothing to redo
+    validated = subprocess.run(
+        ["dvc", "checkout", "validate"], cwd=folder, env=env, capture_output=True, text=True
+    )
+    checked = "and its validation " if validated.returncode == 0 else ""
+    return f"data: raw folder {raw_hash} {checked}restored from DVC's cache"
 
 
 def side_by_side(original: RecordedRun, new: RecordedRun) -> pd.DataFrame:

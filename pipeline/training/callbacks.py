@@ -117,21 +117,43 @@ class PhaseMetrics(keras.callbacks.Callback):
             logs["trainable_params"] = float(trainable_count(self.model))
 
 
+def seed_states(model: keras.Model) -> list:
+    """The random layers' seed-generator states (augmentation, dropout): variables of the
+    model that are not its weights, so `save_weights` leaves them out."""
+    weights = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     """Keras' backup of weights, optimizer state and epoch, written so that a kill at any
     moment (even during the very first write) leaves the last complete backup or none: each
     epoch's weights and metadata go to a fresh folder, and renaming one symlink makes it current.
-    Keras' own backup writes in place, and a kill mid-write leaves a file h5py cannot open."""
+    Keras' own backup writes in place, and a kill mid-write leaves a file h5py cannot open.
+
+    The backup also holds the random layers' seed states, which Keras' leaves out: without
+    them a resumed run draws the augmentations of its first epochs again and trains to other
+    weights than the run that was not interrupted."""
+
+    SEEDS_FILE = "seed_states.npz"
 
     def __init__(self, folder: Path) -> None:
         super().__init__(str(folder / "current"), delete_checkpoint=False)
         self.folder = folder
+
+    def _load_model(self) -> None:
+        super()._load_model()
+        seeds = self.folder / "current" / self.SEEDS_FILE
+        if seeds.exists():
+            with np.load(seeds) as saved:
+                for index, variable in enumerate(seed_states(self.model)):
+                    variable.assign(saved[f"arr_{index}"])
 
     def _save_model(self) -> None:
         target = self.folder / f"epoch-{self._current_epoch}"
         shutil.rmtree(target, ignore_errors=True)  # a write a kill interrupted
         target.mkdir(parents=True)
         self.model.save_weights(target / "latest.weights.h5")
+        np.savez(target / self.SEEDS_FILE, *(v.numpy() for v in seed_states(self.model)))
         metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
         (target / "training_metadata.json").write_text(json.dumps(metadata))
         link = self.folder / "current.partial"

@@ -74,7 +74,10 @@ def test_killed_training_resumes_in_the_same_run(validated, trained):
     assert table["epoch"].tolist() == [1, 2, 3, 4, 5, 6]
     resumed = json.loads((root / "reports/train/metrics.json").read_text())
     assert resumed["epochs_run"] == 6
-    assert abs(resumed["best_val_accuracy"] - uninterrupted["best_val_accuracy"]) <= 0.05
+    # the backup holds the random layers' seed states too: the resumed run trains to exactly
+    # the weights the uninterrupted run reached (a tolerance here hid fresh augmentations)
+    for key in ("best_epoch", "best_val_accuracy", "best_val_loss"):
+        assert resumed[key] == uninterrupted[key], key
     run = client.get_run(killed_run)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == name  # the resume kept the run's name
