@@ -27,7 +27,7 @@ export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
 predict_model = $(if $(MODEL),--model $(MODEL),)
 
-.PHONY: help setup run predict serve push pull sweep report test test-fast bench bench-train bench-backends bench-serve lint ui compare reproduce server server-stop screenshots dag clean distclean
+.PHONY: help setup run predict serve push pull sweep report test test-fast bench bench-train bench-backends bench-serve bench-leakage lint ui compare reproduce server server-stop screenshots dag clean distclean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -87,6 +87,9 @@ bench-backends: setup ## Train the default model under Keras' TensorFlow and JAX
 
 bench-serve: setup ## Images per second through the predict CLI and over HTTP (batch 1, 64) against the compute bound
 	$(BIN)/python -m benchmarks.serve_benchmark $(ARGS)
+
+bench-leakage: setup ## The near-duplicate gate on Fashion-MNIST: real test images confirmed, planted copies caught
+	$(BIN)/python -m benchmarks.leakage_benchmark
 
 lint: setup ## Check code style with ruff
 	$(BIN)/ruff check pipeline tests benchmarks scripts

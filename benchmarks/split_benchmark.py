@@ -25,7 +25,7 @@ from pipeline.imagedata import checks as gate
 from pipeline.imagedata import manifest as mf
 from pipeline.imagedata.assignment import build_split, write_split
 from pipeline.imagedata.images import list_images
-from pipeline.ingest import digits_images
+from pipeline.imagedata.sources import digits_images
 from pipeline.params import load_params
 from pipeline.paths import ROOT
 from pipeline.reporting.web_assets import localise_pages

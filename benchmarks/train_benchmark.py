@@ -34,7 +34,7 @@ def build_jpeg_split(side: int, count: int) -> Path:
     """Digit scans as RGB JPEGs of `side` pixels (shifted copies up to `count`), split by the
     split stage; returns the split folder."""
     from pipeline.imagedata.assignment import build_split, write_split
-    from pipeline.ingest import digits_images
+    from pipeline.imagedata.sources import digits_images
     from pipeline.params import load_params
 
     raw = BENCH_DIR / f"jpeg{side}" / "raw"

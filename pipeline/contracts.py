@@ -93,6 +93,9 @@ class ValidationResult:
     images: int
     near_duplicates: int
     results: list[dict] = field(default_factory=list)  # one outcome per expectation
+    # failed expectations that a param makes a report, not a stop (class imbalance, leaks
+    # across splits the user gave), named `table.column`
+    reported: list[str] = field(default_factory=list)
 
     def tags(self) -> dict[str, str]:
         """The outcome and counts, as the tags that tie a model to the check it passed."""
@@ -101,6 +104,7 @@ class ValidationResult:
             "validation.expectations": str(self.evaluated),
             "validation.failed": str(self.failed),
             "validation.near_duplicates": str(self.near_duplicates),
+            "validation.reported": ", ".join(self.reported) or "none",
         }
 
 
@@ -117,4 +121,5 @@ def read_validation(path: Path) -> ValidationResult:
         images=int(data.get("images", 0)),
         near_duplicates=int(data.get("near_duplicates", 0)),
         results=list(data.get("results", [])),
+        reported=[str(name) for name in data.get("reported", [])],
     )

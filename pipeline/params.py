@@ -81,7 +81,14 @@ class ValidateParams(_Section):
     class_fraction_tolerance: float = Field(gt=0, lt=1)
     near_duplicate_distance: int = Field(ge=0, le=64)
     max_near_duplicate_share: float = Field(ge=0, le=1)
+    near_duplicate_correlation: float = Field(gt=0, le=1)
     max_class_imbalance: float = Field(ge=1)
+    # what a class balance beyond max_class_imbalance does: report it (training's class weights
+    # handle it) or stop
+    class_imbalance: Literal["report", "error"]
+    # when the source gives its own splits: what the same content (or a near duplicate) in two
+    # of them does: report it (the splits stay as given) or stop
+    given_split_leaks: Literal["report", "error"]
     min_image_size: int = Field(ge=1)
     max_image_size: int = Field(ge=1)
 
@@ -202,7 +209,7 @@ class TrainParams(_Section):
     scale_learning_rate: Literal["none", "linear", "sqrt"]  # with the replica count
     deterministic: bool
     cache: Literal["auto", "memory", "disk", "off"]
-    class_weight: Literal["none", "balanced"]
+    class_weight: Literal["none", "balanced", "auto"]
     registered_model: str = Field(min_length=1)
     optimizer: OptimizerParams
     augmentation: AugmentationParams

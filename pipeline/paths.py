@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PARAMS_FILE = ROOT / "params.yaml"
 
 DATA_DIR = ROOT / "data"
+SOURCE_FILE = DATA_DIR / "source.json"  # the fingerprint of what ingest.source names
 RAW_DIR = DATA_DIR / "raw"
 SPLIT_DIR = DATA_DIR / "split"
 SPLIT_MANIFEST = SPLIT_DIR / "manifest.csv"

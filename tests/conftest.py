@@ -77,8 +77,8 @@ def split(image_tree, tmp_path) -> dict:
     """A real split of the three-class tree, written to disk, and everything validate reads."""
     from pipeline.imagedata import manifest as mf
     from pipeline.imagedata.assignment import build_split, write_split
-    from pipeline.imagedata.checks import image_facts, nearest_training_image
-    from pipeline.imagedata.images import list_images
+    from pipeline.imagedata.checks import confirm_near_duplicates, image_facts
+    from pipeline.imagedata.images import list_raw
     from pipeline.params import load_params
 
     cfg = load_params().split.model_copy(update={"validation": 0.2, "test": 0.2})
@@ -90,9 +90,9 @@ def split(image_tree, tmp_path) -> dict:
     facts = image_facts(out, placed["path"].tolist())
     return {
         "manifest": manifest,
-        "raw": list_images(image_tree),
+        "raw": list_raw(image_tree),
         "facts": facts,
-        "near": nearest_training_image(placed, facts.set_index("path")["phash"]),
+        "near": confirm_near_duplicates(out, placed, facts, load_params().validate_),
         "classes": ["cat", "dog", "owl"],
         "out": out,
         "root": image_tree,

@@ -24,7 +24,7 @@ from pipeline.imagedata import manifest as mf
 from pipeline.imagedata.images import (
     ImageFacts,
     inspect_image,
-    list_images,
+    list_raw,
     needs_conversion,
     to_png,
 )
@@ -44,7 +44,8 @@ def split_sizes(count: int, fractions: Mapping[str, float]) -> dict[str, int]:
     """Images per split for a class of `count` distinct images.
 
     Largest-remainder rounding keeps every split within one image of its share; a class of
-    at least three also gets at least one image in every split (taken from the largest).
+    at least three also gets at least one image in every split with a share (taken from the
+    largest).
     """
     quotas = {name: count * fractions[name] for name in SPLITS}
     sizes = {name: int(quota) for name, quota in quotas.items()}
@@ -52,7 +53,7 @@ def split_sizes(count: int, fractions: Mapping[str, float]) -> dict[str, int]:
     for name in by_remainder[: count - sum(sizes.values())]:
         sizes[name] += 1
     if count >= MIN_CLASS_SIZE:
-        for name in SPLITS:
+        for name in [name for name in SPLITS if fractions[name] > 0]:
             if sizes[name] == 0:
                 sizes[max(SPLITS, key=lambda other: sizes[other])] -= 1
                 sizes[name] += 1
@@ -123,6 +124,7 @@ def inspect_files(raw_dir: Path, listing: pd.DataFrame, channels: int) -> pd.Dat
             {
                 "raw_path": entry["path"],
                 "label": entry["label"],
+                "given_split": entry["given_split"],
                 **details,
                 "status": mf.REJECTED if reason else mf.OK,
                 "reason": reason,
@@ -225,7 +227,8 @@ def output_paths(table: pd.DataFrame) -> pd.Series:
     placed = table["split"] != ""
     paths = pd.Series("", index=table.index, dtype=object)
     for index, row in table[placed].iterrows():
-        inside = Path(*Path(row["raw_path"]).parts[1:])
+        # inside the class folder (below the given split's folder, when there is one)
+        inside = Path(*Path(row["raw_path"]).parts[2 if row["given_split"] else 1 :])
         if row["convert"]:
             inside = inside.with_suffix(".png")
         paths[index] = Path(row["split"], row["label"], inside).as_posix()
@@ -267,11 +270,41 @@ def class_summary(table: pd.DataFrame) -> pd.DataFrame:
     return summary.rename_axis("class").reset_index()
 
 
+def _looked_up(assignment: Mapping[tuple[str, str], str], rows: pd.DataFrame) -> list[str]:
+    return [assignment[key] for key in zip(rows["label"], rows["sha256"], strict=True)]
+
+
+def assign_splits(
+    table: pd.DataFrame,
+    placed: pd.Series,
+    cfg: SplitParams,
+    seed: int,
+    previous: Mapping[tuple[str, str], str],
+    train_only: set[str],
+) -> pd.Series:
+    """Each row's split ("" when not placed). Given splits are kept as they are; when no
+    validation split is given, `split.validation` of the given train images is carved from
+    it (stratified, by content hash, stable as a split of our own)."""
+    split = pd.Series("", index=table.index, dtype=object)
+    if not table["given_split"].ne("").any():
+        assignment = split_assignments(table[placed], cfg.fractions, seed, previous, train_only)
+        split[placed] = _looked_up(assignment, table[placed])
+        return split
+    split[placed] = table.loc[placed, "given_split"]
+    carve = placed & (table["given_split"] == "train")
+    if carve.any() and "validation" not in set(table["given_split"]):
+        fractions = {"train": 1 - cfg.validation, "validation": cfg.validation, "test": 0.0}
+        kept = {key: name for key, name in previous.items() if name != "test"}
+        assignment = split_assignments(table[carve], fractions, seed, kept, train_only)
+        split[carve] = _looked_up(assignment, table[carve])
+    return split
+
+
 def build_split(
     raw_dir: Path, cfg: SplitParams, seed: int, channels: int, previous: Mapping
 ) -> pd.DataFrame:
     """Every raw file with its status, reason, facts and (when placed) split and output path."""
-    listing = list_images(raw_dir)
+    listing = list_raw(raw_dir)
     if listing.empty:
         raise SplitError(f"{raw_dir} holds no class folder with files in it")
     table = inspect_files(raw_dir, listing, channels)
@@ -281,11 +314,7 @@ def build_split(
     placed = table["status"].isin([mf.OK, mf.TRAIN_ONLY])
     if not placed.any():
         raise SplitError(f"no usable image in {raw_dir}")
-    assignment = split_assignments(table[placed], cfg.fractions, seed, previous, train_only)
-    table["split"] = [
-        assignment[(label, digest)] if keep else ""
-        for label, digest, keep in zip(table["label"], table["sha256"], placed, strict=True)
-    ]
+    table["split"] = assign_splits(table, placed, cfg, seed, previous, train_only)
     table["path"] = output_paths(table)
     table["action"] = ""
     return table
@@ -318,5 +347,6 @@ def write_split(
             "placed": int(placed.sum()),
             "left_out": table.loc[~placed, "status"].value_counts().to_dict(),
             "classes": len(classes),
+            "given_splits": sorted(set(table["given_split"]) - {""}, key=SPLITS.index),
         },
     )

@@ -99,6 +99,79 @@ def nearest_training_image(placed: pd.DataFrame, hashes: pd.Series) -> pd.DataFr
     )
 
 
+COMPARE_SIZE = 32  # near-duplicate candidates are compared at most this many pixels a side
+
+
+def comparable(image: Image.Image, size: int) -> np.ndarray:
+    """The image in grey at `size` x `size` (area resampling), scaled to zero mean and unit
+    variance, so a brightness or contrast change leaves it as it was; the mean of the
+    product of two is their Pearson correlation."""
+    grey = image.convert("L").resize((size, size), Image.Resampling.BOX)
+    values = np.asarray(grey, dtype=np.float32).ravel()
+    spread = values.std()
+    return (values - values.mean()) / (spread if spread > 1e-3 else 1.0)
+
+
+def _pixels(split_dir: Path, size: int, path: str) -> np.ndarray:
+    with Image.open(split_dir / path) as image:
+        return comparable(image, size)
+
+
+def hash_candidates(placed: pd.DataFrame, hashes: pd.Series, distance: int) -> pd.DataFrame:
+    """Every (validation or test image, training image) pair whose perceptual hashes are
+    within `distance` bits: columns `held` and `train` (row positions in the two splits)
+    and `distance`."""
+    train_hashes = hash_array(hashes.reindex(placed.loc[placed["split"] == "train", "path"]))
+    held_hashes = hash_array(hashes.reindex(placed.loc[placed["split"] != "train", "path"]))
+    pairs = [pd.DataFrame(columns=["held", "train", "distance"], dtype=np.int64)]
+    for start in range(0, len(held_hashes), 512):
+        block = np.bitwise_count(held_hashes[start : start + 512, None] ^ train_hashes[None, :])
+        held, train = np.nonzero(block <= distance)
+        pairs.append(pd.DataFrame({"held": held + start, "train": train,
+                                   "distance": block[held, train].astype(np.int64)}))  # fmt: skip
+    return pd.concat(pairs, ignore_index=True)
+
+
+def pixel_correlations(split_dir: Path, pairs: list[tuple[str, str]], size: int) -> np.ndarray:
+    """The Pearson correlation of each pair of images in grey at `size` x `size`."""
+    paths = sorted({path for pair in pairs for path in pair})
+    loaded = parallel_map(partial(_pixels, split_dir, size), paths, "validate: comparing")
+    vectors = dict(zip(paths, loaded, strict=True))
+    return np.array([float(np.mean(vectors[a] * vectors[b])) for a, b in pairs])
+
+
+def confirm_near_duplicates(
+    split_dir: Path, placed: pd.DataFrame, facts: pd.DataFrame, cfg: ValidateParams
+) -> pd.DataFrame:
+    """`nearest_training_image`, with each held-out image's hash candidates (training images
+    within `near_duplicate_distance` bits) compared pixel by pixel: the correlation of the
+    two images in grey at a common size (COMPARE_SIZE, or the smallest side in the split) is
+    near 1 for a resized, re-encoded or re-lit copy and lower for a different object of the
+    same outline. The best candidate is kept, with its `correlation`; at or above
+    `near_duplicate_correlation` the pair is a `confirmed` near duplicate."""
+    hashes = facts.set_index("path")["phash"]
+    near = nearest_training_image(placed, hashes)
+    near["correlation"] = np.nan
+    candidates = hash_candidates(placed, hashes, cfg.near_duplicate_distance)
+    if len(candidates):
+        train = placed[placed["split"] == "train"]
+        held_paths = near["path"].to_numpy()[candidates["held"]]
+        train_paths = train["path"].to_numpy()[candidates["train"]]
+        side = facts[["width", "height"]].min().min()
+        size = int(min(COMPARE_SIZE, side)) if pd.notna(side) else COMPARE_SIZE
+        pairs = list(zip(held_paths, train_paths, strict=True))
+        candidates["correlation"] = pixel_correlations(split_dir, pairs, size).round(4)
+        best = candidates.sort_values(["correlation", "distance"], ascending=[True, False])
+        best = best.groupby("held").tail(1)
+        rows = best["held"].to_numpy()
+        near.loc[rows, "nearest_train_path"] = train["path"].to_numpy()[best["train"]]
+        near.loc[rows, "nearest_train_label"] = train["label"].to_numpy()[best["train"]]
+        near.loc[rows, "distance"] = best["distance"].to_numpy()
+        near.loc[rows, "correlation"] = best["correlation"].to_numpy()
+    near["confirmed"] = near["correlation"].fillna(-1.0) >= cfg.near_duplicate_correlation
+    return near
+
+
 # ---- the tables and their expectations --------------------------------------------------------
 
 
@@ -201,12 +274,33 @@ def build_checks(
     fractions: dict[str, float],
     channels: int,
     cfg: ValidateParams,
+    given: bool = False,
 ) -> dict[str, Check]:
     """Every table to check, with the expectations it must meet: the split's, then the
-    images' and the accounting of every raw file."""
-    return split_checks(manifest, near, classes, fractions, cfg) | data_checks(
+    images' and the accounting of every raw file. Splits the source gave (`given`) are not
+    held to the configured shares."""
+    checks = split_checks(manifest, near, classes, fractions, cfg) | data_checks(
         manifest, raw, facts, classes, channels, cfg
     )
+    if given:
+        del checks["split_fractions"], checks["class_split_fractions"]
+    return checks
+
+
+# tables whose failure a param turns into a report: the param, and the value that stops
+REPORTABLE = {"class_balance": "class_imbalance"}
+GIVEN_SPLIT_LEAKS = ("content", "near_duplicates")  # n_splits and distance: across splits
+
+
+def reported_only(outcome: dict, cfg: ValidateParams, given: bool) -> bool:
+    """Whether a failed expectation is reported rather than stopping the pipeline: class
+    imbalance (`validate.class_imbalance: report`) and, in splits the source gave, content
+    in two splits or near duplicates across them (`validate.given_split_leaks: report`)."""
+    table, column = outcome["table"], outcome["kwargs"].get("column")
+    if table in REPORTABLE:
+        return getattr(cfg, REPORTABLE[table]) == "report"
+    leak = table in GIVEN_SPLIT_LEAKS and column in ("n_splits", "confirmed")
+    return given and leak and cfg.given_split_leaks == "report"
 
 
 # Longer than 60 lines on purpose: one declarative table of the split's expectation suites,
@@ -273,10 +367,8 @@ def split_checks(
             near,
             ["path", "nearest_train_path"],
             [
-                gxe.ExpectColumnValuesToBeBetween(
-                    column="distance",
-                    min_value=cfg.near_duplicate_distance + 1,
-                    mostly=near_share_allowed,
+                gxe.ExpectColumnValuesToBeInSet(
+                    column="confirmed", value_set=[False], mostly=near_share_allowed
                 )
             ],
         ),
@@ -413,9 +505,9 @@ def _summarise(table: str, item) -> dict:
     )
 
 
-def failure_message(failed: list[dict], total: int, report: Path) -> str:
+def failure_message(failed: list[dict], total: int, report: Path, verb: str = "failed") -> str:
     """Every failed expectation with what was observed and which classes or files are at fault."""
-    lines = [f"{len(failed)} of {total} expectations failed (details in {report}):"]
+    lines = [f"{len(failed)} of {total} expectations {verb} (details in {report}):"]
     for outcome in failed:
         kwargs = {k: v for k, v in outcome["kwargs"].items() if k != "column"}
         column = outcome["kwargs"].get("column", "")

@@ -17,6 +17,7 @@ import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.common.log import PipelineError
+from pipeline.paths import SPLITS
 
 # Folders and files that tools create beside real data: never classes, never images.
 JUNK_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini", "ehthumbs.db"})
@@ -98,6 +99,34 @@ def list_images(root: Path) -> pd.DataFrame:
                 )
     listing = pd.DataFrame(rows, columns=["path", "label", "problem"])
     return listing.sort_values(["label", "path"], ignore_index=True)
+
+
+# a folder of given splits holds these two (and maybe `validation/`), each a folder of classes
+GIVEN_SPLITS_REQUIRED = ("train", "test")
+
+
+def given_splits(folder: Path) -> list[str]:
+    """The split folders of `folder` when it holds given splits (`train/` and `test/`, maybe
+    `validation/`, and no other folder but junk), in SPLITS order; else []."""
+    names = {p.name for p in folder.iterdir() if p.is_dir() and not is_junk(p.name)}
+    if not names <= set(SPLITS) or not set(GIVEN_SPLITS_REQUIRED) <= names:
+        return []
+    return [name for name in SPLITS if name in names]
+
+
+def list_raw(root: Path) -> pd.DataFrame:
+    """`list_images` of a folder of classes, or of each given split (paths then start with
+    the split's folder), with the column `given_split` ("" when the splits are not given)."""
+    if not root.is_dir():
+        raise ImageFolderNotFoundError(f"image folder not found: {root}")
+    splits = given_splits(root)
+    if not splits:
+        return list_images(root).assign(given_split="")
+    parts = []
+    for split in splits:
+        part = list_images(root / split)
+        parts.append(part.assign(path=split + "/" + part["path"], given_split=split))
+    return pd.concat(parts, ignore_index=True)
 
 
 @dataclass(frozen=True)

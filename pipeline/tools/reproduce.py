@@ -85,23 +85,25 @@ def prepare_checkout(run: RecordedRun, folder: Path) -> list[str]:
     return steps
 
 
-def restore_data(folder: Path, env: dict[str, str], raw_hash: str | None) -> str:
-    """Data from DVC's cache when the commit's `dvc.lock` names the run's data version."""
+def restore_data(folder: Path, env: dict[str, str], raw_hash: str | None) -> tuple[str, str | None]:
+    """Data from DVC's cache when the commit's `dvc.lock` names the run's data version (and
+    the gate's result, where the cache holds it); what happened, and the stage to run from
+    (None: all of them, the data made again from the source)."""
     lock = folder / "dvc.lock"
     _run(["dvc", "cache", "dir", "--local", str(ROOT / ".dvc" / "cache")], folder, env)
     if not raw_hash or not lock.exists() or raw_hash not in lock.read_text(encoding="utf-8"):
-        return "data: version not in the commit's dvc.lock; ingest and split make it again"
+        return "data: version not in the commit's dvc.lock; ingest and split make it again", None
     result = subprocess.run(
         ["dvc", "checkout", "ingest", "split"], cwd=folder, env=env, capture_output=True, text=True
     )
     if result.returncode != 0:
-        return "data: not in DVC's cache any more; ingest and split make it again"
-    # the gate's result too, where the cache holds it: validate then has nothing to redo
+        return "data: not in DVC's cache any more; ingest and split make it again", None
     validated = subprocess.run(
         ["dvc", "checkout", "validate"], cwd=folder, env=env, capture_output=True, text=True
     )
-    checked = "and its validation " if validated.returncode == 0 else ""
-    return f"data: raw folder {raw_hash} {checked}restored from DVC's cache"
+    if validated.returncode != 0:
+        return f"data: raw folder {raw_hash} restored from DVC's cache", "validate"
+    return f"data: raw folder {raw_hash} and its validation restored from DVC's cache", "train"
 
 
 def side_by_side(original: RecordedRun, new: RecordedRun) -> pd.DataFrame:
@@ -157,11 +159,14 @@ def reproduce(run_id: str, keep: bool = False) -> tuple[str, pd.DataFrame]:
     try:
         for step in prepare_checkout(original, folder):
             log.info(step)
-        log.info(restore_data(folder, env, original.tags.get("data.raw_dvc_md5")))
-        log.info("dvc repro --no-run-cache (training again)")
+        restored, first = restore_data(folder, env, original.tags.get("data.raw_dvc_md5"))
+        log.info(restored)
+        # from the restored data on: the source folder may have changed since the run
+        command = ["dvc", "repro", "--no-run-cache", *(["--downstream", first] if first else [])]
+        log.info(f"{' '.join(command)} (training again)")
         result = subprocess.run(
-            ["dvc", "repro", "--no-run-cache"], cwd=folder, env=env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            command, cwd=folder, env=env, text=True, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )  # fmt: skip
         if result.returncode != 0:
             raise ReproduceError(f"dvc repro failed in {folder}:\n{result.stdout[-4000:]}")

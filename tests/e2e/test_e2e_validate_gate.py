@@ -16,7 +16,7 @@ def leaky_folder(root: Path) -> Path:
     differ in bytes (so the split cannot see they are the same) but not to the eye."""
     from PIL import Image
 
-    from pipeline.ingest import digits_images
+    from pipeline.imagedata.sources import digits_images
 
     pixels, labels = digits_images()
     for digit in (0, 1, 2):
@@ -42,7 +42,7 @@ def test_repro_stops_at_validate_on_leaked_near_duplicates(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "failed to reproduce 'validate'" in output
-    assert "near_duplicates.distance: expect_column_values_to_be_between" in output
+    assert "near_duplicates.confirmed: expect_column_values_to_be_in_set" in output
     assert "nearest_train_path=train/digit " in output
     assert "Running stage 'train'" not in output
     assert not (root / "models" / "model.keras").exists()

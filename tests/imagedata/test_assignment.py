@@ -1,4 +1,5 @@
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -391,3 +392,65 @@ def test_changing_the_seed_starts_afresh(image_tree, tmp_path):
     write_split(build_split(image_tree, cfg, 3, 3, {}), image_tree, tmp_path, 3, cfg, 3)
     assert previous_assignments(tmp_path, 3, cfg.fractions)
     assert previous_assignments(tmp_path, 4, cfg.fractions) == {}
+
+
+def _given_tree(root: Path, splits: dict[str, int]) -> Path:
+    """`root/<split>/<class>/<n>.png`: for each given split, that many distinct images of
+    each of two classes."""
+    value = 0
+    for split, count in splits.items():
+        for label in ("cat", "dog"):
+            for i in range(count):
+                value += 1
+                write_png(root / split / label / f"{i}.png", value)
+    return root
+
+
+def test_split_sizes_give_no_image_to_a_split_without_a_share():
+    sizes = split_sizes(40, {"train": 0.85, "validation": 0.15, "test": 0.0})
+    assert sizes == {"train": 34, "validation": 6, "test": 0}
+
+
+def test_given_test_is_kept_and_validation_is_carved_from_given_train(tmp_path):
+    raw = _given_tree(tmp_path / "raw", {"train": 40, "test": 10})
+    table = build_split(raw, split_params(validation=0.15), seed=0, channels=1, previous={})
+    given_test = table["given_split"] == "test"
+    assert (table.loc[given_test, "split"] == "test").all()  # the official test set, whole
+    carved = table[table["given_split"] == "train"].groupby(["label", "split"]).size()
+    assert carved.to_dict() == {
+        ("cat", "train"): 34, ("cat", "validation"): 6,
+        ("dog", "train"): 34, ("dog", "validation"): 6,
+    }  # fmt: skip
+    assert table.loc[0, "raw_path"] == "train/cat/0.png"
+    assert set(table["path"].str.split("/").str[0]) == {"train", "validation", "test"}
+    assert "test/dog/9.png" in set(table["path"])  # <split>/<class>/<file>, no folder twice
+    again = build_split(raw, split_params(validation=0.15), seed=0, channels=1, previous={})
+    assert again["split"].tolist() == table["split"].tolist()  # stable
+
+
+def test_given_validation_is_kept_exactly(tmp_path):
+    raw = _given_tree(tmp_path / "raw", {"train": 5, "validation": 1, "test": 2})
+    table = build_split(raw, split_params(), seed=0, channels=1, previous={})
+    assert table["split"].tolist() == table["given_split"].tolist()
+    out = tmp_path / "split"
+    write_split(table, raw, out, channels=1, cfg=split_params(), seed=0)
+    assert len(list((out / "validation" / "cat").iterdir())) == 1
+    assert read_labels(out / "labels.json").classes == ["cat", "dog"]
+    state = json.loads((out / "split.json").read_text())
+    assert state["given_splits"] == ["train", "validation", "test"]
+
+
+def test_a_grown_given_train_keeps_its_carved_validation(tmp_path):
+    raw = _given_tree(tmp_path / "raw", {"train": 40, "test": 10})
+    cfg = split_params(validation=0.15)
+    first = build_split(raw, cfg, seed=0, channels=1, previous={})
+    out = tmp_path / "split"
+    write_split(first, raw, out, channels=1, cfg=cfg, seed=0)
+    write_png(raw / "train" / "cat" / "new.png", 9999)
+    previous = previous_assignments(out, 0, cfg.fractions)
+    second = build_split(raw, cfg, seed=0, channels=1, previous=previous)
+    merged = first.merge(second, on="raw_path", suffixes=("_first", "_second"))
+    assert (merged["split_first"] == merged["split_second"]).all()
+    assert second.loc[second["raw_path"] == "train/cat/new.png", "split"].item() in (
+        "train", "validation"
+    )  # fmt: skip

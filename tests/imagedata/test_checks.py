@@ -1,11 +1,16 @@
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from pipeline.imagedata import manifest as mf
 from pipeline.imagedata.checks import (
     build_checks,
+    confirm_near_duplicates,
     failure_message,
+    image_facts,
     nearest_training_image,
+    pixel_correlations,
+    reported_only,
     run_checks,
 )
 from pipeline.imagedata.images import list_images
@@ -44,12 +49,18 @@ def test_class_missing_from_a_split_fails_naming_it(split):
     assert failure["offending"] == [{"count": 0, "label": "owl", "split": "test"}]
 
 
-def test_same_content_in_two_splits_fails(split):
+def content_in_two_splits(split: dict) -> dict:
+    """The failed `content` expectation of a test image given a training image's hash."""
     manifest = split["manifest"].copy()
     train = manifest.index[manifest["split"] == "train"][0]
     test = manifest.index[manifest["split"] == "test"][0]
     manifest.loc[test, "sha256"] = manifest.loc[train, "sha256"]
     [failure] = failures(split, "content", manifest=manifest)
+    return failure
+
+
+def test_same_content_in_two_splits_fails(split):
+    failure = content_in_two_splits(split)
     assert (failure["kwargs"]["column"], failure["unexpected_count"]) == ("n_splits", 1)
 
 
@@ -91,22 +102,53 @@ def test_one_class_split_unevenly_fails_per_class(split):
 
 
 def test_near_duplicates_above_the_share_fail_with_both_files(split):
-    facts = split["facts"].copy()
+    """Three validation or test files replaced by copies of a training image: confirmed by
+    their pixels (correlation 1), named with the training file, and over the share."""
     placed = mf.in_splits(split["manifest"])
-    train_hash = facts.set_index("path").loc[
-        placed[placed["split"] == "train"]["path"].iloc[0], "phash"
-    ]
+    out = split["out"]
+    train_path = placed[placed["split"] == "train"]["path"].iloc[0]
     held = placed[placed["split"] != "train"]["path"]
-    facts.loc[facts["path"].isin(held.iloc[:3]), "phash"] = train_hash  # three leaked copies
-    near = nearest_training_image(placed, facts.set_index("path")["phash"])
+    for path in held.iloc[:3]:
+        (out / path).unlink()  # a hard link to the raw file: replaced, not written through
+        (out / path).write_bytes((out / train_path).read_bytes())
+    facts = image_facts(out, placed["path"].tolist())
+    cfg = load_params().validate_
+    near = confirm_near_duplicates(out, placed, facts, cfg)
+    confirmed = near[near["confirmed"]]
+    assert set(confirmed["path"]) == set(held.iloc[:3])
+    assert (confirmed["nearest_train_path"] == train_path).all()
+    assert (confirmed["correlation"] == 1.0).all()
     [failure] = failures(split, "near_duplicates", near=near, max_near_duplicate_share=0.1)
-    leaked = {o["path"] for o in failure["offending"]}
-    assert set(held.iloc[:3]) <= leaked
-    assert all(
-        o["distance"] <= 2 and o["nearest_train_path"].startswith("train/")
-        for o in failure["offending"]
-    )
+    assert {o["path"] for o in failure["offending"]} == set(held.iloc[:3])
     assert failures(split, "near_duplicates", near=near, max_near_duplicate_share=0.5) == []
+
+
+def _smooth(seed: int, size: int = 64) -> np.ndarray:
+    """A photo-like grey image: smooth random shapes, not noise."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.random((8, 8)) * 255
+    image = Image.fromarray(coarse.astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
+    return np.asarray(image)
+
+
+def test_copies_correlate_above_the_threshold_and_look_alikes_below(tmp_path):
+    """Resized, JPEG re-encoded, brightened and lower-contrast copies of an image stay above
+    `near_duplicate_correlation`; another image with the same outline falls below it."""
+    original = _smooth(0)
+    outline = np.where(_smooth(1) > 128, 0, 1)  # one silhouette for both objects
+    thing, other = original * outline, _smooth(2) * outline
+    Image.fromarray(thing.astype(np.uint8)).save(tmp_path / "train.png")
+    image = Image.open(tmp_path / "train.png")
+    image.resize((48, 48), Image.Resampling.BILINEAR).save(tmp_path / "resized.png")
+    image.save(tmp_path / "reencoded.jpg", quality=75)
+    Image.fromarray(np.clip(thing + 30, 0, 255).astype(np.uint8)).save(tmp_path / "bright.png")
+    Image.fromarray((thing * 0.8 + 20).astype(np.uint8)).save(tmp_path / "flat.png")
+    Image.fromarray(other.astype(np.uint8)).save(tmp_path / "look-alike.png")
+    names = ["resized.png", "reencoded.jpg", "bright.png", "flat.png", "look-alike.png"]
+    correlations = pixel_correlations(tmp_path, [(name, "train.png") for name in names], 32)
+    threshold = load_params().validate_.near_duplicate_correlation
+    assert (correlations[:4] >= threshold).all(), correlations
+    assert correlations[4] < threshold, correlations
 
 
 def test_nearest_training_image_distance_is_the_hamming_distance():
@@ -165,3 +207,29 @@ def test_failure_message_names_expectation_observation_and_offenders(split):
         "-> 1 of 9 rows outside\n"
         "      count=0, label=owl, split=test"
     )
+
+
+def test_given_splits_are_not_held_to_the_configured_shares(split):
+    inputs = {k: split[k] for k in ("manifest", "raw", "facts", "near", "classes")}
+    cfg = load_params().validate_
+    ours = build_checks(**inputs, fractions=FRACTIONS, channels=1, cfg=cfg)
+    given = build_checks(**inputs, fractions=FRACTIONS, channels=1, cfg=cfg, given=True)
+    assert set(ours) - set(given) == {"split_fractions", "class_split_fractions"}
+
+
+def test_imbalance_is_reported_and_stops_only_when_asked(split):
+    manifest = split["manifest"]
+    manifest = manifest.drop(manifest.index[manifest["label"] == "owl"][:8])
+    [failure] = failures(split, "class_balance", manifest=manifest, max_class_imbalance=4)
+    cfg = load_params().validate_
+    assert cfg.class_imbalance == "report"  # the default: class weights handle it
+    assert reported_only(failure, cfg, given=False)
+    assert not reported_only(failure, cfg.model_copy(update={"class_imbalance": "error"}), False)
+
+
+def test_content_in_two_splits_is_reported_only_where_the_source_gave_them(split):
+    failure = content_in_two_splits(split)
+    cfg = load_params().validate_
+    assert not reported_only(failure, cfg, given=False)  # our own split must never leak
+    assert reported_only(failure, cfg, given=True)
+    assert not reported_only(failure, cfg.model_copy(update={"given_split_leaks": "error"}), True)

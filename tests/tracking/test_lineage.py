@@ -16,8 +16,8 @@ def _lock(tmp_path, stages):
 
 
 def test_upstream_stages_of_train_in_the_project_pipeline():
-    assert lineage.upstream_stages("train") == ["ingest", "split", "validate"]
-    assert lineage.upstream_stages("ingest") == []
+    assert lineage.upstream_stages("train") == ["source", "ingest", "split", "validate"]
+    assert lineage.upstream_stages("source") == []
     assert set(lineage.upstream_stages("evaluate")) >= {"ingest", "split", "validate", "train"}
 
 

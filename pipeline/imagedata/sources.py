@@ -1,0 +1,222 @@
+"""The datasets `ingest.source` can name, and how each is written to `data/raw`.
+
+- `digits`: scikit-learn's bundled handwritten digits (1,797 real 8x8 scans, no download).
+- `fashion-mnist`: Zalando's 70,000 28x28 product photos with their official split (60,000
+  train, 10,000 test), read from the IDX files of Debian's `dataset-fashion-mnist` package
+  (or the folder `FASHION_MNIST_DIR` names).
+- a folder with one subfolder of images per class; or a folder of given splits, `train/` and
+  `test/` (and optionally `validation/`), each holding class folders (the layout of Keras'
+  examples, Kaggle and Hugging Face's `imagefolder`), kept as given.
+
+`data/raw` holds `<class>/<file>`, or `<split>/<class>/<file>` when the splits are given.
+"""
+
+import gzip
+import hashlib
+import logging
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pipeline.common.log import PipelineError
+from pipeline.common.parallel import parallel_map
+from pipeline.imagedata.images import given_splits, is_junk, list_images
+from pipeline.paths import ROOT
+
+log = logging.getLogger(__name__)
+
+DIGITS = "digits"
+FASHION_MNIST = "fashion-mnist"
+BUILTIN = (DIGITS, FASHION_MNIST)
+DIGITS_MAX_VALUE = 16  # the scans store ink as 0..16
+# Debian's dataset-fashion-mnist installs the four IDX files here
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = ("T-shirt-top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                         "Shirt", "Sneaker", "Bag", "Ankle boot")  # fmt: skip
+FASHION_MNIST_FILES = {"train": "train", "test": "t10k"}  # split -> IDX file prefix
+CHUNK = 200  # images a worker writes at a time
+
+
+class IngestError(PipelineError, ValueError):
+    """`ingest.classes` or `ingest.source` names what the source does not have."""
+
+
+class SourceNotFoundError(PipelineError, FileNotFoundError):
+    """`ingest.source` names a folder or files that do not exist."""
+
+
+def check_classes(wanted: Sequence[str], available: Sequence[str], source: str) -> None:
+    """Every class named in `ingest.classes` must exist in the source."""
+    missing = [name for name in wanted if name not in available]
+    if missing:
+        raise IngestError(
+            f"ingest.classes names {missing}, which {source} does not have "
+            f"(its classes: {', '.join(available)})"
+        )
+
+
+def _write_pngs(target: Path, pixels: np.ndarray, names: list[str]) -> None:
+    """`pixels[i]` (uint8, H x W) as the PNG `target / names[i]`."""
+    for folder in {Path(name).parent for name in names}:
+        (target / folder).mkdir(parents=True, exist_ok=True)
+    for image, name in zip(pixels, names, strict=True):
+        Image.fromarray(image).save(target / name, format="PNG")
+
+
+def digits_images() -> tuple[np.ndarray, np.ndarray]:
+    """The bundled digits as uint8 grayscale images (N, 8, 8) and their integer labels."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return np.rint(digits.images * (255 / DIGITS_MAX_VALUE)).astype(np.uint8), digits.target
+
+
+def write_digits(target: Path, classes: Sequence[str] = ()) -> int:
+    """The digit scans of `classes` (all when empty) as `target/<digit>/<index>.png`; how many."""
+    pixels, targets = digits_images()
+    labels = [str(label) for label in targets]
+    check_classes(classes, sorted(set(labels)), DIGITS)
+    chosen = [i for i, label in enumerate(labels) if not classes or label in classes]
+    _write_pngs(target, pixels[chosen], [f"{labels[i]}/{i:04d}.png" for i in chosen])
+    return len(chosen)
+
+
+def fashion_mnist_folder() -> Path:
+    return Path(os.environ.get("FASHION_MNIST_DIR", FASHION_MNIST_DIR))
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (gzip or plain) as its uint8 array: images (N, H, W) or labels (N,)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as file:
+        data = file.read()
+    zero, dtype, dims = data[0:2], data[2], data[3]
+    if zero != b"\0\0" or dtype != 0x08:
+        raise IngestError(f"{path} is not an IDX file of unsigned bytes")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    values = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims)
+    if values.size != int(np.prod(shape)):
+        raise IngestError(f"{path} holds {values.size} values, its header says {shape}")
+    return values.reshape(shape)
+
+
+def _idx_file(folder: Path, stem: str) -> Path:
+    for name in (f"{stem}.gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    raise SourceNotFoundError(
+        f"ingest.source = {FASHION_MNIST!r}: {folder / (stem + '.gz')} is missing. Install "
+        f"Debian's package (`apt-get install dataset-fashion-mnist`), or set FASHION_MNIST_DIR "
+        f"to a folder holding the four IDX files (train- and t10k-, images and labels)"
+    )
+
+
+def _write_chunk(target: Path, job: tuple[np.ndarray, list[str]]) -> int:
+    pixels, names = job
+    _write_pngs(target, pixels, names)
+    return len(names)
+
+
+def write_fashion_mnist(target: Path, classes: Sequence[str] = ()) -> int:
+    """Fashion-MNIST with its official split as `target/<split>/<class>/<index>.png`."""
+    check_classes(classes, FASHION_MNIST_CLASSES, FASHION_MNIST)
+    folder, jobs = fashion_mnist_folder(), []
+    for split, prefix in FASHION_MNIST_FILES.items():
+        pixels = read_idx(_idx_file(folder, f"{prefix}-images-idx3-ubyte"))
+        labels = read_idx(_idx_file(folder, f"{prefix}-labels-idx1-ubyte"))
+        if len(pixels) != len(labels) or labels.max() >= len(FASHION_MNIST_CLASSES):
+            raise IngestError(f"{folder}: the {split} images and labels do not match")
+        names = [FASHION_MNIST_CLASSES[label] for label in labels]
+        chosen = [i for i, name in enumerate(names) if not classes or name in classes]
+        for start in range(0, len(chosen), CHUNK):
+            part = chosen[start : start + CHUNK]
+            jobs.append((pixels[part], [f"{split}/{names[i]}/{i:05d}.png" for i in part]))
+    return sum(parallel_map(partial(_write_chunk, target), jobs, "ingest: writing"))
+
+
+def resolve_source(source: str) -> Path:
+    """A user folder given relative to the project root or absolute."""
+    path = Path(source).expanduser()
+    path = path if path.is_absolute() else ROOT / path
+    if not path.is_dir():
+        raise SourceNotFoundError(
+            f"ingest.source = {source!r}: folder {path} does not exist (use "
+            f"{' or '.join(repr(b) for b in BUILTIN)}, or a folder with one subfolder of images "
+            f"per class, or with train/ and test/ folders of class folders)"
+        )
+    return path
+
+
+def copy_classes(source: Path, target: Path, classes: Sequence[str] = ()) -> int:
+    """Copy every file of the class folders of `source` named in `classes` (all when empty;
+    hidden files and OS debris left out); count them.
+
+    Links out of the folder and unsafe names are not copied: each is logged as a warning.
+    """
+    listing = list_images(source)
+    if listing.empty:
+        raise IngestError(f"ingest.source: {source} holds no class folder with files in it")
+    if classes:
+        check_classes(classes, sorted(listing["label"].unique()), str(source))
+        listing = listing[listing["label"].isin(classes)]
+    skipped = listing[listing["problem"].notna()]
+    for row in skipped.itertuples():
+        log.warning(f"not copied: {source / row.path}: {row.problem}")
+    copied = listing.loc[listing["problem"].isna(), "path"]
+    for relative in copied:
+        destination = target / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / relative, destination)
+    return len(copied)
+
+
+def copy_folder(source: Path, target: Path, classes: Sequence[str] = ()) -> int:
+    """A folder of class folders, or of given splits (each copied as a folder of classes)."""
+    splits = given_splits(source)
+    if not splits:
+        return copy_classes(source, target, classes)
+    if classes:
+        found = sorted({c for s in splits for c in list_images(source / s)["label"]})
+        check_classes(classes, found, str(source))
+    return sum(copy_classes(source / s, target / s, classes) for s in splits)
+
+
+def write_source(source: str, target: Path, classes: Sequence[str] = ()) -> int:
+    """`ingest.source` written to the empty folder `target`; how many files."""
+    if source == DIGITS:
+        return write_digits(target, classes)
+    if source == FASHION_MNIST:
+        return write_fashion_mnist(target, classes)
+    return copy_folder(resolve_source(source), target, classes)
+
+
+def _folder_listing(folder: Path) -> Iterator[str]:
+    """Every file under `folder` (junk skipped, links not followed) as `path size mtime_ns`."""
+    for current, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not is_junk(d))
+        for name in sorted(f for f in files if not is_junk(f)):
+            path = Path(current, name)
+            stat = path.lstat()
+            yield f"{path.relative_to(folder).as_posix()}\t{stat.st_size}\t{stat.st_mtime_ns}"
+
+
+def fingerprint(source: str) -> dict:
+    """What `ingest.source` names, summed up so that adding, removing, renaming or changing
+    any file of it changes the digest (by size and modification time, as DVC itself tells a
+    changed file): the folder's files, Fashion-MNIST's IDX files, or the scikit-learn
+    release that bundles the digits."""
+    if source == DIGITS:
+        from sklearn import __version__
+
+        return {"source": source, "scikit-learn": __version__}
+    folder = fashion_mnist_folder() if source == FASHION_MNIST else resolve_source(source)
+    digest, count = hashlib.sha256(), 0
+    for line in _folder_listing(folder):
+        digest.update(line.encode() + b"\n")
+        count += 1
+    return {"source": source, "folder": str(folder), "files": count, "sha256": digest.hexdigest()}

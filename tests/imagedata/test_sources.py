@@ -1,0 +1,157 @@
+"""The sources `ingest.source` can name, written to a raw folder."""
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from pipeline.imagedata import sources
+from pipeline.imagedata.images import given_splits, list_images, list_raw
+from pipeline.imagedata.sources import copy_folder, resolve_source, write_digits
+from tests.conftest import write_png
+
+
+def test_write_digits_materialises_every_scan(tmp_path):
+    assert write_digits(tmp_path) == 1797
+    listing = list_images(tmp_path)
+    assert len(listing) == 1797
+    assert listing["label"].value_counts().sort_index().index.tolist() == [
+        str(d) for d in range(10)
+    ]
+    digits = load_digits()
+    with Image.open(tmp_path / str(digits.target[5]) / "0005.png") as image:
+        assert image.mode == "L" and image.size == (8, 8)
+        pixels = np.asarray(image)
+    np.testing.assert_array_equal(pixels, np.rint(digits.images[5] * 255 / 16).astype(np.uint8))
+
+
+def test_copy_folder_copies_classes_without_hidden_files(image_tree, tmp_path):
+    (image_tree / "cat" / ".DS_Store").write_bytes(b"junk")
+    target = tmp_path / "raw"
+    assert copy_folder(image_tree, target) == 30
+    assert not (target / "cat" / ".DS_Store").exists()
+    assert (target / "owl" / "9.png").read_bytes() == (image_tree / "owl" / "9.png").read_bytes()
+
+
+def test_copy_folder_rejects_a_folder_without_classes(tmp_path):
+    write_png(tmp_path / "loose.png", 1)  # an image, but not in a class folder
+    with pytest.raises(ValueError, match="holds no class folder with files in it"):
+        copy_folder(tmp_path, tmp_path / "raw")
+
+
+def test_missing_source_folder_is_named(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(FileNotFoundError, match=f"ingest.source = '{missing}': folder {missing}"):
+        resolve_source(str(missing))
+
+
+def test_copy_folder_does_not_follow_links_out_of_the_source(image_tree, tmp_path, caplog):
+    secret = write_png(tmp_path / "private" / "secret.png", 77)
+    (image_tree / "cat" / "link.png").symlink_to(secret)
+    target = tmp_path / "raw"
+    assert copy_folder(image_tree, target) == 30
+    assert not (target / "cat" / "link.png").exists()
+    assert (
+        f"not copied: {image_tree / 'cat/link.png'}: symbolic link pointing outside" in caplog.text
+    )
+
+
+def test_ingest_classes_takes_only_the_named_classes_and_names_a_missing_one(image_tree, tmp_path):
+    assert write_digits(tmp_path / "digits", ["5", "7"]) == 182 + 179
+    assert sorted(p.name for p in (tmp_path / "digits").iterdir()) == ["5", "7"]
+    assert copy_folder(image_tree, tmp_path / "raw", ["owl"]) == 10
+    assert [p.name for p in (tmp_path / "raw").iterdir()] == ["owl"]
+    with pytest.raises(ValueError, match=r"ingest.classes names \['yak'\], which .* does not have"):
+        copy_folder(image_tree, tmp_path / "other", ["owl", "yak"])
+    with pytest.raises(ValueError, match=r"its classes: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9"):
+        write_digits(tmp_path / "more", ["10"])
+
+
+def test_ingest_classes_may_be_numbers_in_yaml(raw_params):
+    from pipeline.params import parse_params
+
+    raw_params["ingest"]["classes"] = [5, 6]
+    assert parse_params(raw_params).ingest.classes == ["5", "6"]
+
+
+def _idx(path: Path, array: np.ndarray) -> None:
+    """`array` (uint8) as a gzipped IDX file, as Zalando and Debian ship them."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+@pytest.fixture
+def fashion_files(tmp_path, monkeypatch) -> dict[str, np.ndarray]:
+    """Tiny IDX files in Fashion-MNIST's names and layout: 30 train and 10 test images."""
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    made = {}
+    for prefix, count in (("train", 30), ("t10k", 10)):
+        made[prefix] = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
+        made[prefix + "-labels"] = np.arange(count) % 10
+        _idx(folder / f"{prefix}-images-idx3-ubyte.gz", made[prefix])
+        _idx(folder / f"{prefix}-labels-idx1-ubyte.gz", made[prefix + "-labels"])
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(folder))
+    return made
+
+
+def test_fashion_mnist_keeps_its_official_split_and_class_names(fashion_files, tmp_path):
+    raw = tmp_path / "raw"
+    assert sources.write_source("fashion-mnist", raw) == 40
+    assert given_splits(raw) == ["train", "test"]
+    listing = list_raw(raw)
+    assert listing["given_split"].value_counts().to_dict() == {"train": 30, "test": 10}
+    assert sorted(listing["label"].unique()) == sorted(sources.FASHION_MNIST_CLASSES)
+    with Image.open(raw / "test" / "Ankle boot" / "00009.png") as image:
+        assert image.mode == "L" and image.size == (28, 28)
+        np.testing.assert_array_equal(np.asarray(image), fashion_files["t10k"][9])
+    assert sources.write_source("fashion-mnist", tmp_path / "two", ["Bag", "Coat"]) == 4 + 4
+
+
+def test_missing_fashion_mnist_files_say_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist") as error:
+        sources.write_source("fashion-mnist", tmp_path / "raw")
+    assert str(tmp_path / "train-images-idx3-ubyte.gz") in str(error.value)
+
+
+def test_a_truncated_idx_file_is_named(fashion_files, tmp_path):
+    path = tmp_path / "idx" / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-3]))
+    with pytest.raises(ValueError, match=f"{path} holds 7 values, its header says"):
+        sources.write_source("fashion-mnist", tmp_path / "raw")
+
+
+def test_a_folder_of_given_splits_is_copied_split_by_split(tmp_path):
+    source = tmp_path / "kaggle"
+    for split, count in (("train", 6), ("test", 3)):
+        for label in ("cat", "dog"):
+            for i in range(count):
+                write_png(source / split / label / f"{i}.png", hash((split, label, i)) % 10_000)
+    (source / ".DS_Store").write_bytes(b"junk")
+    raw = tmp_path / "raw"
+    assert copy_folder(source, raw) == 18
+    assert given_splits(raw) == ["train", "test"]
+    assert copy_folder(source, tmp_path / "dogs", ["dog"]) == 9
+    with pytest.raises(ValueError, match=r"ingest.classes names \['owl'\]"):
+        copy_folder(source, tmp_path / "owls", ["owl"])
+
+
+@pytest.mark.parametrize(
+    ("folders", "given"),
+    [
+        (["train", "test"], ["train", "test"]),
+        (["test", "validation", "train"], ["train", "validation", "test"]),
+        (["train", "validation"], []),  # no test: these are classes
+        (["train", "test", "cat"], []),  # a class beside them: all are classes
+        (["cat", "dog"], []),
+    ],
+)
+def test_given_splits_are_train_and_test_and_maybe_validation_alone(tmp_path, folders, given):
+    for name in folders:
+        write_png(tmp_path / name / "a" / "0.png", 1)
+    assert given_splits(tmp_path) == given
