@@ -21,12 +21,20 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
+from pipeline.common.files import file_digest
 from pipeline.common.log import PipelineError
 from pipeline.common.parallel import parallel_map
-from pipeline.imagedata.images import given_splits, is_junk, list_images
-from pipeline.paths import ROOT
+from pipeline.imagedata.images import (
+    GIVEN_SPLITS_REQUIRED,
+    given_splits,
+    is_junk,
+    list_images,
+    unsafe_name,
+)
+from pipeline.paths import ROOT, SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +48,7 @@ FASHION_MNIST_CLASSES = ("T-shirt-top", "Trouser", "Pullover", "Dress", "Coat", 
                          "Shirt", "Sneaker", "Bag", "Ankle boot")  # fmt: skip
 FASHION_MNIST_FILES = {"train": "train", "test": "t10k"}  # split -> IDX file prefix
 CHUNK = 200  # images a worker writes at a time
+MESSAGE_LINES = 50  # rows listed in an error before it says "and N more"
 
 
 class IngestError(PipelineError, ValueError):
@@ -140,16 +149,77 @@ def write_fashion_mnist(target: Path, classes: Sequence[str] = ()) -> int:
 
 
 def resolve_source(source: str) -> Path:
-    """A user folder given relative to the project root or absolute."""
+    """A user folder, or labels file (`.csv`), given relative to the project root or absolute."""
     path = Path(source).expanduser()
     path = path if path.is_absolute() else ROOT / path
-    if not path.is_dir():
+    if not path.is_dir() and not (path.suffix.lower() == ".csv" and path.is_file()):
         raise SourceNotFoundError(
-            f"ingest.source = {source!r}: folder {path} does not exist (use "
-            f"{' or '.join(repr(b) for b in BUILTIN)}, or a folder with one subfolder of images "
-            f"per class, or with train/ and test/ folders of class folders)"
+            f"ingest.source = {source!r}: {path} does not exist (use "
+            f"{' or '.join(repr(b) for b in BUILTIN)}, a folder with one subfolder of images "
+            f"per class or with train/ and test/ folders of class folders, or a CSV file of "
+            f"path,label[,split])"
         )
     return path
+
+
+LISTED_COLUMNS = ("path", "label")  # and, optionally, split
+
+
+def read_labels_file(path: Path, classes: Sequence[str] = ()) -> pd.DataFrame:
+    """A labels file: rows of `path,label[,split]`, each path relative to the file's folder
+    or absolute. A missing column, an empty label, an unknown split or a listed file that is
+    not there stops ingest, naming the rows (numbered as in the file, the header being 1)."""
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise IngestError(f"ingest.source: {path} is not a readable CSV file ({error})") from None
+    missing = [c for c in LISTED_COLUMNS if c not in table.columns]
+    if missing:
+        raise IngestError(
+            f"ingest.source: {path} has no column {', '.join(missing)} (its columns: "
+            f"{', '.join(table.columns)}; expected path,label[,split])"
+        )
+    table["row"] = table.index + 2
+    problems = [f"row {r.row}: {why}" for r, why in _listed_problems(table, path.parent)]
+    if problems:
+        if len(problems) > MESSAGE_LINES:
+            problems[MESSAGE_LINES:] = [f"... and {len(problems) - MESSAGE_LINES} more"]
+        listed = "\n  ".join(problems)
+        raise IngestError(f"ingest.source: {path} lists rows that cannot be used:\n  {listed}")
+    if classes:
+        check_classes(classes, sorted(table["label"].unique()), str(path))
+        table = table[table["label"].isin(classes)]
+    return table
+
+
+def _listed_problems(table: pd.DataFrame, folder: Path) -> Iterator[tuple]:
+    splits = set(table["split"]) if "split" in table else set()
+    if splits and not (splits <= set(SPLITS) and set(GIVEN_SPLITS_REQUIRED) <= splits):
+        bad = table[~table["split"].isin(SPLITS)]
+        for row in (bad if len(bad) else table.head(1)).itertuples():
+            yield row, (f"split {row.split!r}: the split column names train and test (and "
+                        f"maybe validation) only, and both of train and test")  # fmt: skip
+    for row in table.itertuples():
+        problem = unsafe_name(row.label) if row.label else "empty label"
+        if problem:
+            yield row, problem
+        elif not (folder / row.path).is_file():
+            yield row, f"{folder / row.path} is not a file"
+
+
+def copy_listed(path: Path, target: Path, classes: Sequence[str] = ()) -> int:
+    """The files a labels file lists, copied to `target/[<split>/]<label>/<file name>`."""
+    table = read_labels_file(path, classes)
+    taken: set[str] = set()
+    for row in table.itertuples():
+        folder = Path(row.split, row.label) if "split" in table else Path(row.label)
+        name = Path(row.path).name
+        if (folder / name).as_posix().lower() in taken:  # two files of one name in a class
+            name = f"{Path(name).stem}-row{row.row}{Path(name).suffix}"
+        taken.add((folder / name).as_posix().lower())
+        (target / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path.parent / row.path, target / folder / name)
+    return len(table)
 
 
 def copy_classes(source: Path, target: Path, classes: Sequence[str] = ()) -> int:
@@ -192,7 +262,10 @@ def write_source(source: str, target: Path, classes: Sequence[str] = ()) -> int:
         return write_digits(target, classes)
     if source == FASHION_MNIST:
         return write_fashion_mnist(target, classes)
-    return copy_folder(resolve_source(source), target, classes)
+    path = resolve_source(source)
+    return (
+        copy_folder(path, target, classes) if path.is_dir() else copy_listed(path, target, classes)
+    )
 
 
 def _folder_listing(folder: Path) -> Iterator[str]:
@@ -201,8 +274,12 @@ def _folder_listing(folder: Path) -> Iterator[str]:
         dirs[:] = sorted(d for d in dirs if not is_junk(d))
         for name in sorted(f for f in files if not is_junk(f)):
             path = Path(current, name)
-            stat = path.lstat()
-            yield f"{path.relative_to(folder).as_posix()}\t{stat.st_size}\t{stat.st_mtime_ns}"
+            yield _stat_line(path, path.relative_to(folder).as_posix())
+
+
+def _stat_line(path: Path, name: str) -> str:
+    stat = path.lstat()
+    return f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}"
 
 
 def fingerprint(source: str) -> dict:
@@ -215,8 +292,13 @@ def fingerprint(source: str) -> dict:
 
         return {"source": source, "scikit-learn": __version__}
     folder = fashion_mnist_folder() if source == FASHION_MNIST else resolve_source(source)
+    if folder.is_dir():
+        lines = _folder_listing(folder)
+    else:  # a labels file: its own bytes, and the files it lists
+        table = read_labels_file(folder)
+        lines = [file_digest(folder)] + [_stat_line(folder.parent / p, p) for p in table["path"]]
     digest, count = hashlib.sha256(), 0
-    for line in _folder_listing(folder):
+    for line in lines:
         digest.update(line.encode() + b"\n")
         count += 1
-    return {"source": source, "folder": str(folder), "files": count, "sha256": digest.hexdigest()}
+    return {"source": source, "path": str(folder), "files": count, "sha256": digest.hexdigest()}

@@ -44,7 +44,7 @@ def test_copy_folder_rejects_a_folder_without_classes(tmp_path):
 
 def test_missing_source_folder_is_named(tmp_path):
     missing = tmp_path / "nowhere"
-    with pytest.raises(FileNotFoundError, match=f"ingest.source = '{missing}': folder {missing}"):
+    with pytest.raises(FileNotFoundError, match=f"ingest.source = '{missing}': {missing} does not"):
         resolve_source(str(missing))
 
 
@@ -155,3 +155,66 @@ def test_given_splits_are_train_and_test_and_maybe_validation_alone(tmp_path, fo
     for name in folders:
         write_png(tmp_path / name / "a" / "0.png", 1)
     assert given_splits(tmp_path) == given
+
+
+def _labels_file(tmp_path: Path, text: str) -> Path:
+    """A labels file beside a folder of six images (a.png ... f.png) in `pictures/`."""
+    for n, name in enumerate("abcdef"):
+        write_png(tmp_path / "pictures" / f"{name}.png", 500 + n)
+    path = tmp_path / "labels.csv"
+    path.write_text(text)
+    return path
+
+
+def test_a_labels_file_places_each_listed_image_under_its_label(tmp_path):
+    path = _labels_file(
+        tmp_path, "path,label\npictures/a.png,cat\npictures/b.png,dog\nother/a.png,cat\n"
+    )
+    write_png(tmp_path / "other" / "a.png", 77)  # a second a.png for the same class
+    raw = tmp_path / "raw"
+    assert sources.write_source(str(path), raw) == 3
+    assert sorted(p.relative_to(raw).as_posix() for p in raw.rglob("*.png")) == [
+        "cat/a-row4.png", "cat/a.png", "dog/b.png"
+    ]  # fmt: skip
+    assert given_splits(raw) == []
+
+
+def test_a_split_column_gives_the_splits(tmp_path):
+    rows = ["pictures/a.png,cat,train", "pictures/b.png,dog,train", "pictures/c.png,cat,test",
+            "pictures/d.png,dog,test"]  # fmt: skip
+    path = _labels_file(tmp_path, "path,label,split\n" + "\n".join(rows) + "\n")
+    raw = tmp_path / "raw"
+    assert sources.write_source(str(path), raw) == 4
+    assert given_splits(raw) == ["train", "test"]
+    assert (raw / "test" / "dog" / "d.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("file,label\npictures/a.png,cat\n", r"has no column path \(its columns: file, label"),
+        ("path,label\npictures/a.png,cat\npictures/z.png,dog\n", "row 3: .*z.png is not a file"),
+        ("path,label\npictures/a.png,\n", "row 2: empty label"),
+        (
+            "path,label,split\npictures/a.png,cat,train\npictures/b.png,cat,tset\n",
+            "row 3: split 'tset'",
+        ),
+    ],
+)
+def test_a_bad_labels_file_names_the_row(tmp_path, text, message):
+    path = _labels_file(tmp_path, text)
+    with pytest.raises(ValueError, match=message):
+        sources.write_source(str(path), tmp_path / "raw")
+
+
+def test_the_fingerprint_of_a_labels_file_follows_its_rows_and_files(tmp_path):
+    path = _labels_file(tmp_path, "path,label\npictures/a.png,cat\npictures/b.png,dog\n")
+    first = sources.fingerprint(str(path))
+    assert sources.fingerprint(str(path)) == first
+    write_png(tmp_path / "pictures" / "b.png", 9, size=12)  # a listed file changed
+    second = sources.fingerprint(str(path))
+    assert second["sha256"] != first["sha256"]
+    write_png(tmp_path / "pictures" / "f.png", 10, size=12)  # an unlisted file: no change
+    assert sources.fingerprint(str(path)) == second
+    path.write_text("path,label\npictures/a.png,dog\npictures/b.png,dog\n")  # a relabel
+    assert sources.fingerprint(str(path))["sha256"] != second["sha256"]
