@@ -4,7 +4,8 @@ How many real test images the gate confirms as near duplicates of a training ima
 how many the perceptual hash alone would have flagged, and the share of planted copies it
 catches (resized, JPEG re-encoded, brightened, lower contrast, cropped), with the thresholds
 in params.yaml. Needs the IDX files (`apt-get install dataset-fashion-mnist`, or
-FASHION_MNIST_DIR); works on arrays in memory, through the gate's own hash and comparison.
+FASHION_MNIST_DIR); works on arrays in memory, through the gate's own hash, candidate search
+and comparison.
 """
 
 import io
@@ -12,9 +13,10 @@ import time
 
 import imagehash
 import numpy as np
+import pandas as pd
 from PIL import Image, ImageEnhance
 
-from pipeline.imagedata.checks import COMPARE_SIZE, comparable, hash_array
+from pipeline.imagedata.checks import COMPARE_SIZE, comparable, hash_array, hash_neighbours
 from pipeline.imagedata.sources import _idx_file, fashion_mnist_folder, read_idx
 from pipeline.params import load_params
 
@@ -48,20 +50,20 @@ def main() -> None:
     test = read_idx(_idx_file(folder, "t10k-images-idx3-ubyte"))
     size = min(COMPARE_SIZE, train.shape[1])
     start = time.perf_counter()
-    train_hashes = hash_array([_hash(Image.fromarray(a)) for a in train])
-    test_hashes = hash_array([_hash(Image.fromarray(a)) for a in test])
+    hashes = pd.Series([_hash(Image.fromarray(a)) for a in (*train, *test)])
+    placed = pd.DataFrame(
+        {"path": hashes.index, "split": ["train"] * len(train) + ["test"] * len(test)}
+    )
+    train_hashes = hash_array(hashes[: len(train)])
     train_vectors = np.stack([comparable(Image.fromarray(a), size) for a in train])
     test_vectors = np.stack([comparable(Image.fromarray(a), size) for a in test])
-    flagged, confirmed, best = set(), set(), {}
-    for first in range(0, len(test), 512):
-        block = np.bitwise_count(test_hashes[first : first + 512, None] ^ train_hashes[None, :])
-        for row, column in zip(*np.nonzero(block <= cfg.near_duplicate_distance), strict=True):
-            held = first + row
-            flagged.add(held)
-            correlation = float(np.mean(test_vectors[held] * train_vectors[column]))
-            best[held] = max(best.get(held, -1.0), correlation)
-            if correlation >= cfg.near_duplicate_correlation:
-                confirmed.add(held)
+    _, pairs = hash_neighbours(placed.assign(label=""), hashes, cfg.near_duplicate_distance)
+    correlation = (
+        np.einsum("ij,ij->i", test_vectors[pairs["held"]], train_vectors[pairs["train"]])
+        / test_vectors.shape[1]
+    )
+    flagged = set(pairs["held"])
+    confirmed = set(pairs.loc[correlation >= cfg.near_duplicate_correlation, "held"])
     seconds = time.perf_counter() - start
     print(f"Fashion-MNIST, official split: {len(test):,} test against {len(train):,} training "
           f"images at {size}x{size} ({seconds:.0f} s)")  # fmt: skip

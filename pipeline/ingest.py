@@ -5,7 +5,8 @@ import logging
 
 from pipeline.common.files import staged_dir
 from pipeline.common.log import run_stage
-from pipeline.imagedata.sources import given_splits, write_source
+from pipeline.imagedata.images import given_splits
+from pipeline.imagedata.sources import write_source
 from pipeline.params import load_params
 from pipeline.paths import RAW_DIR, ROOT
 
@@ -18,7 +19,7 @@ def main() -> None:
         count = write_source(params.source, staging, params.classes)
     splits = given_splits(RAW_DIR)
     folders = [RAW_DIR / s for s in splits] or [RAW_DIR]
-    classes = sorted({p.name for folder in folders for p in folder.iterdir() if p.is_dir()})
+    classes = {p.name for folder in folders for p in folder.iterdir() if p.is_dir()}
     chosen = " (ingest.classes)" if params.classes else ""
     given = f", splits given: {', '.join(splits)}" if splits else ""
     log.info(

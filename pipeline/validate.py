@@ -22,7 +22,7 @@ from pipeline.imagedata.checks import (
     reported_only,
     run_checks,
 )
-from pipeline.imagedata.images import given_splits, list_raw
+from pipeline.imagedata.images import list_raw
 from pipeline.params import load_params
 from pipeline.paths import (
     DATA_DOCS_DIR,
@@ -46,7 +46,7 @@ def main() -> None:
     placed = mf.in_splits(manifest)
     classes = read_labels(LABELS_FILE).classes
     raw = list_raw(RAW_DIR)
-    given = bool(given_splits(RAW_DIR))
+    given = raw["given_split"].ne("").any()  # the source gave its splits
     facts = image_facts(SPLIT_DIR, placed["path"].tolist())
     near = confirm_near_duplicates(SPLIT_DIR, placed, facts, cfg)
     checks = build_checks(

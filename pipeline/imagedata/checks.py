@@ -73,21 +73,29 @@ def hash_array(hashes: pd.Series) -> np.ndarray:
     return np.array([int(h, 16) if isinstance(h, str) else 0 for h in hashes], dtype=np.uint64)
 
 
-def nearest_training_image(placed: pd.DataFrame, hashes: pd.Series) -> pd.DataFrame:
+def hash_neighbours(
+    placed: pd.DataFrame, hashes: pd.Series, within: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """For every validation and test image, the training image with the closest perceptual
-    hash (`hashes`: hex strings indexed by path) and their Hamming distance (0..64)."""
+    hash (`hashes`: hex strings indexed by path) and their Hamming distance (0..64); and, from
+    the same pass over the distances, every (held-out, training) pair `within` bits or closer:
+    columns `held` and `train` (row positions in the two splits) and `distance`."""
     train = placed[placed["split"] == "train"]
     held_out = placed[placed["split"] != "train"]
     train_hashes = hash_array(hashes.reindex(train["path"]))
     held_hashes = hash_array(hashes.reindex(held_out["path"]))
     nearest = np.zeros(len(held_out), dtype=np.int64)
     distance = np.full(len(held_out), 65, dtype=np.int64)
+    pairs = [pd.DataFrame(columns=["held", "train", "distance"], dtype=np.int64)]
     for start in range(0, len(held_out), 512):  # 512 x n_train distances at a time
         block = np.bitwise_count(held_hashes[start : start + 512, None] ^ train_hashes[None, :])
         if block.size:
             nearest[start : start + 512] = block.argmin(axis=1)
             distance[start : start + 512] = block.min(axis=1)
-    return pd.DataFrame(
+            held, close = np.nonzero(block <= within)
+            found = {"held": held + start, "train": close, "distance": block[held, close]}
+            pairs.append(pd.DataFrame(found).astype(np.int64))
+    near = pd.DataFrame(
         {
             "path": held_out["path"].to_numpy(),
             "split": held_out["split"].to_numpy(),
@@ -97,6 +105,12 @@ def nearest_training_image(placed: pd.DataFrame, hashes: pd.Series) -> pd.DataFr
             "distance": distance,
         }
     )
+    return near, pd.concat(pairs, ignore_index=True)
+
+
+def nearest_training_image(placed: pd.DataFrame, hashes: pd.Series) -> pd.DataFrame:
+    """The first half of `hash_neighbours`: each held-out image's nearest training image."""
+    return hash_neighbours(placed, hashes, within=-1)[0]
 
 
 COMPARE_SIZE = 32  # near-duplicate candidates are compared at most this many pixels a side
@@ -117,21 +131,6 @@ def _pixels(split_dir: Path, size: int, path: str) -> np.ndarray:
         return comparable(image, size)
 
 
-def hash_candidates(placed: pd.DataFrame, hashes: pd.Series, distance: int) -> pd.DataFrame:
-    """Every (validation or test image, training image) pair whose perceptual hashes are
-    within `distance` bits: columns `held` and `train` (row positions in the two splits)
-    and `distance`."""
-    train_hashes = hash_array(hashes.reindex(placed.loc[placed["split"] == "train", "path"]))
-    held_hashes = hash_array(hashes.reindex(placed.loc[placed["split"] != "train", "path"]))
-    pairs = [pd.DataFrame(columns=["held", "train", "distance"], dtype=np.int64)]
-    for start in range(0, len(held_hashes), 512):
-        block = np.bitwise_count(held_hashes[start : start + 512, None] ^ train_hashes[None, :])
-        held, train = np.nonzero(block <= distance)
-        pairs.append(pd.DataFrame({"held": held + start, "train": train,
-                                   "distance": block[held, train].astype(np.int64)}))  # fmt: skip
-    return pd.concat(pairs, ignore_index=True)
-
-
 def pixel_correlations(split_dir: Path, pairs: list[tuple[str, str]], size: int) -> np.ndarray:
     """The Pearson correlation of each pair of images in grey at `size` x `size`."""
     paths = sorted({path for pair in pairs for path in pair})
@@ -143,16 +142,15 @@ def pixel_correlations(split_dir: Path, pairs: list[tuple[str, str]], size: int)
 def confirm_near_duplicates(
     split_dir: Path, placed: pd.DataFrame, facts: pd.DataFrame, cfg: ValidateParams
 ) -> pd.DataFrame:
-    """`nearest_training_image`, with each held-out image's hash candidates (training images
+    """`hash_neighbours`, with each held-out image's hash candidates (training images
     within `near_duplicate_distance` bits) compared pixel by pixel: the correlation of the
     two images in grey at a common size (COMPARE_SIZE, or the smallest side in the split) is
     near 1 for a resized, re-encoded or re-lit copy and lower for a different object of the
     same outline. The best candidate is kept, with its `correlation`; at or above
     `near_duplicate_correlation` the pair is a `confirmed` near duplicate."""
     hashes = facts.set_index("path")["phash"]
-    near = nearest_training_image(placed, hashes)
+    near, candidates = hash_neighbours(placed, hashes, cfg.near_duplicate_distance)
     near["correlation"] = np.nan
-    candidates = hash_candidates(placed, hashes, cfg.near_duplicate_distance)
     if len(candidates):
         train = placed[placed["split"] == "train"]
         held_paths = near["path"].to_numpy()[candidates["held"]]

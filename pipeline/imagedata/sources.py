@@ -27,13 +27,7 @@ from PIL import Image
 from pipeline.common.files import file_digest
 from pipeline.common.log import PipelineError
 from pipeline.common.parallel import parallel_map
-from pipeline.imagedata.images import (
-    GIVEN_SPLITS_REQUIRED,
-    given_splits,
-    is_junk,
-    list_images,
-    unsafe_name,
-)
+from pipeline.imagedata.images import GIVEN_SPLITS_REQUIRED, is_junk, list_raw, unsafe_name
 from pipeline.paths import ROOT, SPLITS
 
 log = logging.getLogger(__name__)
@@ -222,13 +216,14 @@ def copy_listed(path: Path, target: Path, classes: Sequence[str] = ()) -> int:
     return len(table)
 
 
-def copy_classes(source: Path, target: Path, classes: Sequence[str] = ()) -> int:
-    """Copy every file of the class folders of `source` named in `classes` (all when empty;
-    hidden files and OS debris left out); count them.
+def copy_folder(source: Path, target: Path, classes: Sequence[str] = ()) -> int:
+    """Copy every file of the class folders of `source` (or of each of its given splits, kept
+    as `<split>/<class>/`) whose class is in `classes` (all when empty; hidden files and OS
+    debris left out); count them. A class named must be in the source, in some split.
 
     Links out of the folder and unsafe names are not copied: each is logged as a warning.
     """
-    listing = list_images(source)
+    listing = list_raw(source)
     if listing.empty:
         raise IngestError(f"ingest.source: {source} holds no class folder with files in it")
     if classes:
@@ -243,17 +238,6 @@ def copy_classes(source: Path, target: Path, classes: Sequence[str] = ()) -> int
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source / relative, destination)
     return len(copied)
-
-
-def copy_folder(source: Path, target: Path, classes: Sequence[str] = ()) -> int:
-    """A folder of class folders, or of given splits (each copied as a folder of classes)."""
-    splits = given_splits(source)
-    if not splits:
-        return copy_classes(source, target, classes)
-    if classes:
-        found = sorted({c for s in splits for c in list_images(source / s)["label"]})
-        check_classes(classes, found, str(source))
-    return sum(copy_classes(source / s, target / s, classes) for s in splits)
 
 
 def write_source(source: str, target: Path, classes: Sequence[str] = ()) -> int:

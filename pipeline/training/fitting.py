@@ -54,12 +54,12 @@ AUTO_IMBALANCE = 2.0  # `auto` weighs the classes when the largest has this many
 def class_weights(labels: list[int], num_classes: int, mode: str) -> dict[int, float] | None:
     """`balanced`: weights inversely proportional to class frequency in the training split;
     `auto`: balanced when the largest class has AUTO_IMBALANCE times the smallest or more."""
-    counts = np.bincount(np.asarray(labels), minlength=num_classes)
-    present = counts[counts > 0]
     if mode == "auto":
-        mode = "balanced" if present.max() >= AUTO_IMBALANCE * present.min() else "none"
-        log.info(f"train.class_weight auto: {mode} (classes of {present.min()} to "
-                 f"{present.max()} training images)")  # fmt: skip
+        sizes = np.bincount(np.asarray(labels))
+        smallest, largest = sizes[sizes > 0].min(), sizes.max()
+        mode = "balanced" if largest >= AUTO_IMBALANCE * smallest else "none"
+        log.info(f"train.class_weight auto: {mode} (classes of {smallest} to {largest} "
+                 "training images)")  # fmt: skip
     if mode == "none":
         return None
     present = np.unique(labels)

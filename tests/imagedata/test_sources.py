@@ -139,6 +139,8 @@ def test_a_folder_of_given_splits_is_copied_split_by_split(tmp_path):
     assert copy_folder(source, tmp_path / "dogs", ["dog"]) == 9
     with pytest.raises(ValueError, match=r"ingest.classes names \['owl'\]"):
         copy_folder(source, tmp_path / "owls", ["owl"])
+    write_png(source / "train" / "owl" / "0.png", 4242)  # a class in one given split only
+    assert copy_folder(source, tmp_path / "owls", ["owl"]) == 1
 
 
 @pytest.mark.parametrize(
