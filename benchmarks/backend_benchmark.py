@@ -21,23 +21,27 @@ def measure() -> dict:
     """Train for EPOCHS epochs under the backend in KERAS_BACKEND; seconds per epoch."""
     import keras
     import numpy as np
+    import pandas as pd
     from PIL import Image
     from sklearn.datasets import load_digits
 
     from pipeline.params import load_params
     from pipeline.training.model import build_model
+    from pipeline.training.shape import resolve_batch_size, resolve_input
 
     params = load_params()
     base, cfg = params.base, params.train
     digits = load_digits()
-    size = base.image_size
+    scans_shape = pd.DataFrame({"width": [8], "height": [8]})  # base.* auto as for the split
+    shape = resolve_input(params, scans_shape, split_channels=1)
+    size = shape.image_size
     scans = (digits.images * (255 / 16)).round().astype(np.uint8)
     images = np.stack(
         [
             np.asarray(Image.fromarray(s).resize((size, size), Image.Resampling.BILINEAR))
             for s in scans
         ]
-    )[..., None].repeat(base.channels, axis=-1)
+    )[..., None].repeat(shape.channels, axis=-1)
     labels = np.eye(10, dtype=np.float32)[digits.target]
 
     keras.utils.set_random_seed(base.seed)
@@ -53,7 +57,12 @@ def measure() -> dict:
             seconds.append(time.perf_counter() - self.start)
 
     model.fit(
-        images, labels, batch_size=cfg.batch_size, epochs=EPOCHS, callbacks=[Clock()], verbose=0
+        images,
+        labels,
+        batch_size=resolve_batch_size(cfg.batch_size, len(images)),
+        epochs=EPOCHS,
+        callbacks=[Clock()],
+        verbose=0,
     )
     return {
         "backend": keras.backend.backend(),

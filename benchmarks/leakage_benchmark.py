@@ -11,20 +11,16 @@ and comparison.
 import io
 import time
 
-import imagehash
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageEnhance
 
-from pipeline.imagedata.checks import COMPARE_SIZE, comparable, hash_array, hash_neighbours
+from pipeline.imagedata.checks import hash_neighbours
+from pipeline.imagedata.similarity import COMPARE_SIZE, comparable, hash_array, perceptual_hash
 from pipeline.imagedata.sources import _idx_file, fashion_mnist_folder, read_idx
 from pipeline.params import load_params
 
 PLANTED = 500  # training images copied, per kind of copy
-
-
-def _hash(image: Image.Image) -> str:
-    return str(imagehash.phash(image))
 
 
 def _copies(pixels: np.ndarray) -> dict[str, Image.Image]:
@@ -44,13 +40,13 @@ def _copies(pixels: np.ndarray) -> dict[str, Image.Image]:
 
 
 def main() -> None:
-    cfg = load_params().validate_
+    cfg = load_params().split
     folder = fashion_mnist_folder()
     train = read_idx(_idx_file(folder, "train-images-idx3-ubyte"))
     test = read_idx(_idx_file(folder, "t10k-images-idx3-ubyte"))
     size = min(COMPARE_SIZE, train.shape[1])
     start = time.perf_counter()
-    hashes = pd.Series([_hash(Image.fromarray(a)) for a in (*train, *test)])
+    hashes = pd.Series([perceptual_hash(Image.fromarray(a)) for a in (*train, *test)])
     placed = pd.DataFrame(
         {"path": hashes.index, "split": ["train"] * len(train) + ["test"] * len(test)}
     )
@@ -76,7 +72,9 @@ def main() -> None:
     caught: dict[str, list[bool]] = {}
     for index in rng.choice(len(train), PLANTED, replace=False):
         for kind, copy in _copies(train[index]).items():
-            distance = int(np.bitwise_count(hash_array([_hash(copy)])[0] ^ train_hashes[index]))
+            distance = int(
+                np.bitwise_count(hash_array([perceptual_hash(copy)])[0] ^ train_hashes[index])
+            )
             correlation = float(np.mean(comparable(copy, size) * train_vectors[index]))
             caught.setdefault(kind, []).append(
                 distance <= cfg.near_duplicate_distance

@@ -65,10 +65,12 @@ def run_method(method: str, split: Path) -> dict:
 
     from pipeline.contracts import read_labels
     from pipeline.imagedata.dataset import image_dataset, read_split
+    from pipeline.imagedata.manifest import split_channels
     from pipeline.params import load_params
     from pipeline.training.callbacks import Throughput
     from pipeline.training.devices import configure_devices
     from pipeline.training.model import build_model
+    from pipeline.training.shape import resolve_batch_size, resolve_input
 
     params = load_params()
     base, cfg = params.base, params.train
@@ -76,7 +78,8 @@ def run_method(method: str, split: Path) -> dict:
     keras.utils.set_random_seed(base.seed)
     classes = read_labels(split / "labels.json").classes
     rows = read_split("train", split / "manifest.csv")
-    size, batch = base.image_size, cfg.batch_size
+    size = resolve_input(params, rows, split_channels(split)).image_size
+    batch = resolve_batch_size(cfg.batch_size, len(rows))
     model = build_model((size, size, 3), len(classes), cfg.model, cfg.augmentation, base.seed)
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
     meter = Throughput()

@@ -143,7 +143,7 @@ def main() -> None:
     files = EvaluationFiles(
         EVALUATE_DIR, (CONFUSION_PNG, CONFUSION_CSV, PER_CLASS_CSV, HISTORY_PNG)
     )
-    rule = (params.train.registered_model, cfg.promote_on)
+    rule = (params.registered_model, cfg.promote_on)
     text = confusion_text(result.counts, result.metrics["accuracy"])
     decision = log_evaluation(
         run_id, load_raw_params(), result.metrics, result.per_class, result.counts, files, text,
@@ -161,7 +161,7 @@ def main() -> None:
         f"{result.mistakes} mistakes; most over-predicted: {over or 'none'}; "
         f"report {EVALUATE_REPORT.relative_to(ROOT)} (MLflow run {run_id})"
     )
-    alias = f"models:/{params.train.registered_model}@{promotion.ALIAS}"
+    alias = f"models:/{params.registered_model}@{promotion.ALIAS}"
     where = decision.version if decision.promoted else decision.champion_version
     moved = "-> version" if decision.promoted else "stays at version"
     log.info(f"{alias} {moved} {where} ({decision.reason})")

@@ -4,6 +4,7 @@ The file is parsed once, before any work: an unknown key, a wrong type or an out
 stops the stage with a message naming the key, instead of failing halfway through training.
 """
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
@@ -18,6 +19,7 @@ from pydantic import (
 )
 
 from pipeline.common.log import PipelineError
+from pipeline.common.names import registered_model_name
 from pipeline.paths import PARAMS_FILE
 
 
@@ -29,10 +31,14 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+AUTO = "auto"
+
+
 class BaseParams(_Section):
     seed: int = Field(ge=0)
-    image_size: int = Field(ge=8, le=1024)
-    channels: Literal[1, 3]
+    # auto: resolved from the split (training.shape); a number: that size, that colour model
+    image_size: Literal["auto"] | Annotated[int, Field(ge=8, le=1024)]
+    channels: Literal["auto", 1, 3]
 
 
 class IngestParams(_Section):
@@ -51,6 +57,10 @@ class SplitParams(_Section):
     small_classes: Literal["error", "train_only", "drop"]
     conflicting_labels: Literal["exclude", "error"]
     max_rejected_fraction: float = Field(ge=0, le=1)
+    # near duplicates (imagedata.similarity): hash candidates within this many bits, confirmed
+    # at this pixel correlation; the split keeps each group in one split, the gate checks it
+    near_duplicate_distance: int = Field(ge=0, le=64)
+    near_duplicate_correlation: float = Field(gt=0, le=1)
     background: tuple[
         Annotated[int, Field(ge=0, le=255)],
         Annotated[int, Field(ge=0, le=255)],
@@ -79,9 +89,7 @@ class ValidateParams(_Section):
     min_images_per_split: int = Field(ge=1)
     fraction_tolerance: float = Field(gt=0, lt=1)
     class_fraction_tolerance: float = Field(gt=0, lt=1)
-    near_duplicate_distance: int = Field(ge=0, le=64)
     max_near_duplicate_share: float = Field(ge=0, le=1)
-    near_duplicate_correlation: float = Field(gt=0, le=1)
     max_class_imbalance: float = Field(ge=1)
     # what a class balance beyond max_class_imbalance does: report it (training's class weights
     # handle it) or stop
@@ -147,6 +155,10 @@ class ModelParams(_Section):
                 raise ValueError(f"every entry of {name} must be at least 1")
         return self
 
+    def min_input_size(self) -> int:
+        """The smallest square input that leaves the last feature map at least 1x1."""
+        return next(size for size in range(1, 4097) if self.output_size(size) >= 1)
+
     def output_size(self, image_size: int) -> int:
         """Height (= width) of the last feature map for a square input, 0 if it vanishes."""
         size = image_size
@@ -165,6 +177,7 @@ class PhaseParams(_Section):
     learning_rate: float = Field(gt=0)
 
 
+MIN_BASE_SIZE = 32  # the smallest input keras.applications' architectures take
 BASES = ("mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "resnet50", "vgg16")
 
 
@@ -202,7 +215,8 @@ class EarlyStoppingParams(_Section):
 
 class TrainParams(_Section):
     epochs: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
+    # auto: from the training set's size (training.shape); a number: that many
+    batch_size: Literal["auto"] | Annotated[int, Field(ge=1)]
     # global: images per step in all, split evenly over the replicas | replica: on each one
     batch_size_scope: Literal["global", "replica"]
     distribute: Literal["auto", "none", "mirrored", "multi_worker"]
@@ -210,7 +224,8 @@ class TrainParams(_Section):
     deterministic: bool
     cache: Literal["auto", "memory", "disk", "off"]
     class_weight: Literal["none", "balanced", "auto"]
-    registered_model: str = Field(min_length=1)
+    # auto: image-classifier-<dataset> (common.names), one registered model per dataset
+    registered_model: str = Field(min_length=1, pattern=r"^[^/@:]+$")
     optimizer: OptimizerParams
     augmentation: AugmentationParams
     model: ModelParams
@@ -245,16 +260,24 @@ class Params(_Section):
     evaluate: EvaluateParams
     visualize: VisualizeParams
 
+    @property
+    def registered_model(self) -> str:
+        """The registered model this training is kept under (`train.registered_model`)."""
+        ingest = self.ingest
+        return registered_model_name(self.train.registered_model, ingest.source, ingest.classes)
+
     @model_validator(mode="after")
     def _image_fits_architecture(self) -> Self:
         transfer = self.train.transfer
-        if transfer.base in BASES and self.base.channels != 3:
+        size = self.base.image_size
+        if transfer.base in BASES and self.base.channels == 1:
             raise ValueError(
                 f"train.transfer.base = {transfer.base} takes RGB images: set base.channels: 3"
             )
-        if transfer.base in BASES and self.base.image_size < 32:
+        if transfer.base in BASES and size != AUTO and size < MIN_BASE_SIZE:
             raise ValueError(
-                f"train.transfer.base = {transfer.base} needs base.image_size of at least 32"
+                f"train.transfer.base = {transfer.base} needs base.image_size of at least "
+                f"{MIN_BASE_SIZE}"
             )
         if transfer.schedule == "manual" and transfer.base != "none":
             planned = sum(phase.epochs for phase in transfer.phases)
@@ -263,23 +286,29 @@ class Params(_Section):
                     f"train.transfer.phases add up to {planned} epochs, more than "
                     f"train.epochs = {self.train.epochs} (the cap on every schedule)"
                 )
-        if transfer.base == "none" and self.train.model.output_size(self.base.image_size) < 1:
+        if transfer.base == "none" and size != AUTO and self.train.model.output_size(size) < 1:
             raise ValueError(
-                f"base.image_size = {self.base.image_size} is too small for train.model: "
+                f"base.image_size = {size} is too small for train.model: "
                 f"{len(self.train.model.filters)} blocks of {self.train.model.convs_per_block} "
                 f"{self.train.model.padding} {self.train.model.kernel_size}x"
                 f"{self.train.model.kernel_size} convolutions and {self.train.model.pool_size}x"
-                f"{self.train.model.pool_size} pooling shrink it to nothing"
+                f"{self.train.model.pool_size} pooling shrink it to nothing (it takes "
+                f"{self.train.model.min_input_size()} or more; base.image_size: auto picks that)"
             )
         return self
 
 
+# how pydantic names the branches of a union such as `"auto" | int` in an error's location
+UNION_BRANCH = re.compile(r"^(literal\[.*\]|constrained-\w+|int|float|str)$")
+
+
 def _describe(error: ValidationError) -> str:
-    lines = []
+    """One line per bad key; a union's branches (`auto` or a number) in one line, joined."""
+    messages: dict[str, list[str]] = {}
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"  {key}: {item['msg']}")
-    return "\n".join(lines)
+        parts = [str(part) for part in item["loc"] if not UNION_BRANCH.match(str(part))]
+        messages.setdefault(".".join(parts) or "(top level)", []).append(item["msg"])
+    return "\n".join(f"  {key}: {' or '.join(found)}" for key, found in messages.items())
 
 
 def parse_params(raw: object, source: str = "params.yaml") -> Params:

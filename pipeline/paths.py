@@ -26,6 +26,7 @@ REPORTS_DIR = ROOT / "reports"
 VALIDATE_DIR = REPORTS_DIR / "validate"
 VALIDATION_FILE = VALIDATE_DIR / "validation.json"
 NEAR_DUPLICATES_FILE = VALIDATE_DIR / "near_duplicates.csv"
+NEAR_DUPLICATES_PNG = VALIDATE_DIR / "near_duplicates.png"  # a sample of pairs, both kinds
 DATA_DOCS_DIR = VALIDATE_DIR / "data_docs"
 TRAIN_REPORTS_DIR = REPORTS_DIR / "train"
 HISTORY_FILE = TRAIN_REPORTS_DIR / "history.csv"

@@ -7,7 +7,12 @@ import logging
 
 from pipeline.common.files import staged_dir
 from pipeline.common.log import run_stage
-from pipeline.imagedata.assignment import build_split, previous_assignments, write_split
+from pipeline.imagedata.assignment import (
+    build_split,
+    placed_channels,
+    previous_assignments,
+    write_split,
+)
 from pipeline.params import load_params
 from pipeline.paths import RAW_DIR, ROOT, SPLIT_DIR, SPLITS
 
@@ -19,6 +24,7 @@ def main() -> None:
     cfg, seed, channels = params.split, params.base.seed, params.base.channels
     previous = previous_assignments(SPLIT_DIR, seed, cfg.fractions)
     table = build_split(RAW_DIR, cfg, seed, channels, previous)
+    channels = placed_channels(table, channels)
     with staged_dir(SPLIT_DIR) as staging:
         write_split(table, RAW_DIR, staging, channels, cfg, seed)
     placed = table[table["split"] != ""]
@@ -35,7 +41,8 @@ def main() -> None:
             else ""
         )
         + (f"; {kept} kept their previous split" if previous else "")
-        + f"; {int(table['convert'].sum())} converted -> {SPLIT_DIR.relative_to(ROOT)}"
+        + f"; {'RGB' if channels == 3 else 'grayscale'} (base.channels: {params.base.channels})"
+        + f", {int(table['convert'].sum())} converted -> {SPLIT_DIR.relative_to(ROOT)}"
     )
 
 

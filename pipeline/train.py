@@ -17,6 +17,7 @@ import tensorflow as tf
 from pipeline import native_stderr
 from pipeline.common.files import staged_file, write_csv, write_json
 from pipeline.common.log import run_stage
+from pipeline.common.names import dataset_name
 from pipeline.contracts import (
     Labels,
     RunRecord,
@@ -26,7 +27,8 @@ from pipeline.contracts import (
     write_run_record,
 )
 from pipeline.imagedata.dataset import label_indices, read_split
-from pipeline.params import load_params, load_raw_params
+from pipeline.imagedata.manifest import split_channels
+from pipeline.params import Params, TrainParams, load_params, load_raw_params
 from pipeline.paths import (
     DATA_DOCS_DIR,
     HISTORY_FILE,
@@ -35,6 +37,7 @@ from pipeline.paths import (
     MODEL_FILE,
     MODEL_LABELS_FILE,
     NEAR_DUPLICATES_FILE,
+    NEAR_DUPLICATES_PNG,
     PARAMS_FILE,
     PHASES_FILE,
     RESUME_DIR,
@@ -72,13 +75,14 @@ from pipeline.training.resume import (
     start_from_chief_state,
     state_folder,
 )
+from pipeline.training.shape import resolve_batch_size, resolve_input
 
 log = logging.getLogger(__name__)
 
 # What the model's run holds besides the model: the files behind it, where the project has them.
 RUN_ARTIFACTS = (PARAMS_FILE, HISTORY_FILE, PHASES_FILE, HISTORY_PNG, TRAIN_METRICS_FILE,
                  LABELS_FILE, MODEL_LABELS_FILE, SPLIT_MANIFEST, VALIDATION_FILE,
-                 NEAR_DUPLICATES_FILE)  # fmt: skip
+                 NEAR_DUPLICATES_FILE, NEAR_DUPLICATES_PNG)  # fmt: skip
 
 
 def resumable_run(key: str) -> str | None:
@@ -92,9 +96,11 @@ def resumable_run(key: str) -> str | None:
 
 
 def run_tags(setup: DeviceSetup, dist: distribute.Distribution, inputs: TrainingInputs,
-             classes: list[str]) -> dict[str, str]:  # fmt: skip
+             classes: list[str], params: Params) -> dict[str, str]:  # fmt: skip
     """How and on what the model trains, as the run's tags."""
     return {
+        "dataset": dataset_name(params.ingest.source, params.ingest.classes),
+        "registered_model": params.registered_model,
         "device": setup.device,
         "distribute": dist.describe(),
         "precision_policy": setup.precision,
@@ -106,19 +112,29 @@ def run_tags(setup: DeviceSetup, dist: distribute.Distribution, inputs: Training
     }
 
 
-def main() -> None:
-    params = load_params()
-    base, cfg = params.base, params.train
+def prepare_process(seed: int, cfg: TrainParams) -> tuple[DeviceSetup, distribute.Distribution]:
+    """Devices, the distribution strategy and the seeds, before any dataset or model."""
     setup = configure_devices(cfg.device)  # before anything touches a GPU
     dist = distribute.configure(cfg)  # before any dataset or model exists
-    keras.utils.set_random_seed(base.seed)
+    keras.utils.set_random_seed(seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
     log.info(dist.describe())
+    return setup, dist
+
+
+def main() -> None:
+    params = load_params()
+    rows = read_split("train"), read_split("validation")
+    batch = resolve_batch_size(params.train.batch_size, len(rows[0]))
+    cfg = params.train.model_copy(update={"batch_size": batch})  # auto resolved
+    setup, dist = prepare_process(params.base.seed, cfg)
 
     labels = read_labels(LABELS_FILE)
     classes = labels.classes
-    rows = read_split("train"), read_split("validation")
+    shape = resolve_input(params, rows[0], split_channels(SPLIT_DIR))
+    log.info(shape.describe())
+    base = shape.applied(params.base)
     key, folder = fingerprint(params, SPLIT_MANIFEST), state_folder(dist.cluster)
     inputs = training_inputs(base, cfg, dist, classes, rows, key, folder)
     model, transfer = build_network(base, cfg, len(classes), dist.strategy)
@@ -143,7 +159,8 @@ def main() -> None:
         if resume_run is None:
             blocks = transfer.blocks if transfer is not None else None
             log_training_start(
-                load_raw_params(), dist.log_params(), run_tags(setup, dist, inputs, classes),
+                load_raw_params(), dist.log_params() | shape.as_params(),
+                run_tags(setup, dist, inputs, classes, params),
                 model, blocks, read_validation(VALIDATION_FILE),
             )  # fmt: skip
         else:
@@ -157,7 +174,7 @@ def main() -> None:
         write_outputs(table, phases, metrics, best, model, labels)
         with native_stderr():
             example = (SPLIT_DIR / rows[1]["path"].iloc[0]).read_bytes()
-            registry.log_model(MODEL_FILE, MODEL_LABELS_FILE, example, cfg.registered_model)
+            registry.log_model(MODEL_FILE, MODEL_LABELS_FILE, example, params.registered_model)
         log_training_result(metrics, phases, RUN_ARTIFACTS, DATA_DOCS_DIR)
         write_run_record(RUN_FILE, RunRecord(run_id, experiment_id))
     shutil.rmtree(RESUME_DIR, ignore_errors=True)  # finished: nothing to resume

@@ -9,6 +9,11 @@ makes the stage exit non-zero, so `dvc repro` stops before training.
 
 import logging
 
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from PIL import Image
+
 from pipeline.common.files import staged_dir, write_csv
 from pipeline.common.log import run_stage
 from pipeline.contracts import ValidationResult, read_labels, write_validation
@@ -23,20 +28,55 @@ from pipeline.imagedata.checks import (
     run_checks,
 )
 from pipeline.imagedata.images import list_raw
-from pipeline.params import load_params
+from pipeline.params import SplitParams, load_params
 from pipeline.paths import (
     DATA_DOCS_DIR,
     LABELS_FILE,
     NEAR_DUPLICATES_FILE,
+    NEAR_DUPLICATES_PNG,
     RAW_DIR,
     ROOT,
     SPLIT_DIR,
     SPLIT_MANIFEST,
     VALIDATION_FILE,
 )
+from pipeline.reporting.plots import near_duplicate_figure, save_figure
 from pipeline.reporting.web_assets import AssetError, localise_pages
 
 log = logging.getLogger(__name__)
+
+PAIRS_SHOWN = 8  # pairs drawn of each kind, a seeded sample
+THUMBNAIL = 96  # pixels a side at most, per image drawn
+
+
+def _grey(path: str) -> np.ndarray:
+    with Image.open(SPLIT_DIR / path) as image:
+        grey = image.convert("L")
+        grey.thumbnail((THUMBNAIL, THUMBNAIL))
+        return np.asarray(grey)
+
+
+def pair_figure(near: pd.DataFrame, cfg: SplitParams) -> Figure:
+    """A seeded sample of the confirmed near duplicates and of the candidates their pixels
+    rejected, each validation or test image beside its closest training image."""
+    candidates = near[near["correlation"].notna()]
+    kinds = {
+        f"Near duplicates, {near['confirmed'].sum()} confirmed (pixel correlation >= "
+        f"{cfg.near_duplicate_correlation}); held-out | training image": near[near["confirmed"]],
+        f"Rejected, {(~candidates['confirmed']).sum()} candidates within "
+        f"{cfg.near_duplicate_distance} bits of a training image's hash but below the "
+        "correlation": candidates[~candidates["confirmed"]],
+    }
+    sections = {}
+    for title, rows in kinds.items():
+        shown = rows.sample(min(len(rows), PAIRS_SHOWN), random_state=0)
+        sections[title] = [
+            (_grey(row.path), _grey(row.nearest_train_path),
+             f"{row.path}\n{row.nearest_train_path}\nr = {row.correlation:.3f}, "
+             f"{row.distance} bits")
+            for row in shown.sort_values("correlation", ascending=False).itertuples()
+        ]  # fmt: skip
+    return near_duplicate_figure(sections)
 
 
 def main() -> None:
@@ -48,10 +88,10 @@ def main() -> None:
     raw = list_raw(RAW_DIR)
     given = raw["given_split"].ne("").any()  # the source gave its splits
     facts = image_facts(SPLIT_DIR, placed["path"].tolist())
-    near = confirm_near_duplicates(SPLIT_DIR, placed, facts, cfg)
+    near = confirm_near_duplicates(SPLIT_DIR, placed, facts, params.split)
     checks = build_checks(
-        manifest, raw, facts, near, classes, params.split.fractions, params.base.channels, cfg,
-        given,
+        manifest, raw, facts, near, classes, params.split.fractions,
+        mf.split_channels(SPLIT_DIR), cfg, given,
     )  # fmt: skip
     with staged_dir(DATA_DOCS_DIR) as docs:
         outcomes = run_checks(checks, docs)
@@ -67,6 +107,7 @@ def main() -> None:
     candidates = near[near["correlation"].notna()]
     ranked = candidates.sort_values(["correlation", "path"], ascending=[False, True])
     write_csv(ranked, NEAR_DUPLICATES_FILE)
+    save_figure(pair_figure(near, params.split), NEAR_DUPLICATES_PNG)
     unmet = [o for o in outcomes if not o["success"]]
     reported = [o for o in unmet if reported_only(o, cfg, given)]
     failed = [o for o in unmet if o not in reported]

@@ -161,7 +161,7 @@ def inspect(
 
 def main() -> None:
     params = load_params()
-    base, cfg = params.base, params.visualize
+    cfg = params.visualize
     classes = read_labels(LABELS_FILE).classes
     with native_stderr(CUDA_INIT_FAILED):
         model = load_checked(MODEL_FILE, MODEL_LABELS_FILE, classes, LABELS_FILE).model
@@ -179,8 +179,9 @@ def main() -> None:
                 f"No pictures for {model_file}: {unsupported}\n", encoding="utf-8"
             )
         if not unsupported:
+            _, size, _, channels = model.input_shape  # as training resolved base.*
             check, sharing, drawn, found = inspect(
-                model, picked, classes, cfg, base.image_size, base.channels, folder
+                model, picked, classes, cfg, int(size), int(channels), folder
             )
             pictures = {k: VISUALIZE_PICTURES / p.relative_to(folder) for k, p in drawn.items()}
             metrics |= found

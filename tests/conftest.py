@@ -92,7 +92,7 @@ def split(image_tree, tmp_path) -> dict:
         "manifest": manifest,
         "raw": list_raw(image_tree),
         "facts": facts,
-        "near": confirm_near_duplicates(out, placed, facts, load_params().validate_),
+        "near": confirm_near_duplicates(out, placed, facts, load_params().split),
         "classes": ["cat", "dog", "owl"],
         "out": out,
         "root": image_tree,

@@ -79,7 +79,7 @@ def make_project(root: Path, overrides: dict, prepared: Path | None = None) -> d
     (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n__pycache__/\n")
     run(["git", "init", "-q"], root, env)
     run(["dvc", "init", "-q"], root, env)
-    run(["dvc", "config", "core.analytics", "false"], root, env)
+    shutil.copy2(ROOT / ".dvc" / "config", root / ".dvc" / "config")  # the project's DVC config
     if prepared is not None:
         for name in PREPARED:
             source, target = prepared / name, root / name

@@ -21,7 +21,8 @@ def test_unknown_key_is_named(raw_params):
 
 def test_wrong_type_is_named(raw_params):
     raw_params["train"]["batch_size"] = "twenty"
-    with pytest.raises(ParamsError, match=r"train\.batch_size: Input should be a valid integer"):
+    message = r"train\.batch_size: Input should be 'auto' or Input should be a valid integer"
+    with pytest.raises(ParamsError, match=message):
         parse_params(raw_params)
 
 

@@ -15,5 +15,5 @@ def test_a_misspelt_param_is_named_without_a_traceback(tmp_path):
 def test_without_a_split_the_stage_says_to_run_it(tmp_path):
     stderr = stage_error(tmp_path, "train")
     assert stderr.endswith(
-        f"train: error: {tmp_path / 'data/split/labels.json'} is missing: run `dvc repro split`\n"
+        f"train: error: {tmp_path / 'data/split/manifest.csv'} is missing: run `dvc repro split`\n"
     )

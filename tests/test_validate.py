@@ -32,6 +32,7 @@ def test_a_failed_expectation_stops_the_stage(split, tmp_path, monkeypatch, raw_
         "RAW_DIR": split["root"],
         "VALIDATION_FILE": reports / "validation.json",
         "NEAR_DUPLICATES_FILE": reports / "near_duplicates.csv",
+        "NEAR_DUPLICATES_PNG": reports / "near_duplicates.png",
         "DATA_DOCS_DIR": reports / "data_docs",
         "ROOT": tmp_path,
     }.items():

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline.common.files import link_or_copy, read_json, write_csv, write_json
@@ -26,13 +27,20 @@ from pipeline.imagedata.images import (
     inspect_image,
     list_raw,
     needs_conversion,
+    resolve_channels,
     to_png,
+)
+from pipeline.imagedata.similarity import (
+    close_pairs,
+    compare_size,
+    group_ids,
+    hash_array,
+    pixel_correlations,
 )
 from pipeline.params import SplitParams
 from pipeline.paths import SPLITS
 
 MIN_CLASS_SIZE = len(SPLITS)
-STATE_FILE = "split.json"
 MESSAGE_LINES = 50  # files listed in an error message before it says "and N more"
 
 
@@ -64,6 +72,19 @@ def _rank(seed: int, digest: str) -> str:
     return hashlib.sha256(f"{seed}:{digest}".encode()).hexdigest()
 
 
+def _units(rows: pd.DataFrame, seed: int) -> list[list[str]]:
+    """The distinct contents of one class as units that go to one split together: each group
+    of near duplicates (column `group`, "" for none) and each other content on its own.
+    Groups come first, largest first, so the contents alone can even out the sizes after
+    them; within a size, in seeded-hash order."""
+    distinct = rows.drop_duplicates("sha256")
+    group = distinct["group"] if "group" in distinct else pd.Series("", index=distinct.index)
+    unit = group.where(group != "", distinct["sha256"])
+    members = distinct["sha256"].groupby(unit.to_numpy()).agg(sorted)
+    order = sorted(members.index, key=lambda u: (-len(members[u]), _rank(seed, u)))
+    return [members[u] for u in order]
+
+
 def split_assignments(
     contents: pd.DataFrame,
     fractions: Mapping[str, float],
@@ -71,39 +92,45 @@ def split_assignments(
     previous: Mapping[tuple[str, str], str] | None = None,
     train_only: Iterable[str] = (),
 ) -> dict[tuple[str, str], str]:
-    """The split of every distinct (label, sha256) in `contents`, stratified by label.
+    """The split of every distinct (label, sha256) in `contents`, stratified by label, with
+    each group of near duplicates (`_units`) in one split.
 
-    Contents found in `previous` keep their split. The others are taken in seeded-hash order,
-    each to the split furthest below its target size, so a fresh split hits the targets of
-    `split_sizes` exactly and a grown folder fills the gaps without moving anything.
+    Contents found in `previous` keep their split (a new member of a group joins it there).
+    The other units are taken in turn, each to the split furthest below its target size, so
+    a fresh split hits the targets of `split_sizes` as exactly as the groups allow and a grown
+    folder fills the gaps without moving anything.
     """
     previous = previous or {}
     train_only = set(train_only)
     assignment: dict[tuple[str, str], str] = {}
-    for label, digests in contents.groupby("label", sort=True)["sha256"]:
-        keys = [(label, d) for d in sorted(set(digests), key=partial(_rank, seed))]
+    for label, rows in contents.groupby("label", sort=True):
+        units = [[(label, digest) for digest in unit] for unit in _units(rows, seed)]
         if label in train_only:
-            assignment.update(dict.fromkeys(keys, "train"))
+            assignment.update(dict.fromkeys((key for unit in units for key in unit), "train"))
             continue
-        targets = split_sizes(len(keys), fractions)
+        targets = split_sizes(sum(map(len, units)), fractions)
         counts = dict.fromkeys(SPLITS, 0)
-        for key in keys:
-            if key in previous:
-                assignment[key] = previous[key]
-                counts[previous[key]] += 1
-        for key in keys:
-            if key not in assignment:
-                name = max(SPLITS, key=lambda s: (targets[s] - counts[s], -SPLITS.index(s)))
-                assignment[key] = name
-                counts[name] += 1
+        pending = []
+        for unit in units:
+            kept = [previous[key] for key in unit if key in previous]
+            if not kept:
+                pending.append(unit)
+                continue
+            for key in unit:
+                assignment[key] = previous.get(key, kept[0])
+                counts[assignment[key]] += 1
+        for unit in pending:
+            name = max(SPLITS, key=lambda s: (targets[s] - counts[s], -SPLITS.index(s)))
+            assignment.update(dict.fromkeys(unit, name))
+            counts[name] += len(unit)
     return assignment
 
 
 def _inspect(raw_dir: Path, relative: str) -> ImageFacts:
-    return inspect_image(raw_dir / relative)
+    return inspect_image(raw_dir / relative, perceptual=True)
 
 
-def inspect_files(raw_dir: Path, listing: pd.DataFrame, channels: int) -> pd.DataFrame:
+def inspect_files(raw_dir: Path, listing: pd.DataFrame) -> pd.DataFrame:
     """One row per listed file with its facts, a status (ok or rejected) and the reason."""
     readable = listing[listing["problem"].isna()]
     facts = dict(
@@ -128,7 +155,7 @@ def inspect_files(raw_dir: Path, listing: pd.DataFrame, channels: int) -> pd.Dat
                 **details,
                 "status": mf.REJECTED if reason else mf.OK,
                 "reason": reason,
-                "convert": not reason and needs_conversion(fact, channels),
+                "facts": fact,
             }
         )
     table = pd.DataFrame(rows)
@@ -207,7 +234,7 @@ def previous_assignments(
 ) -> dict[tuple[str, str], str]:
     """The last split's placements, if it was made with the same seed and fractions."""
     try:
-        state = read_json(split_dir / STATE_FILE)
+        state = read_json(split_dir / mf.STATE_FILE)
         previous = mf.read_manifest(split_dir / "manifest.csv")
     except FileNotFoundError:
         return {}
@@ -270,8 +297,52 @@ def class_summary(table: pd.DataFrame) -> pd.DataFrame:
     return summary.rename_axis("class").reset_index()
 
 
+def near_duplicate_groups(
+    raw_dir: Path, table: pd.DataFrame, among: pd.Series, cfg: SplitParams
+) -> pd.Series:
+    """For every row in `among`, the group of near duplicates within its class it belongs to
+    (`imagedata.similarity`): named by the group's smallest sha256, "" for a content with no
+    near duplicate. Identical files need no group: they share a sha256."""
+    group = pd.Series("", index=table.index, dtype=object)
+    rows = table[among].drop_duplicates(["label", "sha256"])
+    found = [
+        part.index.to_numpy()[close_pairs(hash_array(part["phash"]), cfg.near_duplicate_distance)]
+        for _, part in rows.groupby("label")
+    ]
+    candidates = np.concatenate(found) if found else np.empty((0, 2), dtype=np.int64)
+    if not len(candidates):
+        return group
+    paths = table["raw_path"]
+    size = compare_size(rows[["width", "height"]].min(axis=1))
+    pairs = list(zip(paths[candidates[:, 0]], paths[candidates[:, 1]], strict=True))
+    confirmed = candidates[
+        pixel_correlations(raw_dir, pairs, size) >= cfg.near_duplicate_correlation
+    ]
+    position = pd.Series(np.arange(len(rows)), index=rows.index)
+    component = pd.Series(
+        group_ids(len(rows), position[confirmed.ravel()].to_numpy().reshape(-1, 2)),
+        index=rows.index,
+    )
+    named = rows["sha256"].groupby(component).transform("min")
+    named = named.where(component.map(component.value_counts()) > 1, "")
+    by_content = dict(zip(zip(rows["label"], rows["sha256"], strict=True), named, strict=True))
+    keys = zip(table.loc[among, "label"], table.loc[among, "sha256"], strict=True)
+    group[among] = [by_content[key] for key in keys]
+    return group
+
+
 def _looked_up(assignment: Mapping[tuple[str, str], str], rows: pd.DataFrame) -> list[str]:
     return [assignment[key] for key in zip(rows["label"], rows["sha256"], strict=True)]
+
+
+def ours_to_split(table: pd.DataFrame, placed: pd.Series) -> pd.Series:
+    """The placed rows whose split this stage chooses: all of them, unless the source gave
+    its splits; then the given train images when no validation split was given (it is
+    carved from them), else none."""
+    given = table["given_split"]
+    if not given.ne("").any():
+        return placed
+    return placed & (given == "train") & ("validation" not in set(given))
 
 
 def assign_splits(
@@ -286,34 +357,44 @@ def assign_splits(
     validation split is given, `split.validation` of the given train images is carved from
     it (stratified, by content hash, stable as a split of our own)."""
     split = pd.Series("", index=table.index, dtype=object)
-    if not table["given_split"].ne("").any():
-        assignment = split_assignments(table[placed], cfg.fractions, seed, previous, train_only)
-        split[placed] = _looked_up(assignment, table[placed])
-        return split
     split[placed] = table.loc[placed, "given_split"]
-    carve = placed & (table["given_split"] == "train")
-    if carve.any() and "validation" not in set(table["given_split"]):
+    ours = ours_to_split(table, placed)
+    if not ours.any():
+        return split
+    fractions, kept = cfg.fractions, previous
+    if table["given_split"].ne("").any():
         fractions = {"train": 1 - cfg.validation, "validation": cfg.validation, "test": 0.0}
         kept = {key: name for key, name in previous.items() if name != "test"}
-        assignment = split_assignments(table[carve], fractions, seed, kept, train_only)
-        split[carve] = _looked_up(assignment, table[carve])
+    assignment = split_assignments(table[ours], fractions, seed, kept, train_only)
+    split[ours] = _looked_up(assignment, table[ours])
     return split
 
 
+def placed_channels(table: pd.DataFrame, channels: int | str) -> int:
+    """`base.channels` resolved (`resolve_channels`) for the images the split places."""
+    placed = table["status"].isin([mf.OK, mf.TRAIN_ONLY])
+    return resolve_channels(channels, table.loc[placed, "mode"])
+
+
 def build_split(
-    raw_dir: Path, cfg: SplitParams, seed: int, channels: int, previous: Mapping
+    raw_dir: Path, cfg: SplitParams, seed: int, channels: int | str, previous: Mapping
 ) -> pd.DataFrame:
     """Every raw file with its status, reason, facts and (when placed) split and output path."""
     listing = list_raw(raw_dir)
     if listing.empty:
         raise SplitError(f"{raw_dir} holds no class folder with files in it")
-    table = inspect_files(raw_dir, listing, channels)
+    table = inspect_files(raw_dir, listing)
     table = mark_conflicts(table, cfg.conflicting_labels)
     table, train_only = apply_small_class_policy(table, cfg.small_classes)
     check_rejections(table, cfg.max_rejected_fraction)
     placed = table["status"].isin([mf.OK, mf.TRAIN_ONLY])
     if not placed.any():
         raise SplitError(f"no usable image in {raw_dir}")
+    channels = placed_channels(table, channels)
+    table["convert"] = [
+        placed[i] and needs_conversion(fact, channels) for i, fact in table.pop("facts").items()
+    ]
+    table["group"] = near_duplicate_groups(raw_dir, table, ours_to_split(table, placed), cfg)
     table["split"] = assign_splits(table, placed, cfg, seed, previous, train_only)
     table["path"] = output_paths(table)
     table["action"] = ""
@@ -339,14 +420,17 @@ def write_split(
     left_out = table[~placed]
     write_csv(left_out[["raw_path", "label", "status", "reason"]], target / "rejected.csv")
     write_json(
-        target / STATE_FILE,
+        target / mf.STATE_FILE,
         {
             "seed": seed,
+            "channels": channels,
             "fractions": cfg.fractions,
             "files": len(table),
             "placed": int(placed.sum()),
             "left_out": table.loc[~placed, "status"].value_counts().to_dict(),
             "classes": len(classes),
+            "near_duplicate_groups": int(table.loc[placed, "group"].replace("", pd.NA).nunique()),
+            "in_near_duplicate_groups": int(table.loc[placed, "group"].ne("").sum()),
             "given_splits": sorted(set(table["given_split"]) - {""}, key=SPLITS.index),
         },
     )

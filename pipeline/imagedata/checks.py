@@ -13,7 +13,6 @@ from pathlib import Path
 
 import great_expectations as gx
 import great_expectations.expectations as gxe
-import imagehash
 import numpy as np
 import pandas as pd
 from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -22,7 +21,13 @@ from PIL import Image
 from pipeline.common.log import PipelineError
 from pipeline.common.parallel import parallel_map
 from pipeline.imagedata import manifest as mf
-from pipeline.params import ValidateParams
+from pipeline.imagedata.similarity import (
+    compare_size,
+    hash_array,
+    perceptual_hash,
+    pixel_correlations,
+)
+from pipeline.params import SplitParams, ValidateParams
 from pipeline.paths import SPLITS
 
 
@@ -55,7 +60,7 @@ def _image_facts(split_dir: Path, path: str) -> dict:
                 "channels": len(image.getbands()),
                 "width": image.width,
                 "height": image.height,
-                "phash": str(imagehash.phash(image)),  # 16 hex digits
+                "phash": perceptual_hash(image),
             }
     except Exception as error:  # any failure to decode is a finding, not a crash
         return {"path": path, "readable": False, "error": f"{error.__class__.__name__}: {error}"}
@@ -66,11 +71,6 @@ def image_facts(split_dir: Path, paths: list[str]) -> pd.DataFrame:
     rows = parallel_map(partial(_image_facts, split_dir), paths, "validate: decoding")
     columns = ["path", "readable", "channels", "width", "height", "phash", "error"]
     return pd.DataFrame(rows).reindex(columns=columns)
-
-
-def hash_array(hashes: pd.Series) -> np.ndarray:
-    """Hex perceptual hashes as unsigned 64-bit integers (0 where an image had none)."""
-    return np.array([int(h, 16) if isinstance(h, str) else 0 for h in hashes], dtype=np.uint64)
 
 
 def hash_neighbours(
@@ -113,41 +113,13 @@ def nearest_training_image(placed: pd.DataFrame, hashes: pd.Series) -> pd.DataFr
     return hash_neighbours(placed, hashes, within=-1)[0]
 
 
-COMPARE_SIZE = 32  # near-duplicate candidates are compared at most this many pixels a side
-
-
-def comparable(image: Image.Image, size: int) -> np.ndarray:
-    """The image in grey at `size` x `size` (area resampling), scaled to zero mean and unit
-    variance, so a brightness or contrast change leaves it as it was; the mean of the
-    product of two is their Pearson correlation."""
-    grey = image.convert("L").resize((size, size), Image.Resampling.BOX)
-    values = np.asarray(grey, dtype=np.float32).ravel()
-    spread = values.std()
-    return (values - values.mean()) / (spread if spread > 1e-3 else 1.0)
-
-
-def _pixels(split_dir: Path, size: int, path: str) -> np.ndarray:
-    with Image.open(split_dir / path) as image:
-        return comparable(image, size)
-
-
-def pixel_correlations(split_dir: Path, pairs: list[tuple[str, str]], size: int) -> np.ndarray:
-    """The Pearson correlation of each pair of images in grey at `size` x `size`."""
-    paths = sorted({path for pair in pairs for path in pair})
-    loaded = parallel_map(partial(_pixels, split_dir, size), paths, "validate: comparing")
-    vectors = dict(zip(paths, loaded, strict=True))
-    return np.array([float(np.mean(vectors[a] * vectors[b])) for a, b in pairs])
-
-
 def confirm_near_duplicates(
-    split_dir: Path, placed: pd.DataFrame, facts: pd.DataFrame, cfg: ValidateParams
+    split_dir: Path, placed: pd.DataFrame, facts: pd.DataFrame, cfg: SplitParams
 ) -> pd.DataFrame:
     """`hash_neighbours`, with each held-out image's hash candidates (training images
-    within `near_duplicate_distance` bits) compared pixel by pixel: the correlation of the
-    two images in grey at a common size (COMPARE_SIZE, or the smallest side in the split) is
-    near 1 for a resized, re-encoded or re-lit copy and lower for a different object of the
-    same outline. The best candidate is kept, with its `correlation`; at or above
-    `near_duplicate_correlation` the pair is a `confirmed` near duplicate."""
+    within `split.near_duplicate_distance` bits) compared pixel by pixel (`similarity`). The
+    best candidate is kept, with its `correlation`; at or above
+    `split.near_duplicate_correlation` the pair is a `confirmed` near duplicate."""
     hashes = facts.set_index("path")["phash"]
     near, candidates = hash_neighbours(placed, hashes, cfg.near_duplicate_distance)
     near["correlation"] = np.nan
@@ -155,8 +127,7 @@ def confirm_near_duplicates(
         train = placed[placed["split"] == "train"]
         held_paths = near["path"].to_numpy()[candidates["held"]]
         train_paths = train["path"].to_numpy()[candidates["train"]]
-        side = facts[["width", "height"]].min().min()
-        size = int(min(COMPARE_SIZE, side)) if pd.notna(side) else COMPARE_SIZE
+        size = compare_size(facts[["width", "height"]].min(axis=1))
         pairs = list(zip(held_paths, train_paths, strict=True))
         candidates["correlation"] = pixel_correlations(split_dir, pairs, size).round(4)
         best = candidates.sort_values(["correlation", "distance"], ascending=[True, False])

@@ -17,6 +17,7 @@ import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.common.log import PipelineError
+from pipeline.imagedata.similarity import perceptual_hash
 from pipeline.paths import SPLITS
 
 # Folders and files that tools create beside real data: never classes, never images.
@@ -27,6 +28,8 @@ MODE_FOR_CHANNELS = {1: "L", 3: "RGB"}
 EXIF_ORIENTATION = 0x0112
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+# Pillow modes without colour: with base.channels auto, a split of only these stays grayscale
+GREY_MODES = frozenset({"1", "L", "LA", "La", "F", *SIXTEEN_BIT_MODES})
 
 
 def is_junk(name: str) -> bool:
@@ -141,17 +144,19 @@ class ImageFacts:
     height: int | None = None
     orientation: int = 1
     problem: str | None = None
+    phash: str | None = None  # the perceptual hash (imagedata.similarity), when asked for
 
     def as_row(self) -> dict:
         return asdict(self)
 
 
-def inspect_image(path: Path) -> ImageFacts:
-    """Hash the file and decode it fully; a file that cannot be trained on says why."""
-    return inspect_bytes(path.read_bytes())
+def inspect_image(path: Path, perceptual: bool = False) -> ImageFacts:
+    """Hash the file and decode it fully; a file that cannot be trained on says why.
+    `perceptual`: its perceptual hash too."""
+    return inspect_bytes(path.read_bytes(), perceptual)
 
 
-def inspect_bytes(data: bytes) -> ImageFacts:
+def inspect_bytes(data: bytes, perceptual: bool = False) -> ImageFacts:
     """`inspect_image` for an image already in memory (an upload, a request body)."""
     digest = hashlib.sha256(data).hexdigest()
     if not data:
@@ -161,6 +166,7 @@ def inspect_bytes(data: bytes) -> ImageFacts:
             fmt, mode, (width, height) = image.format, image.mode, image.size
             orientation = int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
             image.load()  # a truncated or corrupt file fails here, not at training time
+            phash = perceptual_hash(image) if perceptual and width and height else None
     except UnidentifiedImageError:
         return ImageFacts(digest, len(data), problem="not an image (no known image format)")
     except Image.DecompressionBombError as error:
@@ -171,10 +177,18 @@ def inspect_bytes(data: bytes) -> ImageFacts:
             len(data),
             problem=f"corrupt or truncated image ({error.__class__.__name__}: {error})",
         )
-    facts = ImageFacts(digest, len(data), fmt, mode, width, height, orientation)
+    facts = ImageFacts(digest, len(data), fmt, mode, width, height, orientation, phash=phash)
     if width < 1 or height < 1:
         return ImageFacts(**{**facts.as_row(), "problem": f"empty picture ({width}x{height})"})
     return facts
+
+
+def resolve_channels(channels: int | str, modes: pd.Series) -> int:
+    """`base.channels` for images of these Pillow `modes`: a number stays; auto is 1 when
+    every image is grayscale (no RGB copy of grey pixels), else 3."""
+    if channels != "auto":
+        return int(channels)
+    return 1 if modes.isin(GREY_MODES).all() else 3
 
 
 def needs_conversion(facts: ImageFacts, channels: int) -> bool:

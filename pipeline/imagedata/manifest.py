@@ -5,9 +5,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.common.files import write_csv
+from pipeline.common.files import read_json, write_csv
 from pipeline.contracts import ContractError
-from pipeline.paths import SPLIT_MANIFEST
+from pipeline.paths import SPLIT_DIR, SPLIT_MANIFEST
+
+STATE_FILE = "split.json"  # how the split was made: seed, fractions, channels, counts
 
 # Row status. Only files with a split (OK, TRAIN_ONLY) reach training.
 OK = "ok"
@@ -25,6 +27,7 @@ COLUMNS = [
     "reason",
     "raw_path",  # inside data/raw
     "sha256",
+    "group",  # the near-duplicate group (its smallest sha256) kept in one split; "" for none
     "format",
     "mode",
     "width",
@@ -50,3 +53,15 @@ def in_splits(manifest: pd.DataFrame) -> pd.DataFrame:
 def write_manifest(table: pd.DataFrame, path: Path = SPLIT_MANIFEST) -> None:
     """The manifest's columns, in their order, written atomically."""
     write_csv(table.reindex(columns=COLUMNS), path)
+
+
+def split_channels(split_dir: Path = SPLIT_DIR) -> int:
+    """The colour model the split stored every image in: 1 (grayscale) or 3 (RGB)."""
+    path = split_dir / STATE_FILE
+    try:
+        channels = read_json(path).get("channels")
+    except FileNotFoundError:
+        channels = None
+    if channels not in (1, 3):
+        raise ContractError(f"{path} does not say the split's channels: run `dvc repro split`")
+    return channels

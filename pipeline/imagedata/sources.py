@@ -26,15 +26,14 @@ from PIL import Image
 
 from pipeline.common.files import file_digest
 from pipeline.common.log import PipelineError
+from pipeline.common.names import BUILTIN_SOURCES, DIGITS, FASHION_MNIST
 from pipeline.common.parallel import parallel_map
 from pipeline.imagedata.images import GIVEN_SPLITS_REQUIRED, is_junk, list_raw, unsafe_name
 from pipeline.paths import ROOT, SPLITS
 
 log = logging.getLogger(__name__)
 
-DIGITS = "digits"
-FASHION_MNIST = "fashion-mnist"
-BUILTIN = (DIGITS, FASHION_MNIST)
+BUILTIN = BUILTIN_SOURCES
 DIGITS_MAX_VALUE = 16  # the scans store ink as 0..16
 # Debian's dataset-fashion-mnist installs the four IDX files here
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")

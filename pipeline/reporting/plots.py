@@ -139,6 +139,48 @@ def error_gallery_figure(images: list[np.ndarray], captions: list[str], columns:
     return fig
 
 
+def _side_by_side(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Two grey images, each scaled up by a whole factor to about the taller's height and
+    padded white to it, with a white gap between them."""
+    height = max(first.shape[0], second.shape[0])
+    parts = []
+    for image in (first, second):
+        repeat = max(1, height // image.shape[0])
+        scaled = np.kron(image, np.ones((repeat, repeat), dtype=np.uint8))[:height]
+        parts.append(np.pad(scaled, ((0, height - scaled.shape[0]), (0, 0)), constant_values=255))
+    gap = np.full((height, max(2, height // 8)), 255, dtype=np.uint8)
+    return np.concatenate([parts[0], gap, parts[1]], axis=1)
+
+
+def near_duplicate_figure(
+    sections: dict[str, list[tuple[np.ndarray, np.ndarray, str]]], columns: int = 4
+) -> Figure:
+    """Pairs of grey images (a validation or test image beside its closest training image),
+    one titled section per kind of pair, each pair captioned."""
+    rows = [max(1, int(np.ceil(len(pairs) / columns))) for pairs in sections.values()]
+    fig = plt.figure(
+        figsize=(3.0 * columns, 2.4 * sum(rows) + 0.8 * len(rows)), layout="constrained"
+    )
+    for panel, (title, pairs), count in zip(
+        fig.subfigures(len(rows), 1, height_ratios=rows, squeeze=False).flat,
+        sections.items(),
+        rows,
+        strict=True,
+    ):
+        axes = panel.subplots(count, columns, squeeze=False)
+        for ax in axes.flat:
+            ax.axis("off")
+        if not pairs:
+            axes[0, 0].text(0, 0.5, "none", fontsize=11, va="center")
+        for ax, (held, train, caption) in zip(axes.flat, pairs, strict=False):
+            ax.imshow(
+                _side_by_side(held, train), cmap="gray", vmin=0, vmax=255, interpolation="nearest"
+            )
+            ax.set_title(caption, fontsize=8)
+        panel.suptitle(title, fontsize=11)
+    return fig
+
+
 def save_figure(fig: Figure, path: Path) -> None:
     """Write the figure atomically, in the format its suffix names, and free its memory."""
     with staged_file(path) as tmp:

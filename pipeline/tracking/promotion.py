@@ -45,9 +45,22 @@ def run_version(client: MlflowClient, name: str, run_id: str) -> str:
     return str(max(versions, key=lambda v: int(v.version)).version)
 
 
+# run tags that say what a model learnt; only models alike in both compete (train sets them)
+DATA_TAGS = {"dataset": "another dataset", "classes": "other classes"}
+
+
+def different_data(champion: dict[str, str], candidate: dict[str, str]) -> str:
+    """How the champion's data (its run tags) differs from the candidate's; "" if alike."""
+    for tag, what in DATA_TAGS.items():
+        if champion.get(tag) != candidate.get(tag):
+            return f"{what} ({tag} {champion.get(tag)!r}, this model {candidate.get(tag)!r})"
+    return ""
+
+
 def promote(client: MlflowClient, name: str, run_id: str, metric: str, value: float) -> Decision:
     """Move `champion` to this run's version of `name` if its `test_<metric>` beats the
-    champion's (a higher score, or a lower loss); keep it otherwise."""
+    champion's (a higher score, or a lower loss); keep it otherwise. A champion that learnt
+    other data (another dataset or other classes: DATA_TAGS) is no rival: the alias moves."""
     version = run_version(client, name, run_id)
     try:
         champion = client.get_model_version_by_alias(name, ALIAS)
@@ -59,7 +72,13 @@ def promote(client: MlflowClient, name: str, run_id: str, metric: str, value: fl
     held = str(champion.version)
     if held == version:
         return Decision(True, version, value, version, value, "already the champion")
-    previous = client.get_run(champion.run_id).data.metrics.get(f"test_{metric}")
+    champion_run = client.get_run(champion.run_id)
+    unlike = different_data(champion_run.data.tags, client.get_run(run_id).data.tags)
+    if unlike:
+        client.set_registered_model_alias(name, ALIAS, version)
+        reason = f"the champion (version {held}) learnt {unlike}: no comparable champion"
+        return Decision(True, version, value, held, None, reason)
+    previous = champion_run.data.metrics.get(f"test_{metric}")
     if previous is None:
         client.set_registered_model_alias(name, ALIAS, version)
         reason = f"the champion (version {held}) has no test_{metric}"

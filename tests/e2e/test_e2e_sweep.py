@@ -57,11 +57,11 @@ def test_a_two_point_sweep_runs_at_once_into_the_project_store(tmp_path, prepare
         for metric in ("test_accuracy", "test_macro_f1", "weight_sharing_cnn_params"):
             assert metric in run.data.metrics
         assert client.list_artifacts(run.info.run_id, "reports/evaluate")
-    versions = client.search_model_versions("name = 'image-classifier'")
+    versions = client.search_model_versions("name = 'image-classifier-digits'")
     assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in runs.values())
     # evaluated at the same time, the champion is still the better of the two
     best = max(r.data.metrics["test_macro_f1"] for r in runs.values())
-    champion = client.get_model_version_by_alias("image-classifier", "champion")
+    champion = client.get_model_version_by_alias("image-classifier-digits", "champion")
     assert client.get_run(champion.run_id).data.metrics["test_macro_f1"] == best
     assert sorted(r.data.tags["champion.decision"] for r in runs.values()) in (
         ["kept", "promoted"], ["promoted", "promoted"]

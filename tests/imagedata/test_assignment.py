@@ -454,3 +454,84 @@ def test_a_grown_given_train_keeps_its_carved_validation(tmp_path):
     assert second.loc[second["raw_path"] == "train/cat/new.png", "split"].item() in (
         "train", "validation"
     )  # fmt: skip
+
+
+def _planted_folder(root: Path) -> dict[str, list[str]]:
+    """Two classes of smooth photo-like images; in class `a`, three images each with three
+    copies (resized, JPEG re-encoded, brightened) and one with a look-alike (the same outline,
+    other content). Returns each original's family: the original and its copies."""
+    from tests.imagedata.test_checks import _smooth
+
+    families: dict[str, list[str]] = {}
+    outline = np.where(_smooth(999) > 128, 0, 1)
+    for c, name in enumerate("ab"):
+        for i in range(12):
+            pixels = (_smooth(100 * c + i) * (outline if i == 0 else 1)).astype(np.uint8)
+            path = root / name / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(path)
+            if name == "a" and i < 3:
+                image = Image.open(path)
+                image.resize((96, 96), Image.Resampling.BILINEAR).save(root / "a" / f"{i}-big.png")
+                image.save(root / "a" / f"{i}-copy.jpg", quality=75)
+                bright = np.clip(pixels.astype(int) + 30, 0, 255).astype(np.uint8)
+                Image.fromarray(bright).save(root / "a" / f"{i}-bright.png")
+                families[f"a/{i}.png"] = [f"a/{i}{s}" for s in (".png", "-big.png", "-copy.jpg")]
+                families[f"a/{i}.png"].append(f"a/{i}-bright.png")
+    look_alike = (_smooth(555) * outline).astype(np.uint8)
+    Image.fromarray(look_alike).save(root / "a" / "look-alike.png")
+    return families
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_near_duplicates_stay_in_one_split_and_look_alikes_do_not_join_them(tmp_path, seed):
+    families = _planted_folder(tmp_path / "raw")
+    cfg = split_params(validation=0.25, test=0.25)
+    table = build_split(tmp_path / "raw", cfg, seed=seed, channels="auto", previous={})
+    row = table.set_index("raw_path")
+    for members in families.values():
+        assert row.loc[members, "split"].nunique() == 1, row.loc[members, ["split", "group"]]
+        assert row.loc[members, "group"].nunique() == 1 and row.loc[members[0], "group"] != ""
+    assert row.loc["a/look-alike.png", "group"] == ""  # the same outline, another object
+    assert row.loc["a/0.png", "group"] != row.loc["a/look-alike.png", "group"]
+    grouped = table[table["group"] != ""]
+    assert set(grouped["raw_path"]) == {m for members in families.values() for m in members}
+    sizes = table[table["label"] == "b"]["split"].value_counts()
+    assert sizes.to_dict() == {"train": 6, "validation": 3, "test": 3}  # b: no group, exact
+
+
+def test_a_grown_group_joins_its_split_and_the_state_counts_groups(tmp_path):
+    families = _planted_folder(tmp_path / "raw")
+    cfg = split_params(validation=0.25, test=0.25)
+    first = build_split(tmp_path / "raw", cfg, seed=0, channels="auto", previous={})
+    write_split(first, tmp_path / "raw", tmp_path / "split", 1, cfg, seed=0)
+    state = json.loads((tmp_path / "split" / "split.json").read_text())
+    assert (state["near_duplicate_groups"], state["in_near_duplicate_groups"]) == (3, 12)
+    manifest = mf.read_manifest(tmp_path / "split" / "manifest.csv")
+    assert (manifest["group"] != "").sum() == 12
+
+    original = Image.open(tmp_path / "raw" / "a" / "1.png")
+    original.resize((40, 40)).save(tmp_path / "raw" / "a" / "1-smaller.png")
+    previous = previous_assignments(tmp_path / "split", 0, cfg.fractions)
+    second = build_split(tmp_path / "raw", cfg, seed=0, channels="auto", previous=previous)
+    row = second.set_index("raw_path")
+    assert row.loc["a/1-smaller.png", "split"] == row.loc[families["a/1.png"][0], "split"]
+    kept = first.set_index("raw_path")["split"]
+    assert (row.loc[kept.index, "split"] == kept).all()  # nothing already split moved
+
+
+def test_a_carved_validation_split_keeps_groups_in_train_or_validation(tmp_path):
+    families = _planted_folder(tmp_path / "given" / "train")
+    for name in "ab":
+        for i in range(3):
+            write_png(
+                tmp_path / "given" / "test" / name / f"t{i}.png", value=500 + 10 * i + ord(name)
+            )
+    cfg = split_params(validation=0.3)
+    for seed in range(4):
+        table = build_split(tmp_path / "given", cfg, seed=seed, channels="auto", previous={})
+        row = table.set_index("raw_path")
+        for members in families.values():
+            assert row.loc[["train/" + m for m in members], "split"].nunique() == 1
+        assert (table[table["given_split"] == "test"]["split"] == "test").all()
+        assert (table[table["given_split"] == "test"]["group"] == "").all()  # not ours

@@ -9,11 +9,11 @@ from pipeline.imagedata.checks import (
     failure_message,
     image_facts,
     nearest_training_image,
-    pixel_correlations,
     reported_only,
     run_checks,
 )
 from pipeline.imagedata.images import list_images
+from pipeline.imagedata.similarity import pixel_correlations
 from pipeline.params import load_params
 from tests.conftest import write_png
 
@@ -112,8 +112,7 @@ def test_near_duplicates_above_the_share_fail_with_both_files(split):
         (out / path).unlink()  # a hard link to the raw file: replaced, not written through
         (out / path).write_bytes((out / train_path).read_bytes())
     facts = image_facts(out, placed["path"].tolist())
-    cfg = load_params().validate_
-    near = confirm_near_duplicates(out, placed, facts, cfg)
+    near = confirm_near_duplicates(out, placed, facts, load_params().split)
     confirmed = near[near["confirmed"]]
     assert set(confirmed["path"]) == set(held.iloc[:3])
     assert (confirmed["nearest_train_path"] == train_path).all()
@@ -146,7 +145,7 @@ def test_copies_correlate_above_the_threshold_and_look_alikes_below(tmp_path):
     Image.fromarray(other.astype(np.uint8)).save(tmp_path / "look-alike.png")
     names = ["resized.png", "reencoded.jpg", "bright.png", "flat.png", "look-alike.png"]
     correlations = pixel_correlations(tmp_path, [(name, "train.png") for name in names], 32)
-    threshold = load_params().validate_.near_duplicate_correlation
+    threshold = load_params().split.near_duplicate_correlation
     assert (correlations[:4] >= threshold).all(), correlations
     assert correlations[4] < threshold, correlations
 

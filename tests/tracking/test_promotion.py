@@ -76,3 +76,29 @@ def test_a_champion_without_the_metric_is_replaced_and_a_run_without_a_version_n
     assert decision.promoted and decision.reason == "the champion (version 1) has no test_macro_f1"
     with pytest.raises(LookupError, match="run nope registered no version of model 'classifier'"):
         promotion.promote(client, NAME, "nope", "macro_f1", 0.5)
+
+
+def tagged(client: MlflowClient, tmp_path, value: float, **tags: str) -> str:
+    run_id = version_for(client, tmp_path, {"macro_f1": value})
+    for key, tag in tags.items():
+        client.set_tag(run_id, key, tag)
+    return run_id
+
+
+def test_only_a_champion_of_the_same_dataset_and_classes_is_a_rival(client, tmp_path):
+    digits = tagged(client, tmp_path, 0.99, dataset="digits", classes="0,1,2")
+    assert promotion.promote(client, NAME, digits, "macro_f1", 0.99).promoted
+
+    fashion = tagged(client, tmp_path, 0.90, dataset="fashion-mnist", classes="0,1,2")
+    decision = promotion.promote(client, NAME, fashion, "macro_f1", 0.90)
+    assert decision.promoted and champion(client) == "2"
+    assert decision.reason == (
+        "the champion (version 1) learnt another dataset (dataset 'digits', this model "
+        "'fashion-mnist'): no comparable champion"
+    )
+    more = tagged(client, tmp_path, 0.80, dataset="fashion-mnist", classes="0,1,2,3")
+    decision = promotion.promote(client, NAME, more, "macro_f1", 0.80)
+    assert decision.promoted and "learnt other classes (classes '0,1,2'" in decision.reason
+
+    worse = tagged(client, tmp_path, 0.70, dataset="fashion-mnist", classes="0,1,2,3")
+    assert not promotion.promote(client, NAME, worse, "macro_f1", 0.70).promoted  # a rival

@@ -119,6 +119,6 @@ def test_two_pipelines_at_once_against_the_server_are_recorded_in_full(server, t
         assert "reports/evaluate/report.html" in files
         tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
         assert len(tags["git.commit"]) == 40 and "env.mlflow" in tags
-    query = urllib.parse.urlencode({"filter": "name='image-classifier'"})
+    query = urllib.parse.urlencode({"filter": "name='image-classifier-digits'"})
     versions = _api(server, f"model-versions/search?{query}")["model_versions"]
     assert sorted(v["run_id"] for v in versions) == sorted(by_id)

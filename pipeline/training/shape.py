@@ -1,0 +1,88 @@
+"""The input the model takes: `base.image_size`, `base.channels` and `train.batch_size`, with
+`auto` resolved from the split.
+
+- channels auto: the split's colour model (grayscale when every image is; `split.json`),
+  RGB for an ImageNet base, the earlier model's for a `pipeline` base;
+- image_size auto: the training images' own size (the median of their shorter sides), raised
+  to the smallest input the architecture takes and kept at most AUTO_MAX_SIZE; a `pipeline`
+  base keeps the earlier model's size. Small images are not upscaled past what the model needs.
+
+- batch_size auto: about AUTO_STEPS steps an epoch, as a power of two, and never below
+  AUTO_MIN_BATCH. On a CPU a step costs a fixed overhead besides its arithmetic (a batch of 128
+  ran 2.5 times the images per second of 20 on the default CNN), so a large training set takes
+  large batches; a small one keeps enough steps to learn from (the digits stay at 20).
+
+A number always wins. The resolved shape is printed by the train stage and logged to the run
+(`input.image_size`, `input.channels`); every later stage reads it off the saved model.
+"""
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from pipeline.params import AUTO, BASES, MIN_BASE_SIZE, BaseParams, Params
+from pipeline.training.transfer import load_pipeline_model
+
+AUTO_MAX_SIZE = 64  # auto never goes above this (larger photos: set base.image_size)
+AUTO_STEPS = 400  # batch_size auto: about this many steps an epoch
+AUTO_MIN_BATCH = 20  # batch_size auto: never fewer images a step (the seed article's batch)
+
+
+@dataclass(frozen=True)
+class InputShape:
+    image_size: int
+    channels: int
+    why: str  # how auto was resolved, for the log
+
+    def applied(self, base: BaseParams) -> BaseParams:
+        """`base` with the resolved numbers in place of auto."""
+        return base.model_copy(update={"image_size": self.image_size, "channels": self.channels})
+
+    def as_params(self) -> dict[str, int]:
+        return {"input.image_size": self.image_size, "input.channels": self.channels}
+
+    def describe(self) -> str:
+        return f"input {self.image_size}x{self.image_size}x{self.channels} ({self.why})"
+
+
+def median_shorter_side(rows: pd.DataFrame) -> int:
+    """The median of min(width, height) over manifest rows (their columns are text)."""
+    sides = pd.concat([pd.to_numeric(rows["width"]), pd.to_numeric(rows["height"])], axis=1)
+    return int(sides.min(axis=1).median())
+
+
+def resolve_input(params: Params, train_rows: pd.DataFrame, split_channels: int) -> InputShape:
+    """`base.image_size` and `base.channels` for this training (module docstring)."""
+    size, channels = params.base.image_size, params.base.channels
+    transfer = params.train.transfer
+    if size != AUTO and channels != AUTO:
+        return InputShape(size, channels, "as set in params.yaml")
+    if transfer.base == "pipeline":
+        _, height, _, depth = load_pipeline_model(transfer.weights).input_shape
+        resolved = InputShape(
+            int(height) if size == AUTO else size,
+            int(depth) if channels == AUTO else channels,
+            f"auto: as the model of train.transfer.weights = {transfer.weights} takes",
+        )
+        return resolved
+    if channels == AUTO:
+        channels = 3 if transfer.base in BASES else split_channels
+    notes = [f"channels {channels}: {'RGB' if channels == 3 else 'grayscale'} images"]
+    if size == AUTO:
+        native = median_shorter_side(train_rows)
+        need = MIN_BASE_SIZE if transfer.base in BASES else params.train.model.min_input_size()
+        size = max(need, min(native, AUTO_MAX_SIZE))
+        notes.append(
+            f"size {size}: the training images' median shorter side is {native} px, "
+            f"the model takes {need} or more, auto stays at most {AUTO_MAX_SIZE}"
+        )
+    return InputShape(size, channels, "auto: " + "; ".join(notes))
+
+
+def resolve_batch_size(setting: int | str, train_images: int) -> int:
+    """`train.batch_size` for a training set of `train_images` (module docstring)."""
+    if setting != AUTO:
+        return int(setting)
+    wanted = max(train_images / AUTO_STEPS, 1.0)
+    return max(AUTO_MIN_BATCH, 2 ** round(math.log2(wanted)))

@@ -1,0 +1,112 @@
+"""base.image_size and base.channels: auto resolved from the split, numbers kept."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from pipeline.imagedata import manifest as mf
+from pipeline.imagedata.assignment import build_split, placed_channels, write_split
+from pipeline.imagedata.images import resolve_channels
+from pipeline.params import ParamsError, load_params, parse_params
+from pipeline.training.shape import AUTO_MAX_SIZE, resolve_batch_size, resolve_input
+from tests.conftest import _merge, write_png
+
+
+def sized(*sides: tuple[int, int]) -> pd.DataFrame:
+    """Manifest rows (text columns, as read) of images of these (width, height)."""
+    return pd.DataFrame({"width": [str(w) for w, _ in sides], "height": [str(h) for _, h in sides]})
+
+
+def params_with(raw_params: dict, **changes: dict):
+    return parse_params(_merge(raw_params, changes))
+
+
+def test_the_defaults_are_auto_and_resolve_from_the_data(raw_params):
+    params = parse_params(raw_params)
+    assert (params.base.image_size, params.base.channels) == ("auto", "auto")
+    need = params.train.model.min_input_size()
+    assert params.train.model.output_size(need) >= 1 > params.train.model.output_size(need - 1)
+
+    digits = resolve_input(params, sized((8, 8)), split_channels=1)
+    assert (digits.image_size, digits.channels) == (need, 1)  # upscaled only to what it takes
+    fashion = resolve_input(params, sized((28, 28)), split_channels=1)
+    assert fashion.image_size == max(28, need)
+    photos = resolve_input(params, sized((500, 375), (640, 480), (300, 200)), split_channels=3)
+    assert (photos.image_size, photos.channels) == (AUTO_MAX_SIZE, 3)
+    assert photos.as_params() == {"input.image_size": AUTO_MAX_SIZE, "input.channels": 3}
+    assert "median shorter side is 375 px" in photos.describe()
+
+
+def test_a_small_model_keeps_small_images_at_their_own_size(raw_params):
+    small = {"padding": "same", "kernel_size": 3, "filters": [8, 16]}
+    params = params_with(raw_params, train={"model": small})
+    shape = resolve_input(params, sized((28, 28), (28, 30), (26, 28)), split_channels=1)
+    assert shape.image_size == 28
+    base = shape.applied(params.base)
+    assert (base.image_size, base.channels, base.seed) == (28, 1, params.base.seed)
+
+
+def test_numbers_win_over_the_data(raw_params):
+    params = params_with(raw_params, base={"image_size": 50, "channels": 3})
+    shape = resolve_input(params, sized((8, 8)), split_channels=1)
+    assert (shape.image_size, shape.channels) == (50, 3)
+    assert "as set in params.yaml" in shape.describe()
+
+
+def test_an_imagenet_base_takes_rgb_at_32_or_more(raw_params):
+    params = params_with(raw_params, train={"transfer": {"base": "mobilenet_v2"}})
+    shape = resolve_input(params, sized((28, 28)), split_channels=1)
+    assert (shape.image_size, shape.channels) == (32, 3)  # a grey split decodes to RGB
+
+
+def test_a_too_small_explicit_size_names_the_smallest_it_takes(raw_params):
+    need = load_params().train.model.min_input_size()
+    with pytest.raises(ParamsError, match=rf"takes {need} or more; base.image_size: auto"):
+        params_with(raw_params, base={"image_size": need - 1})
+    with pytest.raises(ParamsError, match=r"base\.image_size"):
+        params_with(raw_params, base={"image_size": "large"})
+
+
+@pytest.mark.parametrize(
+    ("modes", "expected"),
+    [(["L", "L"], 1), (["L", "I;16", "LA", "1"], 1), (["L", "RGB"], 3), (["P"], 3), (["RGBA"], 3)],
+)
+def test_auto_channels_are_grey_only_when_every_image_is(modes, expected):
+    assert resolve_channels("auto", pd.Series(modes)) == expected
+    assert resolve_channels(3, pd.Series(modes)) == 3
+
+
+def test_a_grey_folder_is_split_without_conversion_and_says_so(tmp_path):
+    root = tmp_path / "raw"
+    for c, name in enumerate(["a", "b"]):
+        for i in range(6):
+            write_png(root / name / f"{i}.png", value=10 * c + i)
+    cfg = load_params().split
+    table = build_split(root, cfg, seed=0, channels="auto", previous={})
+    assert placed_channels(table, "auto") == 1 and not table["convert"].any()
+    write_split(table, root, tmp_path / "split", 1, cfg, seed=0)
+    assert json.loads((tmp_path / "split" / "split.json").read_text())["channels"] == 1
+    assert mf.split_channels(tmp_path / "split") == 1
+
+    write_png(root / "b" / "colour.png", value=99, mode="RGB")
+    mixed = build_split(root, cfg, seed=0, channels="auto", previous={})
+    assert placed_channels(mixed, "auto") == 3
+    assert mixed["convert"].sum() == 12  # the grey ones become RGB; the RGB one is linked
+
+
+def test_a_split_from_before_channels_were_recorded_asks_for_a_new_split(tmp_path):
+    (tmp_path / "split.json").write_text(json.dumps({"seed": 42}))
+    with pytest.raises(
+        mf.ContractError,
+        match=r"split.json does not say the split.s channels: run .dvc repro split",
+    ):
+        mf.split_channels(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("images", "batch"), [(1259, 20), (8000, 20), (10_000, 32), (51_000, 128), (500_000, 1024)]
+)
+def test_auto_batches_give_about_400_steps_an_epoch_and_never_fewer_than_20(images, batch):
+    assert resolve_batch_size("auto", images) == batch
+    assert resolve_batch_size(64, images) == 64  # a number wins
