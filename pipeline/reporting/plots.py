@@ -158,20 +158,21 @@ def near_duplicate_figure(
     """Pairs of grey images (a validation or test image beside its closest training image),
     one titled section per kind of pair, each pair captioned."""
     rows = [max(1, int(np.ceil(len(pairs) / columns))) for pairs in sections.values()]
-    fig = plt.figure(
-        figsize=(3.0 * columns, 2.4 * sum(rows) + 0.8 * len(rows)), layout="constrained"
-    )
+    heights = [
+        2.4 * count if pairs else 0.8 for count, pairs in zip(rows, sections.values(), strict=True)
+    ]
+    fig = plt.figure(figsize=(3.0 * columns, sum(heights) + 0.8 * len(rows)), layout="constrained")
     for panel, (title, pairs), count in zip(
-        fig.subfigures(len(rows), 1, height_ratios=rows, squeeze=False).flat,
+        fig.subfigures(len(rows), 1, height_ratios=heights, squeeze=False).flat,
         sections.items(),
         rows,
         strict=True,
     ):
-        axes = panel.subplots(count, columns, squeeze=False)
+        axes = panel.subplots(count, columns if pairs else 1, squeeze=False)
         for ax in axes.flat:
             ax.axis("off")
         if not pairs:
-            axes[0, 0].text(0, 0.5, "none", fontsize=11, va="center")
+            axes[0, 0].text(0.5, 0.5, "none", fontsize=11, ha="center", va="center")
         for ax, (held, train, caption) in zip(axes.flat, pairs, strict=False):
             ax.imshow(
                 _side_by_side(held, train), cmap="gray", vmin=0, vmax=255, interpolation="nearest"

@@ -39,3 +39,19 @@ def test_history_figure_marks_the_kept_epoch():
     assert [ax.get_title() for ax in fig.axes] == ["Loss", "Accuracy"]
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels == ["train", "validation", "kept epoch 2"]
+
+
+def test_near_duplicate_pairs_are_drawn_side_by_side_with_their_captions():
+    from pipeline.reporting.plots import near_duplicate_figure
+
+    small, large = np.zeros((8, 8), np.uint8), np.full((28, 28), 200, np.uint8)
+    fig = near_duplicate_figure(
+        {"Confirmed": [(small, large, "test/a.png r = 0.99")] * 5, "Rejected": []}
+    )
+    titles = [t.get_text() for t in fig.texts] + [s._suptitle.get_text() for s in fig.subfigs]
+    assert "Confirmed" in titles and "Rejected" in titles
+    drawn = [ax for ax in fig.axes if ax.images]
+    assert len(drawn) == 5 and drawn[0].get_title() == "test/a.png r = 0.99"
+    pair = drawn[0].images[0].get_array()
+    assert pair.shape[0] == 28 and pair.shape[1] > 2 * 24  # both images at about one height
+    assert any(t.get_text() == "none" for ax in fig.axes for t in ax.texts)
