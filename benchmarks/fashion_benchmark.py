@@ -28,7 +28,9 @@ import psutil
 import yaml
 
 from pipeline.imagedata.sources import SourceNotFoundError, _idx_file, fashion_mnist_folder
+from pipeline.params import load_raw_params
 from pipeline.paths import ROOT
+from pipeline.tools.sweep import set_param
 from tests.projects import make_project
 
 WORK = ROOT / ".bench" / "fashion"
@@ -110,16 +112,14 @@ def measured(args: list[str], cwd: Path, env: dict, log: Path, watch: str = "") 
 
 
 def overrides(settings: list[str]) -> dict:
-    """`ingest.source: fashion-mnist` and each `key=value` (YAML value) as nested params."""
-    merged: dict = {"ingest": {"source": "fashion-mnist"}}
+    """params.yaml with `ingest.source: fashion-mnist` and each `key=value` (a YAML value)
+    set; a key params.yaml does not have is refused, as `make sweep` refuses it."""
+    params = load_raw_params()
+    set_param(params, "ingest.source", "fashion-mnist")
     for item in settings:
         key, value = item.split("=", 1)
-        *path, last = key.split(".")
-        section = merged
-        for part in path:
-            section = section.setdefault(part, {})
-        section[last] = yaml.safe_load(value)
-    return merged
+        set_param(params, key, yaml.safe_load(value))
+    return params
 
 
 def stages(root: Path) -> list[tuple[str, str]]:

@@ -69,12 +69,12 @@ def pixel_correlations(root: Path, pairs: list[tuple[str, str]], size: int) -> n
 def close_pairs(hashes: np.ndarray, within: int) -> np.ndarray:
     """Every pair (i, j), i < j, of `hashes` (uint64) at most `within` bits apart: (n, 2)."""
     found = [np.empty((0, 2), dtype=np.int64)]
-    for start in range(0, len(hashes), BLOCK):
-        block = np.bitwise_count(hashes[start : start + BLOCK, None] ^ hashes[None, :])
+    for start in range(0, len(hashes), BLOCK):  # each block against itself and what follows
+        block = np.bitwise_count(hashes[start : start + BLOCK, None] ^ hashes[None, start:])
         rows, cols = np.nonzero(block <= within)
-        rows += start
         keep = rows < cols
-        found.append(np.stack([rows[keep], cols[keep]], axis=1).astype(np.int64))
+        pairs = np.stack([rows[keep], cols[keep]], axis=1).astype(np.int64) + start
+        found.append(pairs)
     return np.concatenate(found)
 
 

@@ -33,7 +33,6 @@ from pipeline.paths import ROOT, SPLITS
 
 log = logging.getLogger(__name__)
 
-BUILTIN = BUILTIN_SOURCES
 DIGITS_MAX_VALUE = 16  # the scans store ink as 0..16
 # Debian's dataset-fashion-mnist installs the four IDX files here
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -146,9 +145,10 @@ def resolve_source(source: str) -> Path:
     path = Path(source).expanduser()
     path = path if path.is_absolute() else ROOT / path
     if not path.is_dir() and not (path.suffix.lower() == ".csv" and path.is_file()):
+        builtin = " or ".join(repr(name) for name in BUILTIN_SOURCES)
         raise SourceNotFoundError(
             f"ingest.source = {source!r}: {path} does not exist (use "
-            f"{' or '.join(repr(b) for b in BUILTIN)}, a folder with one subfolder of images "
+            f"{builtin}, a folder with one subfolder of images "
             f"per class or with train/ and test/ folders of class folders, or a CSV file of "
             f"path,label[,split])"
         )

@@ -60,12 +60,11 @@ def resolve_input(params: Params, train_rows: pd.DataFrame, split_channels: int)
         return InputShape(size, channels, "as set in params.yaml")
     if transfer.base == "pipeline":
         _, height, _, depth = load_pipeline_model(transfer.weights).input_shape
-        resolved = InputShape(
+        return InputShape(
             int(height) if size == AUTO else size,
             int(depth) if channels == AUTO else channels,
             f"auto: as the model of train.transfer.weights = {transfer.weights} takes",
         )
-        return resolved
     if channels == AUTO:
         channels = 3 if transfer.base in BASES else split_channels
     notes = [f"channels {channels}: {'RGB' if channels == 3 else 'grayscale'} images"]
