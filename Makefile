@@ -27,7 +27,7 @@ export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
 predict_model = $(if $(MODEL),--model $(MODEL),)
 
-.PHONY: help setup run predict serve push pull sweep report test test-fast bench bench-train bench-backends bench-serve bench-leakage bench-fashion lint ui compare reproduce server server-stop screenshots dag clean distclean
+.PHONY: help setup run predict lr-find serve push pull sweep report test test-fast bench bench-train bench-backends bench-serve bench-leakage bench-fashion bench-recipe lint ui compare reproduce server server-stop screenshots dag clean distclean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -55,6 +55,9 @@ run: setup ## Run the whole pipeline (dvc repro) and print the test accuracy
 predict: setup ## Classify images with the trained model (IMAGES=<folder or file> [MODEL=<.keras or MLflow URI>] [OUT=predictions.csv])
 	@test -n "$(IMAGES)" || { echo "usage: make predict IMAGES=<folder> [MODEL=models:/image-classifier-digits@champion]"; exit 2; }
 	$(BIN)/python -m pipeline.tools.predict $(IMAGES) $(predict_model) --out $(or $(OUT),predictions.csv)
+
+lr-find: setup ## Learning-rate range test on the split: loss against rate, a suggested rate (ARGS="--steps 100"), after the split stage
+	$(BIN)/python -m pipeline.tools.lr_find $(ARGS)
 
 serve: setup ## Serve models:/<name>@champion over HTTP on 127.0.0.1 (SERVE_PORT=5001, MODEL=<MLflow URI>)
 	MLFLOW_TRACKING_URI="$(TRACKING_URI)" $(BIN)/mlflow models serve --env-manager local \
@@ -93,6 +96,9 @@ bench-leakage: setup ## The near-duplicate gate on Fashion-MNIST: real test imag
 
 bench-fashion: setup ## The default pipeline on Fashion-MNIST (70,000 images): each stage's time and memory, DVC's part, accuracy against the published table (ARGS="--set train.epochs=2")
 	$(BIN)/python -m benchmarks.fashion_benchmark $(ARGS)
+
+bench-recipe: setup ## Time to accuracy on Fashion-MNIST: the default recipe, the article's, keras.io's and SVC under one budget each (ARGS="--minutes 15")
+	$(BIN)/python -m benchmarks.recipe_benchmark $(ARGS)
 
 lint: setup ## Check code style with ruff
 	$(BIN)/ruff check pipeline tests benchmarks scripts

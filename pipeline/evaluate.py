@@ -21,8 +21,10 @@ from pipeline.evaluation.metrics import (
     confusion_text,
     evaluate_predictions,
     gallery_images,
+    summary_metrics,
     svc_baseline,
 )
+from pipeline.evaluation.tta import predict_tta
 from pipeline.imagedata.dataset import label_indices, read_split
 from pipeline.params import load_params, load_raw_params
 from pipeline.paths import (
@@ -61,6 +63,9 @@ from pipeline.tracking import promotion
 from pipeline.tracking.results import EvaluationFiles, log_evaluation
 
 log = logging.getLogger(__name__)
+
+
+TTA_METRICS = ("accuracy", "macro_f1", "log_loss", "expected_calibration_error")
 
 
 def write_tables(result: Evaluation) -> None:
@@ -134,6 +139,10 @@ def main() -> None:
     true = np.array(label_indices(rows["label"], classes))
     result = evaluate_predictions(rows["path"], true, probabilities, classes, cfg)
     result.metrics["baseline_svc_accuracy"] = svc_baseline(read_split("train"), rows)
+    if cfg.tta != "none":  # beside the plain score, which stays the headline
+        averaged = predict_tta(classifier, rows, cfg.batch_size, cfg.tta)
+        scored = summary_metrics(true, averaged, len(classes), cfg.top_k, cfg.calibration_bins)
+        result.metrics |= {f"tta_{key}": scored[key] for key in TTA_METRICS}
 
     write_tables(result)
     draw_figures(result)
@@ -154,10 +163,11 @@ def main() -> None:
     over = ", ".join(
         f"{e['class']} {e['difference']:+.1%}" for e in result.extremes["over_predicted"]
     )
+    tta = f"with TTA ({cfg.tta}) {metrics['tta_accuracy']:.4f}; " if cfg.tta != "none" else ""
     log.info(
         f"test accuracy {metrics['accuracy']:.4f} (SVC baseline on the same split "
         f"{metrics['baseline_svc_accuracy']:.4f}), macro F1 {metrics['macro_f1']:.4f}, ECE "
-        f"{metrics['expected_calibration_error']:.4f} on {metrics['n_images']} images; "
+        f"{metrics['expected_calibration_error']:.4f} on {metrics['n_images']} images; {tta}"
         f"{result.mistakes} mistakes; most over-predicted: {over or 'none'}; "
         f"report {EVALUATE_REPORT.relative_to(ROOT)} (MLflow run {run_id})"
     )

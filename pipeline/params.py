@@ -112,13 +112,19 @@ class ValidateParams(_Section):
 
 class OptimizerParams(_Section):
     learning_rate: float = Field(gt=0)
-    # inverse_time: the seed's per-step decay; cosine: to zero over all epochs;
+    # inverse_time: the seed's per-step decay; cosine: to zero over all epochs; warmup_cosine:
+    # linear warm-up over warmup_epochs from learning_rate / 10, then cosine to zero;
     # plateau: constant, multiplied by plateau_factor when val_loss stalls plateau_patience epochs
-    schedule: Literal["inverse_time", "cosine", "plateau", "constant"]
+    schedule: Literal["inverse_time", "cosine", "warmup_cosine", "plateau", "constant"]
     decay_rate: float = Field(ge=0)
     decay_steps: int = Field(ge=1)
+    warmup_epochs: float = Field(ge=0)
     plateau_factor: float = Field(gt=0, lt=1)
     plateau_patience: int = Field(ge=1)
+    # decoupled weight decay (AdamW; biases and batch-norm scales exempt); 0: Adam, the seed's
+    weight_decay: float = Field(ge=0, lt=1)
+    # exponential moving average of the weights, validated and kept in their place; 0: off
+    ema_momentum: float = Field(ge=0, lt=1)
 
 
 class AugmentationParams(_Section):
@@ -127,6 +133,12 @@ class AugmentationParams(_Section):
     translation: float = Field(ge=0, lt=1)  # fraction of the width and height
     flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"]
     contrast: float = Field(ge=0, lt=1)
+    erasing: float = Field(ge=0, le=1)  # share of images with a random rectangle erased
+    # batches mixed with a shuffled copy of themselves, labels in proportion (0: off): MixUp
+    # blends whole images (Beta(mixup, mixup) weights), CutMix pastes a box (Beta(cutmix,
+    # cutmix) area); both set: each batch gets one of them, at random
+    mixup: float = Field(ge=0)
+    cutmix: float = Field(ge=0)
 
 
 class DeviceParams(_Section):
@@ -139,7 +151,8 @@ class DeviceParams(_Section):
 
 class ModelParams(_Section):
     filters: list[int] = Field(min_length=1)
-    convs_per_block: int = Field(ge=1)
+    # convolutions in every block, or one count per block
+    convs_per_block: Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=1)]]
     kernel_size: int = Field(ge=1)
     padding: Literal["valid", "same"]
     pool_size: int = Field(ge=1)
@@ -147,24 +160,46 @@ class ModelParams(_Section):
     batch_norm: bool
     dropout: float = Field(ge=0, lt=1)
     head: Literal["flatten", "global_average"]
+    # every convolution after a block's first adds its input to its output (an identity
+    # shortcut, He et al. 2016; the widths match within a block)
+    residual: bool
 
     @model_validator(mode="after")
     def _positive_widths(self) -> Self:
         for name in ("filters", "dense_units"):
             if any(width < 1 for width in getattr(self, name)):
                 raise ValueError(f"every entry of {name} must be at least 1")
+        if isinstance(self.convs_per_block, list) and len(self.convs_per_block) != len(
+            self.filters
+        ):
+            raise ValueError(
+                f"convs_per_block has {len(self.convs_per_block)} entries for "
+                f"{len(self.filters)} blocks (filters): give one count, or one per block"
+            )
+        if self.residual and self.padding != "same":
+            raise ValueError(
+                "residual: true needs padding: same (a shortcut adds a convolution's input to "
+                "its output, which 'valid' padding makes smaller)"
+            )
         return self
 
-    def min_input_size(self) -> int:
-        """The smallest square input that leaves the last feature map at least 1x1."""
-        return next(size for size in range(1, 4097) if self.output_size(size) >= 1)
+    @property
+    def convs(self) -> list[int]:
+        """The convolution count of each block."""
+        counts = self.convs_per_block
+        return list(counts) if isinstance(counts, list) else [counts] * len(self.filters)
+
+    def min_input_size(self, last_map: int = 1) -> int:
+        """The smallest square input that leaves the last feature map at least
+        `last_map` x `last_map`."""
+        return next(size for size in range(1, 4097) if self.output_size(size) >= last_map)
 
     def output_size(self, image_size: int) -> int:
         """Height (= width) of the last feature map for a square input, 0 if it vanishes."""
         size = image_size
-        for _ in self.filters:
+        for convs in self.convs:
             if self.padding == "valid":
-                size -= self.convs_per_block * (self.kernel_size - 1)
+                size -= convs * (self.kernel_size - 1)
             size //= self.pool_size
             if size < 1:
                 return 0
@@ -214,7 +249,10 @@ class EarlyStoppingParams(_Section):
 
 
 class TrainParams(_Section):
-    epochs: int = Field(ge=1)
+    # auto: from the steps an epoch takes (training.shape); a number: that many
+    epochs: Literal["auto"] | Annotated[int, Field(ge=1)]
+    # the loss's targets: 1 - label_smoothing on the true class, the rest spread evenly
+    label_smoothing: float = Field(ge=0, lt=1)
     # auto: from the training set's size (training.shape); a number: that many
     batch_size: Literal["auto"] | Annotated[int, Field(ge=1)]
     # global: images per step in all, split evenly over the replicas | replica: on each one
@@ -236,6 +274,8 @@ class TrainParams(_Section):
 
 class EvaluateParams(_Section):
     batch_size: int = Field(ge=1)
+    # test-time augmentation, scored beside the plain model (evaluation.tta)
+    tta: Literal["none", "flip", "shift", "flip_shift"]
     top_k: int = Field(ge=2)  # reported when there are more than five classes
     calibration_bins: int = Field(ge=2, le=100)  # equal-width confidence bins
     gallery_size: int = Field(ge=0)  # most confident mistakes shown
@@ -281,7 +321,7 @@ class Params(_Section):
             )
         if transfer.schedule == "manual" and transfer.base != "none":
             planned = sum(phase.epochs for phase in transfer.phases)
-            if planned > self.train.epochs:
+            if self.train.epochs != AUTO and planned > self.train.epochs:
                 raise ValueError(
                     f"train.transfer.phases add up to {planned} epochs, more than "
                     f"train.epochs = {self.train.epochs} (the cap on every schedule)"
@@ -293,13 +333,13 @@ class Params(_Section):
                 f"{self.train.model.padding} {self.train.model.kernel_size}x"
                 f"{self.train.model.kernel_size} convolutions and {self.train.model.pool_size}x"
                 f"{self.train.model.pool_size} pooling shrink it to nothing (it takes "
-                f"{self.train.model.min_input_size()} or more; base.image_size: auto picks that)"
+                f"{self.train.model.min_input_size()} or more)"
             )
         return self
 
 
 # how pydantic names the branches of a union such as `"auto" | int` in an error's location
-UNION_BRANCH = re.compile(r"^(literal\[.*\]|constrained-\w+|int|float|str)$")
+UNION_BRANCH = re.compile(r"^(literal\[.*\]|list\[.*\]|constrained-\w+|int|float|str)$")
 
 
 def _describe(error: ValidationError) -> str:

@@ -13,6 +13,9 @@ PARAMS_FILE = ROOT / "params.yaml"
 DATA_DIR = ROOT / "data"
 SOURCE_FILE = DATA_DIR / "source.json"  # the fingerprint of what ingest.source names
 RAW_DIR = DATA_DIR / "raw"
+# ingest's listing of data/raw (path, label, problem, given_split): what validate accounts
+# every file against, without DVC checking the folder's files once more
+RAW_LISTING = DATA_DIR / "raw_listing.csv"
 SPLIT_DIR = DATA_DIR / "split"
 SPLIT_MANIFEST = SPLIT_DIR / "manifest.csv"
 LABELS_FILE = SPLIT_DIR / "labels.json"

@@ -75,7 +75,7 @@ from pipeline.training.resume import (
     start_from_chief_state,
     state_folder,
 )
-from pipeline.training.shape import resolve_batch_size, resolve_input
+from pipeline.training.shape import resolve_input, resolve_training
 
 log = logging.getLogger(__name__)
 
@@ -126,14 +126,14 @@ def prepare_process(seed: int, cfg: TrainParams) -> tuple[DeviceSetup, distribut
 def main() -> None:
     params = load_params()
     rows = read_split("train"), read_split("validation")
-    batch = resolve_batch_size(params.train.batch_size, len(rows[0]))
-    cfg = params.train.model_copy(update={"batch_size": batch})  # auto resolved
+    cfg = resolve_training(params.train, len(rows[0]))  # batch_size and epochs auto resolved
     setup, dist = prepare_process(params.base.seed, cfg)
 
     labels = read_labels(LABELS_FILE)
     classes = labels.classes
     shape = resolve_input(params, rows[0], split_channels(SPLIT_DIR))
-    log.info(shape.describe())
+    log.info(f"{shape.describe()}; {cfg.epochs} epochs of batch {cfg.batch_size} (train.epochs "
+             f"{params.train.epochs}, train.batch_size {params.train.batch_size})")  # fmt: skip
     base = shape.applied(params.base)
     key, folder = fingerprint(params, SPLIT_MANIFEST), state_folder(dist.cluster)
     inputs = training_inputs(base, cfg, dist, classes, rows, key, folder)
@@ -159,7 +159,8 @@ def main() -> None:
         if resume_run is None:
             blocks = transfer.blocks if transfer is not None else None
             log_training_start(
-                load_raw_params(), dist.log_params() | shape.as_params(),
+                load_raw_params(),
+                dist.log_params() | shape.as_params() | {"train.epochs_resolved": cfg.epochs},
                 run_tags(setup, dist, inputs, classes, params),
                 model, blocks, read_validation(VALIDATION_FILE),
             )  # fmt: skip

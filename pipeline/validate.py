@@ -1,10 +1,10 @@
 """Stage `validate`: the great-expectations gate between the split and training.
 
 Every image in the split is decoded and perceptually hashed (in parallel); tables derived from
-the manifest, the raw folder and those facts are checked against expectation suites
-(`imagedata.checks`). The results go to `validation.json` (machine-readable) and to
-great-expectations' Data Docs, a static site that renders offline. Any failed expectation
-makes the stage exit non-zero, so `dvc repro` stops before training.
+the manifest, ingest's listing of the raw folder and those facts are checked against
+expectation suites (`imagedata.checks`). The results go to `validation.json`
+(machine-readable) and to great-expectations' Data Docs, a static site that renders offline.
+Any failed expectation makes the stage exit non-zero, so `dvc repro` stops before training.
 """
 
 import logging
@@ -27,14 +27,13 @@ from pipeline.imagedata.checks import (
     reported_only,
     run_checks,
 )
-from pipeline.imagedata.images import list_raw
 from pipeline.params import SplitParams, load_params
 from pipeline.paths import (
     DATA_DOCS_DIR,
     LABELS_FILE,
     NEAR_DUPLICATES_FILE,
     NEAR_DUPLICATES_PNG,
-    RAW_DIR,
+    RAW_LISTING,
     ROOT,
     SPLIT_DIR,
     SPLIT_MANIFEST,
@@ -85,7 +84,7 @@ def main() -> None:
     manifest = mf.read_manifest(SPLIT_MANIFEST)
     placed = mf.in_splits(manifest)
     classes = read_labels(LABELS_FILE).classes
-    raw = list_raw(RAW_DIR)
+    raw = mf.read_raw_listing(RAW_LISTING)
     given = raw["given_split"].ne("").any()  # the source gave its splits
     facts = image_facts(SPLIT_DIR, placed["path"].tolist())
     near = confirm_near_duplicates(SPLIT_DIR, placed, facts, params.split)

@@ -27,7 +27,7 @@ from pipeline.contracts import read_labels, read_run_record
 from pipeline.evaluation.forward import (
     LayerOutput,
     UnsupportedLayerError,
-    check_chain,
+    check_graph,
     forward,
     response_map,
 )
@@ -172,7 +172,7 @@ def main() -> None:
     check, sharing, pictures, unsupported = pd.DataFrame(), pd.DataFrame(), {}, ""
     with staged_dir(VISUALIZE_PICTURES) as folder:
         try:
-            check_chain(model)  # every layer one the NumPy pass implements, in one chain
+            check_graph(model)  # every layer one the NumPy pass implements, in order
         except UnsupportedLayerError as error:
             unsupported = str(error)
             (folder / "NOT_AVAILABLE.txt").write_text(

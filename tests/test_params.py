@@ -1,16 +1,38 @@
 import pytest
 
 from pipeline.params import ParamsError, load_params, parse_params
+from pipeline.tools.recipes import ARTICLE
+from pipeline.tools.sweep import set_param
 
 
 def test_project_params_are_valid():
     params = load_params()
     assert params.split.fractions["train"] == pytest.approx(0.7)
-    assert params.train.model.filters == [12, 25, 50, 100]
+    assert params.train.model.filters == [32, 64, 128]
+    assert params.train.model.convs == [1, 2, 2]
+    # 'same' 3x3 convolutions: three poolings take 28x28 Fashion-MNIST to 3x3, 16 to 2x2
+    assert params.train.model.output_size(28) == 3
+    assert params.train.model.min_input_size() == 8
+    assert params.train.model.min_input_size(last_map=2) == 16
 
 
-def test_seed_architecture_leaves_a_2x2_feature_map_at_64px():
-    assert load_params().train.model.output_size(64) == 2
+def test_the_article_recipe_is_the_seed_network(raw_params):
+    for key, value in ARTICLE.items():
+        set_param(raw_params, key, value)
+    model = parse_params(raw_params).train.model
+    assert model.convs == [2, 2, 2, 2] and model.output_size(64) == 2  # 2x2 at 64 px
+
+
+def test_convs_per_block_counts_one_per_block_or_one_for_all(raw_params):
+    raw_params["train"]["model"].update(filters=[8, 16], convs_per_block=[1, 2, 3])
+    with pytest.raises(ParamsError, match="convs_per_block has 3 entries for 2 blocks"):
+        parse_params(raw_params)
+
+
+def test_residual_shortcuts_need_same_padding(raw_params):
+    raw_params["train"]["model"].update(padding="valid", residual=True)
+    with pytest.raises(ParamsError, match="residual: true needs padding: same"):
+        parse_params(raw_params)
 
 
 def test_unknown_key_is_named(raw_params):
@@ -33,8 +55,9 @@ def test_fractions_must_leave_training_data(raw_params):
 
 
 def test_image_too_small_for_architecture_names_the_key(raw_params):
-    raw_params["base"]["image_size"] = 16
-    with pytest.raises(ParamsError, match=r"base\.image_size = 16 is too small for train\.model"):
+    raw_params["base"]["image_size"] = 8  # four poolings need 16
+    raw_params["train"]["model"].update(filters=[8, 16, 32, 64], convs_per_block=1)
+    with pytest.raises(ParamsError, match=r"base\.image_size = 8 is too small for train\.model"):
         parse_params(raw_params)
 
 

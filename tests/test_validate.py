@@ -8,12 +8,15 @@ import yaml
 
 from pipeline import validate
 from pipeline.imagedata.checks import ValidationFailed
+from pipeline.imagedata.images import list_raw, write_raw_listing
 from pipeline.params import load_params
 from tests.projects import stage_error
 
 
 def test_a_failed_expectation_stops_the_stage(split, tmp_path, monkeypatch, raw_params):
     out = split["out"]
+    listing = tmp_path / "raw_listing.csv"
+    write_raw_listing(list_raw(split["root"]), listing)
     manifest = split["manifest"]
     manifest[~((manifest["label"] == "owl") & (manifest["split"] == "test"))].to_csv(
         out / "manifest.csv", index=False
@@ -29,7 +32,7 @@ def test_a_failed_expectation_stops_the_stage(split, tmp_path, monkeypatch, raw_
         "SPLIT_MANIFEST": out / "manifest.csv",
         "LABELS_FILE": out / "labels.json",
         "SPLIT_DIR": out,
-        "RAW_DIR": split["root"],
+        "RAW_LISTING": listing,
         "VALIDATION_FILE": reports / "validation.json",
         "NEAR_DUPLICATES_FILE": reports / "near_duplicates.csv",
         "NEAR_DUPLICATES_PNG": reports / "near_duplicates.png",

@@ -126,6 +126,7 @@ INFERENCE_IDENTITY = (
     "RandomTranslation",
     "RandomFlip",
     "RandomContrast",
+    "RandomErasing",
 )
 
 
@@ -148,10 +149,13 @@ def _pair(value) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else tuple(value)
 
 
-def apply_layer(layer: keras.layers.Layer, x: np.ndarray) -> np.ndarray:
-    """One Keras layer in NumPy, with its trained weights; an unknown layer is named."""
+def apply_layer(layer: keras.layers.Layer, x: np.ndarray | list[np.ndarray]) -> np.ndarray:
+    """One Keras layer in NumPy, with its trained weights; an unknown layer is named. `x` is
+    a list for a layer of several inputs (Add, a residual block's shortcut)."""
     kind = type(layer).__name__
     weights = [np.asarray(w, dtype=np.float64) for w in layer.get_weights()]
+    if kind == "Add":
+        return np.sum(x, axis=0)
     if kind in INFERENCE_IDENTITY:
         return x
     if kind == "Rescaling":
@@ -184,8 +188,8 @@ def apply_layer(layer: keras.layers.Layer, x: np.ndarray) -> np.ndarray:
 def _outside(layer: keras.layers.Layer) -> UnsupportedLayerError:
     return UnsupportedLayerError(
         f"layer {layer.name!r} ({type(layer).__name__}) is outside the NumPy forward pass, "
-        "which covers the pipeline's own CNN (convolution, batch normalisation, pooling, "
-        "dense, softmax)"
+        "which covers the pipeline's own CNN (convolution, batch normalisation, residual "
+        "addition, pooling, dense, softmax)"
     )
 
 
@@ -199,31 +203,48 @@ SUPPORTED = (
     "Flatten",
     "GlobalAveragePooling2D",
     "Dense",
+    "Add",
 )
 
 
-def check_chain(model: keras.Model) -> list[keras.layers.Layer]:
-    """The model's layers, once each is known to be one the pass implements and to feed
-    exactly the next one (no branches)."""
+def _inputs(layer: keras.layers.Layer) -> list:
+    return list(layer.input) if isinstance(layer.input, list | tuple) else [layer.input]
+
+
+def check_graph(model: keras.Model) -> list[keras.layers.Layer]:
+    """The model's layers in order, once each is known to be one the pass implements and to
+    take only outputs of the layers before it: a chain, with residual shortcuts that an Add
+    joins back in; one input and one output."""
     layers = model.layers
     for layer in layers:
         if type(layer).__name__ not in SUPPORTED:
             raise _outside(layer)
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise UnsupportedLayerError(
+            f"model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} "
+            "outputs: the NumPy forward pass follows a model of one input and one output"
+        )
+    seen = {id(layers[0].output)}
     for previous, layer in itertools.pairwise(layers):
-        if layer.input is not previous.output:
+        missing = [t for t in _inputs(layer) if id(t) not in seen]
+        if missing:
             raise UnsupportedLayerError(
-                f"layer {layer.name!r} does not take the output of {previous.name!r}: the "
-                "NumPy forward pass follows a plain chain of layers"
+                f"layer {layer.name!r} takes a tensor that no layer up to {previous.name!r} "
+                "made: the NumPy forward pass follows the layers in order"
             )
+        seen.add(id(layer.output))
     return layers
 
 
 def forward(model: keras.Model, images: np.ndarray) -> list[LayerOutput]:
     """Every layer's output for a batch of images (as the model takes them), in order."""
-    x = np.asarray(images, dtype=np.float64)
+    layers = check_graph(model)
+    values = {id(layers[0].output): np.asarray(images, dtype=np.float64)}
     outputs = []
-    for layer in check_chain(model):
-        x = apply_layer(layer, x)
+    for layer in layers[1:]:  # after the InputLayer
+        given = [values[id(t)] for t in _inputs(layer)]
+        x = apply_layer(layer, given if len(given) > 1 else given[0])
+        values[id(layer.output)] = x
         outputs.append(LayerOutput(layer.name, type(layer).__name__, x))
     return outputs
 

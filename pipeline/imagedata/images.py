@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from pipeline.common.files import write_csv
 from pipeline.common.log import PipelineError
 from pipeline.imagedata.similarity import perceptual_hash
 from pipeline.paths import SPLITS
@@ -130,6 +131,15 @@ def list_raw(root: Path) -> pd.DataFrame:
         part = list_images(root / split)
         parts.append(part.assign(path=split + "/" + part["path"], given_split=split))
     return pd.concat(parts, ignore_index=True)
+
+
+RAW_COLUMNS = ["path", "label", "problem", "given_split"]  # list_raw's, as ingest writes them
+
+
+def write_raw_listing(listing: pd.DataFrame, path: Path) -> None:
+    """`list_raw` of data/raw as ingest left it, written atomically (read back by
+    `manifest.read_raw_listing`)."""
+    write_csv(listing.reindex(columns=RAW_COLUMNS), path)
 
 
 @dataclass(frozen=True)

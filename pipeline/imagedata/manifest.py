@@ -1,5 +1,6 @@
 """The split manifest: one row per file found in `data/raw`, the contract between the split
-stage and every stage after it."""
+stage and every stage after it; and ingest's listing of `data/raw`, which the gate accounts
+every file against."""
 
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import pandas as pd
 
 from pipeline.common.files import read_json, write_csv
 from pipeline.contracts import ContractError
-from pipeline.paths import SPLIT_DIR, SPLIT_MANIFEST
+from pipeline.paths import RAW_LISTING, SPLIT_DIR, SPLIT_MANIFEST
 
 STATE_FILE = "split.json"  # how the split was made: seed, fractions, channels, counts
 
@@ -43,6 +44,15 @@ def read_manifest(path: Path = SPLIT_MANIFEST) -> pd.DataFrame:
         return pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise ContractError(f"{path} is missing: run `dvc repro split`") from None
+
+
+def read_raw_listing(path: Path = RAW_LISTING) -> pd.DataFrame:
+    """The listing ingest wrote (`images.write_raw_listing`), every column as text, "" for no
+    problem or no given split."""
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise ContractError(f"{path} is missing: run `dvc repro ingest`") from None
 
 
 def in_splits(manifest: pd.DataFrame) -> pd.DataFrame:

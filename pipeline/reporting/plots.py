@@ -187,3 +187,40 @@ def save_figure(fig: Figure, path: Path) -> None:
     with staged_file(path) as tmp:
         fig.savefig(tmp, dpi=120)
     plt.close(fig)
+
+
+def lr_find_figure(table: pd.DataFrame, found: dict) -> Figure:
+    """The learning-rate range test: loss against learning rate (log scale), the suggested
+    rate and the minimum marked."""
+    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    ax.plot(table["learning_rate"], table["loss"], color="tab:blue", alpha=0.3, label="step loss")
+    ax.plot(table["learning_rate"], table["smoothed_loss"], color="tab:blue", label="smoothed")
+    marks = {
+        "suggested_learning_rate": ("tab:green", "suggested {:.2g}"),
+        "minimum_loss_rate": ("tab:red", "lowest loss at {:.2g}"),
+        "steepest_descent_rate": ("tab:orange", "steepest descent at {:.2g}"),
+    }
+    for key, (colour, label) in marks.items():
+        ax.axvline(found[key], color=colour, linestyle="--", label=label.format(found[key]))
+    low, high = table["smoothed_loss"].min(), table["smoothed_loss"].iloc[:5].max()
+    ax.set_ylim(low - 0.1 * (high - low), high + 0.3 * (high - low))
+    ax.set(xscale="log", xlabel="learning rate", ylabel="training loss",
+           title=f"Learning-rate range test ({len(table)} steps)")  # fmt: skip
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    return fig
+
+
+def time_to_accuracy_figure(table: pd.DataFrame, budget_minutes: float) -> Figure:
+    """Test accuracy against training time, one line per recipe (`make bench-recipe`)."""
+    fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
+    for name, rows in table.groupby("recipe", sort=False):
+        ax.plot(rows["seconds"] / 60, rows["test_accuracy"], marker="o", markersize=3, label=name)
+    top = table["test_accuracy"].max()
+    ax.set_ylim(max(0.0, min(0.8, top - 0.15)), min(1.0, top + 0.02))
+    ax.axvline(budget_minutes, color="grey", linestyle="--", label=f"budget {budget_minutes:g} min")
+    ax.set(xlabel="training time (minutes)", ylabel="test accuracy",
+           title="Fashion-MNIST: test accuracy against training time")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig

@@ -171,6 +171,36 @@ def backed_up_epochs(folder: Path) -> int | None:
     return read_json(metadata)["epoch"] if metadata.exists() else None
 
 
+class AveragedWeights(keras.callbacks.SwapEMAWeights):
+    """Validation, early stopping, the backup and the kept model all see the moving average
+    of the weights (the optimizer's `use_ema`), while training steps on the raw weights.
+
+    Keras' SwapEMAWeights swaps the average in at every epoch's end and out at the next
+    epoch's start. Two cases it leaves are handled here: a run resumed from a backup (which
+    holds the average as the model's weights and the raw weights in the optimizer's slots)
+    starts by swapping back, and when early stopping ends the run, `finish` (a callback after
+    the stopper) copies the kept weights into the slots that fit's end writes into the model."""
+
+    def __init__(self, resumed: bool) -> None:
+        super().__init__(swap_on_epoch=True)
+        self.resumed = resumed
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if self.resumed:  # the backup's model weights are the average: swap them back out
+            self._ema_weights_in_model, self.resumed = True, False
+        super().on_epoch_begin(epoch, logs)
+
+    def finish(self) -> keras.callbacks.Callback:
+        averaged = self
+
+        class Finish(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+                if self.model.stop_training and averaged._ema_weights_in_model:
+                    averaged._finalize_ema_values()
+
+        return Finish()
+
+
 class Throughput(keras.callbacks.Callback):
     """Wall time per epoch, to report images per second for the first and later epochs."""
 

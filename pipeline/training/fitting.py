@@ -19,6 +19,7 @@ from pipeline.paths import CACHE_DIR, RESUME_DIR
 from pipeline.training import distribute
 from pipeline.training.callbacks import (
     AtomicBackupAndRestore,
+    AveragedWeights,
     PhaseMetrics,
     ResumableEarlyStopping,
     ResumablePlateau,
@@ -27,6 +28,7 @@ from pipeline.training.callbacks import (
     load_weights,
     save_weights,
 )
+from pipeline.training.mixing import mixed
 from pipeline.training.model import build_model
 from pipeline.training.resume import history_table
 from pipeline.training.schedule import Phase, ScheduleState, first_phase, next_phase
@@ -35,17 +37,36 @@ from pipeline.training.transfer import TransferModel, build_transfer_model, trai
 log = logging.getLogger(__name__)
 
 
-def make_optimizer(cfg: OptimizerParams, total_steps: int) -> keras.optimizers.Optimizer:
-    """Adam with the seed article's per-step decay (Keras 3 InverseTimeDecay) by default."""
+NO_WEIGHT_DECAY = ["bias", "gamma", "beta"]  # biases and batch-norm parameters (variable names)
+
+
+def make_optimizer(
+    cfg: OptimizerParams, steps_per_epoch: int, epochs: int
+) -> keras.optimizers.Optimizer:
+    """Adam, or AdamW when `weight_decay` is set, at the schedule's learning rate, averaging
+    the weights when `ema_momentum` is set; the seed article's per-step decay
+    (InverseTimeDecay) is one of the schedules. `epochs`: those the schedule spans."""
+    total = max(steps_per_epoch * epochs, 1)
     if cfg.schedule == "inverse_time":
         rate = keras.optimizers.schedules.InverseTimeDecay(
             cfg.learning_rate, decay_steps=cfg.decay_steps, decay_rate=cfg.decay_rate
         )
     elif cfg.schedule == "cosine":
-        rate = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=total_steps)
+        rate = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=total)
+    elif cfg.schedule == "warmup_cosine":
+        warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total - 1)
+        rate = keras.optimizers.schedules.CosineDecay(
+            cfg.learning_rate / 10, decay_steps=total - warmup,
+            warmup_target=cfg.learning_rate, warmup_steps=warmup,
+        )  # fmt: skip
     else:  # constant, or plateau (a callback lowers it)
         rate = cfg.learning_rate
-    return keras.optimizers.Adam(learning_rate=rate)
+    ema = {"use_ema": bool(cfg.ema_momentum), "ema_momentum": cfg.ema_momentum or 0.99}
+    if not cfg.weight_decay:
+        return keras.optimizers.Adam(learning_rate=rate, **ema)
+    optimizer = keras.optimizers.AdamW(learning_rate=rate, weight_decay=cfg.weight_decay, **ema)
+    optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
+    return optimizer
 
 
 AUTO_IMBALANCE = 2.0  # `auto` weighs the classes when the largest has this many times the smallest
@@ -139,8 +160,8 @@ def run_phase(fitting: Fitting, phase: Phase) -> ResumableEarlyStopping:
     learning_rate = phase.learning_rate * fitting.learning_rate_scale
     optimizer = cfg.optimizer.model_copy(update={"learning_rate": learning_rate})
     model.compile(
-        optimizer=make_optimizer(optimizer, fitting.steps * (phase.last_epoch - phase.first_epoch)),
-        loss="categorical_crossentropy",
+        optimizer=make_optimizer(optimizer, fitting.steps, phase.last_epoch - phase.first_epoch),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
         metrics=["accuracy"],
         jit_compile=fitting.jit_compile,
     )
@@ -168,7 +189,12 @@ def run_phase(fitting: Fitting, phase: Phase) -> ResumableEarlyStopping:
     callbacks += fitting.loggers
     if cfg.optimizer.schedule == "plateau":
         callbacks.append(ResumablePlateau(folder, cfg.optimizer, phase.index))
-    callbacks += [stopper, fitting.throughput, AtomicBackupAndRestore(backup)]
+    if cfg.optimizer.ema_momentum:  # before the stopper: it judges the averaged weights
+        averaged = AveragedWeights(resumed=backed_up_epochs(backup) is not None)
+        callbacks += [averaged, stopper, averaged.finish()]
+    else:
+        callbacks.append(stopper)
+    callbacks += [fitting.throughput, AtomicBackupAndRestore(backup)]
     model.fit(
         fitting.train_data(backed_up_epochs(backup) or phase.first_epoch),
         validation_data=fitting.validation_data,
@@ -215,10 +241,11 @@ def training_inputs(
     shard = distribute.shard_by_data if dist.kind == "multi_worker" else lambda data: data
 
     def train_data(first_epoch: int) -> tf.data.Dataset:
-        return shard(image_dataset(
+        batches = image_dataset(
             train_rows, classes, size, channels, dist.global_batch, shuffle_seed=base.seed,
             cache=cache_for["train"], first_epoch=first_epoch,
-        ))  # fmt: skip
+        )  # fmt: skip
+        return shard(mixed(batches, cfg.augmentation, base.seed))
 
     validation_data = shard(image_dataset(
         validation_rows, classes, size, channels, dist.global_batch,

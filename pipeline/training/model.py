@@ -27,6 +27,8 @@ def augmentation(cfg: AugmentationParams, seed: int) -> list[layers.Layer]:
         steps.append(layers.RandomFlip(cfg.flip, seed=seed + 3))
     if cfg.contrast:
         steps.append(layers.RandomContrast(cfg.contrast, value_range=(0, 1), seed=seed + 4))
+    if cfg.erasing:  # a rectangle of 2-33% of the image set to noise (Zhong et al. 2017)
+        steps.append(layers.RandomErasing(cfg.erasing, value_range=(0, 1), seed=seed + 5))
     return steps
 
 
@@ -37,7 +39,8 @@ def build_model(
     augment: AugmentationParams | None = None,
     seed: int = 0,
 ) -> keras.Model:
-    """The seed article's CNN: blocks of convolutions and max pooling, then a dense head.
+    """The seed article's CNN family: blocks of convolutions (batch-normalised, with residual
+    shortcuts, when asked) each followed by max pooling, then a dense or global-average head.
 
     Rescaling and augmentation are layers of the model, so the saved model takes a batch of
     uint8 images and carries its own preprocessing.
@@ -46,25 +49,32 @@ def build_model(
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)  # also casts to the compute dtype
     for layer in augmentation(augment, seed) if augment else []:
         x = layer(x)
-    for block, filters in enumerate(cfg.filters, start=1):
-        for conv in range(1, cfg.convs_per_block + 1):
-            name = f"block{block}_conv{conv}"
-            if cfg.batch_norm:  # the bias is redundant before batch normalisation
-                x = layers.Conv2D(
-                    filters, cfg.kernel_size, padding=cfg.padding, use_bias=False, name=name
-                )(x)
-                x = layers.BatchNormalization(name=f"{name}_bn")(x)
-                x = layers.Activation("relu", name=f"{name}_relu")(x)
-            else:
-                x = layers.Conv2D(
-                    filters, cfg.kernel_size, padding=cfg.padding, activation="relu", name=name
-                )(x)
+    for block, (filters, convs) in enumerate(zip(cfg.filters, cfg.convs, strict=True), start=1):
+        for conv in range(1, convs + 1):
+            shortcut = x
+            x = convolution(x, filters, cfg, f"block{block}_conv{conv}")
+            if cfg.residual and conv > 1:
+                x = layers.Add(name=f"block{block}_add{conv}")([x, shortcut])
         x = layers.MaxPooling2D(cfg.pool_size, name=f"block{block}_pool")(x)
     if cfg.head == "global_average":
         x = layers.GlobalAveragePooling2D(name="global_pool")(x)
     else:
         x = layers.Flatten(name="flatten")(x)
     return keras.Model(inputs, dense_head(x, cfg.dense_units, cfg.dropout, num_classes), name="cnn")
+
+
+def convolution(
+    x: keras.KerasTensor, filters: int, cfg: ModelParams, name: str
+) -> keras.KerasTensor:
+    """One convolution with its ReLU, batch-normalised in between when asked."""
+    if not cfg.batch_norm:
+        return layers.Conv2D(
+            filters, cfg.kernel_size, padding=cfg.padding, activation="relu", name=name
+        )(x)
+    # the bias is redundant before batch normalisation
+    x = layers.Conv2D(filters, cfg.kernel_size, padding=cfg.padding, use_bias=False, name=name)(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
 def dense_head(

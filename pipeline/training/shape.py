@@ -4,13 +4,20 @@
 - channels auto: the split's colour model (grayscale when every image is; `split.json`),
   RGB for an ImageNet base, the earlier model's for a `pipeline` base;
 - image_size auto: the training images' own size (the median of their shorter sides), raised
-  to the smallest input the architecture takes and kept at most AUTO_MAX_SIZE; a `pipeline`
-  base keeps the earlier model's size. Small images are not upscaled past what the model needs.
+  to the smallest input that leaves the CNN's last feature map AUTO_LAST_MAP pixels a side
+  (a 1x1 map leaves the last pooling nothing to choose from: the default CNN takes 16, so
+  the 8x8 digits are upscaled to 16 and Fashion-MNIST stays at 28) and kept at most
+  AUTO_MAX_SIZE; a `pipeline` base keeps the earlier model's size. Small images are not
+  upscaled past what the model needs.
 
 - batch_size auto: about AUTO_STEPS steps an epoch, as a power of two, and never below
   AUTO_MIN_BATCH. On a CPU a step costs a fixed overhead besides its arithmetic (a batch of 128
   ran 2.5 times the images per second of 20 on the default CNN), so a large training set takes
   large batches; a small one keeps enough steps to learn from (the digits stay at 20).
+
+- epochs auto: about AUTO_TOTAL_STEPS steps in all, kept between AUTO_MIN_EPOCHS and
+  AUTO_MAX_EPOCHS (the digits' 63 steps an epoch: 30 epochs; Fashion-MNIST's 399: 10). The
+  schedule is counted in epochs, so it spans whatever this gives.
 
 A number always wins. The resolved shape is printed by the train stage and logged to the run
 (`input.image_size`, `input.channels`); every later stage reads it off the saved model.
@@ -21,12 +28,15 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from pipeline.params import AUTO, BASES, MIN_BASE_SIZE, BaseParams, Params
+from pipeline.params import AUTO, BASES, MIN_BASE_SIZE, BaseParams, Params, TrainParams
 from pipeline.training.transfer import load_pipeline_model
 
 AUTO_MAX_SIZE = 64  # auto never goes above this (larger photos: set base.image_size)
+AUTO_LAST_MAP = 2  # auto: the CNN's last feature map at least this many pixels a side
 AUTO_STEPS = 400  # batch_size auto: about this many steps an epoch
 AUTO_MIN_BATCH = 20  # batch_size auto: never fewer images a step (the seed article's batch)
+AUTO_TOTAL_STEPS = 4000  # epochs auto: about this many steps in all ...
+AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS = 10, 30  # ... in this many epochs
 
 
 @dataclass(frozen=True)
@@ -70,7 +80,8 @@ def resolve_input(params: Params, train_rows: pd.DataFrame, split_channels: int)
     notes = [f"channels {channels}: {'RGB' if channels == 3 else 'grayscale'} images"]
     if size == AUTO:
         native = median_shorter_side(train_rows)
-        need = MIN_BASE_SIZE if transfer.base in BASES else params.train.model.min_input_size()
+        model = params.train.model
+        need = MIN_BASE_SIZE if transfer.base in BASES else model.min_input_size(AUTO_LAST_MAP)
         size = max(need, min(native, AUTO_MAX_SIZE))
         notes.append(
             f"size {size}: the training images' median shorter side is {native} px, "
@@ -85,3 +96,18 @@ def resolve_batch_size(setting: int | str, train_images: int) -> int:
         return int(setting)
     wanted = max(train_images / AUTO_STEPS, 1.0)
     return max(AUTO_MIN_BATCH, 2 ** round(math.log2(wanted)))
+
+
+def resolve_epochs(setting: int | str, steps_per_epoch: int) -> int:
+    """`train.epochs` for epochs of `steps_per_epoch` steps (module docstring)."""
+    if setting != AUTO:
+        return int(setting)
+    wanted = round(AUTO_TOTAL_STEPS / max(steps_per_epoch, 1))
+    return min(AUTO_MAX_EPOCHS, max(AUTO_MIN_EPOCHS, wanted))
+
+
+def resolve_training(cfg: TrainParams, train_images: int) -> TrainParams:
+    """`train` with batch_size and epochs auto resolved for `train_images` images."""
+    batch = resolve_batch_size(cfg.batch_size, train_images)
+    epochs = resolve_epochs(cfg.epochs, math.ceil(train_images / batch))
+    return cfg.model_copy(update={"batch_size": batch, "epochs": epochs})

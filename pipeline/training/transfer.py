@@ -215,10 +215,14 @@ def pipeline_base(source: str, input_shape: tuple[int, int, int]) -> keras.Model
             f"train.transfer.weights: {source} has no block<n>_ layers: not a CNN of this pipeline"
         )
     inputs = keras.Input(shape=input_shape, name="base_input")
-    x = inputs
+    # the blocks' graph replayed on the new input: each layer takes what its own inputs became
+    # (a residual Add takes two), the first block what the rescaling and augmentation gave
+    made = {id(convolutional[0].input): inputs}
     for layer in convolutional:
-        x = layer(x)
-    return keras.Model(inputs, x, name="base")
+        given = layer.input if isinstance(layer.input, list) else [layer.input]
+        tensors = [made[id(tensor)] for tensor in given]
+        made[id(layer.output)] = layer(tensors if len(tensors) > 1 else tensors[0])
+    return keras.Model(inputs, made[id(convolutional[-1].output)], name="base")
 
 
 def preprocessing(kind: str) -> list[layers.Layer]:

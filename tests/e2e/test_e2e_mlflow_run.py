@@ -33,6 +33,7 @@ def test_one_mlflow_run_holds_params_metrics_and_artifacts(project):
         "train.learning_rate_scale": "1.0",
         # base.image_size and base.channels as training resolved them (auto: grey digits)
         "input.image_size": str(params["base"]["image_size"]), "input.channels": "1",
+        "train.epochs_resolved": str(params["train"]["epochs"]),  # set: as it is
     }  # fmt: skip
     assert run.data.params == runs.flatten_params(params) | resolved
 
@@ -149,11 +150,11 @@ def test_visualize_checks_the_trained_model_and_logs_to_its_run(project):
     check = pd.read_csv(root / "reports/visualize/forward_check.csv")
     assert check["within_tolerance"].all()
     assert list(check["layer"][:2]) == ["rescale", "random_rotation"]
-    # SHRUNK: 4 then 8 filters of 3x3 on 16x16x1 images (the grey digits stay grey), then
-    # dense 16 and 10 outputs
+    # SHRUNK: 4 then 8 filters of 3x3 'same' on 16x16x1 images (the grey digits stay grey),
+    # batch-normalised (no bias), global average pooling, dense 16 and 10 outputs
     sharing = pd.read_csv(root / "reports/visualize/weight_sharing.csv").set_index("layer")
-    assert sharing.loc["block1_conv1", "cnn"] == 3 * 3 * 1 * 4 + 4
-    assert sharing.loc["block1_conv1", "fully_connected"] == 14 * 14 * 4 * (16 * 16 * 1 + 1)
+    assert sharing.loc["block1_conv1", "cnn"] == 3 * 3 * 1 * 4
+    assert sharing.loc["block1_conv1", "fully_connected"] == 16 * 16 * 4 * (16 * 16 * 1)
     page = (root / "reports/visualize/report.html").read_text()
     assert external_loads(page) == [] and page.count("data:image/png;base64,") == 4 + 10
 

@@ -101,6 +101,7 @@ def _small_params(**changes) -> ModelParams:
         "batch_norm": False,
         "dropout": 0.0,
         "head": "flatten",
+        "residual": False,
     }
     return ModelParams(**(config | changes))
 
@@ -125,14 +126,30 @@ def _trained(model: keras.Model, tmp_path, steps: int = 6) -> keras.Model:
         {"padding": "same", "kernel_size": 3},
         {"batch_norm": True, "dropout": 0.3},
         {"head": "global_average"},
+        {
+            "padding": "same",
+            "kernel_size": 3,
+            "convs_per_block": [1, 3],
+            "batch_norm": True,
+            "residual": True,
+            "head": "global_average",
+            "dense_units": [],
+        },
     ],
-    ids=["seed-valid", "same-3x3", "batch-norm-dropout", "global-average"],
+    ids=["seed-valid", "same-3x3", "batch-norm-dropout", "global-average", "residual-default"],
 )
 def test_trained_pipeline_model_matches_keras_layer_by_layer(changes, tmp_path):
     from pipeline.params import AugmentationParams
 
     augment = AugmentationParams(
-        rotation=0.05, zoom=0.1, translation=0.1, flip="none", contrast=0.1
+        rotation=0.05,
+        zoom=0.1,
+        translation=0.1,
+        flip="none",
+        contrast=0.1,
+        erasing=0.5,
+        mixup=0.0,
+        cutmix=0.0,
     )
     built = build_model((20, 20, 3), 5, _small_params(**changes), augment, seed=1)
     model = _trained(built, tmp_path)
@@ -171,13 +188,24 @@ def test_a_layer_outside_the_numpy_pass_is_named():
         forward(model, np.zeros((1, 8, 8, 3)))
 
 
-def test_a_branching_model_is_refused_naming_the_layer():
+def test_a_model_of_two_outputs_is_refused():
     inputs = keras.Input((8, 8, 3))
     a = layers.Conv2D(2, 3, name="left")(inputs)
     b = layers.Conv2D(2, 3, name="right")(inputs)
     model = keras.Model(inputs, [a, b])
-    with pytest.raises(UnsupportedLayerError, match="'right' does not take the output of 'left'"):
+    with pytest.raises(UnsupportedLayerError, match="1 inputs and 2 outputs"):
         forward(model, np.zeros((1, 8, 8, 3)))
+
+
+def test_the_residual_addition_is_a_sum_of_both_branches():
+    inputs = keras.Input((6, 6, 1))
+    x = layers.Conv2D(3, 3, padding="same", name="first")(inputs)
+    y = layers.Conv2D(3, 3, padding="same", activation="relu", name="second")(x)
+    model = keras.Model(inputs, layers.Add(name="join")([y, x]))
+    images = np.random.default_rng(3).normal(size=(2, 6, 6, 1))
+    outputs = {out.name: out.value for out in forward(model, images)}
+    np.testing.assert_allclose(outputs["join"], outputs["first"] + outputs["second"])
+    np.testing.assert_allclose(outputs["join"], model.predict(images, verbose=0), atol=1e-5)
 
 
 def test_a_nested_base_model_is_named_as_outside_the_pass():

@@ -23,7 +23,7 @@ from pipeline.training.model import build_model
 
 SEED_CNN = ModelParams(
     filters=[12, 25], convs_per_block=2, kernel_size=2, padding="valid", pool_size=2,
-    dense_units=[16], batch_norm=False, dropout=0.0, head="flatten",
+    dense_units=[16], batch_norm=False, dropout=0.0, head="flatten", residual=False,
 )  # fmt: skip
 
 

@@ -37,7 +37,8 @@ def messy_split(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def classifier(raw_params_module) -> Classifier:
-    cfg = ModelParams(**{**raw_params_module["train"]["model"], "filters": [4], "dense_units": [8]})
+    small = {"filters": [4], "convs_per_block": 1, "dense_units": [8]}
+    cfg = ModelParams(**{**raw_params_module["train"]["model"], **small})
     keras.utils.set_random_seed(0)
     return Classifier(build_model((16, 16, 3), len(CLASSES), cfg), CLASSES, WHITE)
 

@@ -85,7 +85,7 @@ def test_a_change_shows_its_params_and_metrics_against_the_base(repo):
 
     assert comparison.base_commit == git(repo, "rev-parse", "main")
     assert comparison.params.to_dict("records") == [
-        {"file": "params.yaml", "param": "train.epochs", "base": 30, "workspace": 5}
+        {"file": "params.yaml", "param": "train.epochs", "base": "auto", "workspace": 5}
     ]
     metrics = comparison.metrics.set_index("metric")
     assert metrics.loc["accuracy", "base"] == 0.90
@@ -97,7 +97,7 @@ def test_a_change_shows_its_params_and_metrics_against_the_base(repo):
     assert "| test accuracy | 0.9000 | 0.9500 | +0.0500 better |" in text
     assert "| test log loss | 0.3100 | 0.4000 | +0.0900 **worse** |" in text
     assert "| epochs run | 12 | 12 | +0 |" in text
-    assert "| `params.yaml` | `train.epochs` | 30 | 5 |" in text
+    assert "| `params.yaml` | `train.epochs` | `auto` | 5 |" in text
     changed = text.split("## Model metrics that differ")[1].split("## Timings")[0]
     assert "`accuracy`" in changed and "`per_class_f1.dog`" in changed
     assert "`per_class_f1.cat`" not in changed and "training_seconds" not in changed
@@ -144,7 +144,7 @@ def test_the_report_folder_holds_the_report_its_tables_and_pictures(repo, tmp_pa
         "*Confusion matrix (test): `confusion_matrix.png` in the `pipeline-report` artifact.*",
         "![Confusion matrix (test)](confusion_matrix.png)") == text  # fmt: skip
     params = pd.read_csv(written.parent / "params_diff.csv")
-    assert params[["param", "base", "workspace"]].values.tolist() == [["train.epochs", 30, 5]]
+    assert params[["param", "base", "workspace"]].values.tolist() == [["train.epochs", "auto", 5]]
 
 
 def test_an_unknown_base_says_how_to_fetch_it(repo):

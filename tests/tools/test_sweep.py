@@ -12,13 +12,13 @@ def _grid(tmp_path, text: str):
 
 
 def test_every_combination_is_a_point_in_order(tmp_path, raw_params):
-    grid = _grid(tmp_path, "train.epochs: [1, 2]\ntrain.model.filters: [[4], [4, 8]]\n")
+    grid = _grid(tmp_path, "train.epochs: [1, 2]\ntrain.model.convs_per_block: [1, [1, 2, 3]]\n")
     points = grid_points(grid, raw_params)
     assert points == [
-        {"train.epochs": 1, "train.model.filters": [4]},
-        {"train.epochs": 1, "train.model.filters": [4, 8]},
-        {"train.epochs": 2, "train.model.filters": [4]},
-        {"train.epochs": 2, "train.model.filters": [4, 8]},
+        {"train.epochs": 1, "train.model.convs_per_block": 1},
+        {"train.epochs": 1, "train.model.convs_per_block": [1, 2, 3]},
+        {"train.epochs": 2, "train.model.convs_per_block": 1},
+        {"train.epochs": 2, "train.model.convs_per_block": [1, 2, 3]},
     ]
 
 

@@ -1,9 +1,11 @@
 """training.callbacks: Keras' backup written so that a kill at any moment leaves a usable one."""
 
+import contextlib
+
 import keras
 import numpy as np
 
-from pipeline.training.callbacks import AtomicBackupAndRestore
+from pipeline.training.callbacks import AtomicBackupAndRestore, AveragedWeights, backed_up_epochs
 
 
 def _tiny_model() -> keras.Model:
@@ -73,3 +75,59 @@ def test_a_resumed_fit_draws_what_the_uninterrupted_one_draws(tmp_path):
     for mine, theirs in zip(resumed.get_weights(), straight.get_weights(), strict=True):
         np.testing.assert_array_equal(mine, theirs)
     assert (tmp_path / "resumed/epoch-4/seed_states.npz").exists()
+
+
+class _Kill(keras.callbacks.Callback):
+    """Stands for a kill: the run dies as epoch `at` (counted from 0) begins."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch == self.at:
+            raise KeyboardInterrupt
+
+
+def _fit_averaged(
+    folder, epochs: int, kill_at: int | None = None, stop_at: int | None = None, finish=True
+):
+    """A tiny model trained with the moving average of its weights (AveragedWeights) and the
+    backup; returns the model and its optimizer."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    optimizer = keras.optimizers.Adam(0.05, use_ema=True, ema_momentum=0.8)
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy")
+    x = np.random.default_rng(0).random((16, 4), dtype=np.float32)
+    y = np.eye(2, dtype=np.float32)[np.arange(16) % 2]
+    averaged = AveragedWeights(resumed=backed_up_epochs(folder) is not None)
+    callbacks = [averaged]
+    if stop_at is not None:
+        callbacks.append(keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: setattr(model, "stop_training", epoch == stop_at)
+        ))  # fmt: skip
+    callbacks += [averaged.finish()] if finish else []
+    callbacks.append(AtomicBackupAndRestore(folder))
+    if kill_at is not None:
+        callbacks.append(_Kill(kill_at))
+    with contextlib.suppress(KeyboardInterrupt):  # the kill
+        model.fit(x, y, batch_size=4, epochs=epochs, shuffle=False, callbacks=callbacks, verbose=0)
+    return model, optimizer
+
+
+def test_the_kept_weights_are_the_average_also_after_early_stopping_and_a_resume(tmp_path):
+    whole, _ = _fit_averaged(tmp_path / "whole", epochs=4)
+    _fit_averaged(tmp_path / "resumed", epochs=4, kill_at=2)  # killed after two epochs
+    resumed, _ = _fit_averaged(tmp_path / "resumed", epochs=4)
+    for a, b in zip(whole.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5)  # training went on from the raw weights
+
+    # two epochs: Keras writes the average in at the last epoch's end ...
+    two, _ = _fit_averaged(tmp_path / "two", epochs=2)
+    # ... and the same average is kept when early stopping ends a longer run there
+    stopped, _ = _fit_averaged(tmp_path / "stopped", epochs=4, stop_at=1)
+    for kept, average in zip(stopped.get_weights(), two.get_weights(), strict=True):
+        np.testing.assert_allclose(kept, average, rtol=1e-6)
+    # which Keras alone does not do: its fit ends by writing the raw weights in
+    unfinished, _ = _fit_averaged(tmp_path / "unfinished", epochs=4, stop_at=1, finish=False)
+    assert not np.allclose(unfinished.get_weights()[0], two.get_weights()[0])

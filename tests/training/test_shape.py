@@ -9,7 +9,13 @@ from pipeline.imagedata import manifest as mf
 from pipeline.imagedata.assignment import build_split, placed_channels, write_split
 from pipeline.imagedata.images import resolve_channels
 from pipeline.params import ParamsError, load_params, parse_params
-from pipeline.training.shape import AUTO_MAX_SIZE, resolve_batch_size, resolve_input
+from pipeline.training.shape import (
+    AUTO_LAST_MAP,
+    AUTO_MAX_SIZE,
+    resolve_batch_size,
+    resolve_input,
+    resolve_training,
+)
 from tests.conftest import _merge, write_png
 
 
@@ -25,8 +31,9 @@ def params_with(raw_params: dict, **changes: dict):
 def test_the_defaults_are_auto_and_resolve_from_the_data(raw_params):
     params = parse_params(raw_params)
     assert (params.base.image_size, params.base.channels) == ("auto", "auto")
-    need = params.train.model.min_input_size()
-    assert params.train.model.output_size(need) >= 1 > params.train.model.output_size(need - 1)
+    need = params.train.model.min_input_size(AUTO_LAST_MAP)
+    model = params.train.model
+    assert model.output_size(need) >= AUTO_LAST_MAP > model.output_size(need - 1)
 
     digits = resolve_input(params, sized((8, 8)), split_channels=1)
     assert (digits.image_size, digits.channels) == (need, 1)  # upscaled only to what it takes
@@ -39,7 +46,7 @@ def test_the_defaults_are_auto_and_resolve_from_the_data(raw_params):
 
 
 def test_a_small_model_keeps_small_images_at_their_own_size(raw_params):
-    small = {"padding": "same", "kernel_size": 3, "filters": [8, 16]}
+    small = {"padding": "same", "kernel_size": 3, "filters": [8, 16], "convs_per_block": 1}
     params = params_with(raw_params, train={"model": small})
     shape = resolve_input(params, sized((28, 28), (28, 30), (26, 28)), split_channels=1)
     assert shape.image_size == 28
@@ -61,9 +68,9 @@ def test_an_imagenet_base_takes_rgb_at_32_or_more(raw_params):
 
 
 def test_a_too_small_explicit_size_names_the_smallest_it_takes(raw_params):
-    need = load_params().train.model.min_input_size()
-    with pytest.raises(ParamsError, match=rf"takes {need} or more; base.image_size: auto"):
-        params_with(raw_params, base={"image_size": need - 1})
+    deeper = {"filters": [8, 16, 32, 64, 64], "convs_per_block": 1}  # five poolings: 32
+    with pytest.raises(ParamsError, match=r"\(it takes 32 or more\)"):
+        params_with(raw_params, base={"image_size": 31}, train={"model": deeper})
     with pytest.raises(ParamsError, match=r"base\.image_size"):
         params_with(raw_params, base={"image_size": "large"})
 
@@ -110,3 +117,15 @@ def test_a_split_from_before_channels_were_recorded_asks_for_a_new_split(tmp_pat
 def test_auto_batches_give_about_400_steps_an_epoch_and_never_fewer_than_20(images, batch):
     assert resolve_batch_size("auto", images) == batch
     assert resolve_batch_size(64, images) == 64  # a number wins
+
+
+@pytest.mark.parametrize(
+    ("images", "batch", "epochs"),
+    [(1257, 20, 30), (51_000, 128, 10), (12_000, 32, 11), (400_000, 1024, 10)],
+)
+def test_auto_epochs_give_about_4000_steps_in_10_to_30_epochs(images, batch, epochs):
+    cfg = load_params().train
+    resolved = resolve_training(cfg, images)
+    assert (resolved.batch_size, resolved.epochs) == (batch, epochs)
+    fixed = resolve_training(cfg.model_copy(update={"epochs": 7, "batch_size": 50}), images)
+    assert (fixed.batch_size, fixed.epochs) == (50, 7)  # numbers win

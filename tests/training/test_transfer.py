@@ -101,12 +101,26 @@ def test_imagenet_weights_come_from_the_keras_cache_or_an_error_naming_the_file(
         build_transfer_model(SHAPE, 3, transfer_params(weights="imagenet"))
 
 
-def seed_cnn() -> keras.Model:
+def seed_cnn(convs: int = 1, residual: bool = False) -> keras.Model:
     cfg = ModelParams(
-        filters=[4, 8], convs_per_block=1, kernel_size=3, padding="same", pool_size=2,
-        dense_units=[16], batch_norm=True, dropout=0.0, head="flatten",
+        filters=[4, 8], convs_per_block=convs, kernel_size=3, padding="same", pool_size=2,
+        dense_units=[16], batch_norm=True, dropout=0.0, head="flatten", residual=residual,
     )  # fmt: skip
     return build_model(SHAPE, 5, cfg)
+
+
+def test_a_residual_pipeline_model_lends_its_blocks_shortcuts_and_all(tmp_path):
+    earlier = seed_cnn(convs=2, residual=True)
+    path = tmp_path / "earlier.keras"
+    earlier.save(path)
+    built = build_transfer_model(SHAPE, 2, transfer_params(base="pipeline", weights=str(path)))
+    assert "block2_add2" in [layer.name for layer in built.base.layers]
+    images = np.random.default_rng(0).integers(0, 256, size=(2, *SHAPE)).astype("float32")
+    blocks = keras.Model(earlier.input, earlier.get_layer("block2_pool").output)
+    rescaled = images / 255.0  # what the earlier model's rescaling gave its first block
+    np.testing.assert_allclose(
+        built.base.predict(rescaled, verbose=0), blocks.predict(images, verbose=0), atol=1e-5
+    )
 
 
 def test_a_pipeline_model_lends_its_convolutional_blocks_to_a_new_head(tmp_path):
@@ -180,6 +194,8 @@ def train_params(**transfer) -> TrainParams:
 
     raw = load_raw_params()
     raw["train"]["transfer"] = {**TRANSFER, **transfer}
+    raw["train"]["epochs"] = 30  # as train resolves `auto` for the digits
+    raw["train"]["optimizer"]["learning_rate"] = 0.001
     return parse_params(raw).train
 
 
