@@ -5,6 +5,8 @@ Keras' (kernel_h, kernel_w, in_channels, filters) layout. Every figure says in i
 its colours mean, so it reads without the code.
 """
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -15,6 +17,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 CHANNEL_NAMES = {1: ["gray"], 3: ["red", "green", "blue"]}
+
+
+def _suptitle(fig: Figure, text: str, fontsize: int = 10) -> None:
+    """The figure's title, each line wrapped to the figure's width (about 12 characters an
+    inch at 10 points), so a narrow figure (a small CNN's few columns) does not cut it off."""
+    width = max(30, int(fig.get_figwidth() * 120 / fontsize))
+    lines = [textwrap.fill(line, width) for line in text.split("\n")]
+    fig.suptitle("\n".join(lines), fontsize=fontsize)
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
@@ -33,19 +43,26 @@ def _blank(ax) -> None:
     ax.set_yticks([])
 
 
+FILTERS_PER_ROW = 16  # the first layer's filters wrap after this many
+
+
 def filters_figure(kernel: np.ndarray, bias: np.ndarray | None, layer: str) -> Figure:
-    """Each first-layer filter's weights per input channel, on one diverging colour scale."""
+    """Each first-layer filter's weights per input channel, on one diverging colour scale;
+    FILTERS_PER_ROW filters a row (one row per input channel), wrapped onto further rows."""
     size_h, size_w, channels, count = kernel.shape
     names = CHANNEL_NAMES.get(channels, [f"channel {c + 1}" for c in range(channels)])
     limit = float(np.abs(kernel).max()) or 1.0
+    columns, groups = min(count, FILTERS_PER_ROW), -(-count // FILTERS_PER_ROW)
     fig, axes = plt.subplots(
-        channels, count, figsize=(max(1.05 * count, 6.0), 1.25 * channels + 1.6),
+        groups * channels, columns,
+        figsize=(max(1.05 * columns, 6.0), (1.25 * channels + 0.4) * groups + 1.2),
         squeeze=False, layout="constrained",
     )  # fmt: skip
     annotate = size_h * size_w <= 16
     for f in range(count):
+        group, column = divmod(f, columns)
         for c in range(channels):
-            ax = axes[c, f]
+            ax = axes[group * channels + c, column]
             weights = kernel[:, :, c, f]
             image = ax.imshow(weights, cmap="RdBu_r", vmin=-limit, vmax=limit)
             if annotate:
@@ -58,10 +75,14 @@ def filters_figure(kernel: np.ndarray, bias: np.ndarray | None, layer: str) -> F
                 if bias is not None:
                     title += f"\nbias {bias[f]:+.2f}"
                 ax.set_title(title, fontsize=8)
-            if f == 0:
+            if column == 0:
                 ax.set_ylabel(names[c], fontsize=8)
+    for f in range(count, groups * columns):  # the last row's empty places
+        for c in range(channels):
+            axes[(f // columns) * channels + c, f % columns].axis("off")
     fig.colorbar(image, ax=axes, shrink=0.8, label="weight")
-    fig.suptitle(
+    _suptitle(
+        fig,
         f"First convolutional layer ({layer}): {count} filters of {size_h}x{size_w} weights "
         f"per input channel\nred weights raise the response where the input is bright, blue "
         "weights lower it; each filter slides over the whole image",
@@ -108,7 +129,8 @@ def responses_figure(
             ax.text(0.03, 0.97, f"{peak:.2f}" if peak else "none", transform=ax.transAxes,
                     ha="left", va="top", fontsize=6, color="white")  # fmt: skip
             _blank(ax)
-    fig.suptitle(
+    _suptitle(
+        fig,
         f"Where each filter of {layer} responded on one test image per class: every output "
         "of the filter (after ReLU) added back onto the input pixels it was computed from\n"
         "bright = strong response, each panel on its own scale; the number is the panel's "
@@ -156,7 +178,8 @@ def feature_maps_figure(
             ax.imshow(maps[:, :, index], cmap="viridis", vmin=0,
                       vmax=maps[:, :, index].max() or 1.0, interpolation="nearest")  # fmt: skip
             ax.set_title(f"#{index + 1}  mean {strength[index]:.2f}", fontsize=6)
-    fig.suptitle(
+    _suptitle(
+        fig,
         "Feature maps (hidden representations after ReLU) of every convolutional layer, "
         "input at top left\nyellow = strong activation (each map on its own scale); deeper "
         "layers are smaller and respond to larger, more abstract patterns",
@@ -189,7 +212,8 @@ def grad_cam_figure(
                 h, w = sizes[name]
                 ax.set_title(f"{name}\n({h}x{w} map)", fontsize=8)
     axes[0, 0].set_title("input", fontsize=8)
-    fig.suptitle(
+    _suptitle(
+        fig,
         "Grad-CAM for the predicted class: the regions of each layer's feature maps that most "
         "raise that class's score\nred = strongest evidence, blue = none (scaled per image); "
         "coarse maps of deep layers are smoothed up to the input size",
