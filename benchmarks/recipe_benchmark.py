@@ -31,6 +31,7 @@ import pandas as pd
 import tensorflow as tf
 from sklearn.svm import SVC
 
+from pipeline.imagedata.dataset import resize
 from pipeline.imagedata.sources import _idx_file, fashion_mnist_folder, read_idx
 from pipeline.params import load_raw_params, parse_params
 from pipeline.paths import REPORTS_DIR
@@ -101,9 +102,8 @@ def as_input(images: np.ndarray, size: int, channels: int) -> np.ndarray:
         return images
     out = []
     for start in range(0, len(images), 2048):
-        part = tf.image.resize(images[start : start + 2048], [size, size])
-        part = tf.image.grayscale_to_rgb(part) if channels == 3 else part
-        out.append(np.asarray(tf.cast(tf.round(tf.clip_by_value(part, 0, 255)), tf.uint8)))
+        part = resize(images[start : start + 2048], size)  # the training decoder's resize
+        out.append(np.asarray(tf.image.grayscale_to_rgb(part) if channels == 3 else part))
     return np.concatenate(out)
 
 

@@ -43,13 +43,11 @@ def predict_tta(
     classifier: Classifier, rows: pd.DataFrame, batch_size: int, kind: str, root=SPLIT_DIR
 ) -> np.ndarray:
     """Probabilities for manifest `rows`, each the mean over the views of `kind`."""
+    # decoded once: the in-memory cache is shared by every view's dataset made from it
     data = image_dataset(
         rows, classifier.classes, classifier.image_size, classifier.channels, batch_size,
-        root=root, cache="off",
+        root=root, cache="memory",
     )  # fmt: skip
-    total = None
-    for view in views(kind):
-        batches = data.map(lambda x, y, view=view: (view(x), y))
-        probabilities = classifier.model.predict(batches, verbose=0)
-        total = probabilities if total is None else total + probabilities
-    return total / len(views(kind))
+    every = views(kind)
+    viewed = [data.map(lambda x, y, view=view: (view(x), y)) for view in every]
+    return sum(classifier.model.predict(batches, verbose=0) for batches in viewed) / len(every)

@@ -46,6 +46,7 @@ class StepLosses(keras.callbacks.Callback):
         super().__init__()
         self.rows: list[dict] = []
         self.smoothed = 0.0
+        self.best = np.inf  # the lowest smoothed loss so far
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         mean = float(logs["loss"])
@@ -58,8 +59,8 @@ class StepLosses(keras.callbacks.Callback):
             {"step": batch + 1, "learning_rate": rate, "loss": loss, "smoothed_loss": smoothed,
              "running_mean": mean}
         )  # fmt: skip
-        best = min(row["smoothed_loss"] for row in self.rows)
-        if not np.isfinite(smoothed) or (batch > 10 and smoothed > DIVERGED * best):
+        self.best = min(self.best, smoothed)
+        if not np.isfinite(smoothed) or (batch > 10 and smoothed > DIVERGED * self.best):
             self.model.stop_training = True
 
 
