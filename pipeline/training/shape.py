@@ -35,7 +35,7 @@ AUTO_MAX_SIZE = 64  # auto never goes above this (larger photos: set base.image_
 AUTO_LAST_MAP = 2  # auto: the CNN's last feature map at least this many pixels a side
 AUTO_STEPS = 400  # batch_size auto: about this many steps an epoch
 AUTO_MIN_BATCH = 20  # batch_size auto: never fewer images a step (the seed article's batch)
-AUTO_TOTAL_STEPS = 4000  # epochs auto: about this many steps in all ...
+AUTO_TOTAL_STEPS = 8000  # epochs auto: about this many steps in all ...
 AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS = 10, 30  # ... in this many epochs
 
 

@@ -149,7 +149,7 @@ def test_visualize_checks_the_trained_model_and_logs_to_its_run(project):
     assert 0 <= metrics["forward_max_abs_difference"] <= 1e-4
     check = pd.read_csv(root / "reports/visualize/forward_check.csv")
     assert check["within_tolerance"].all()
-    assert list(check["layer"][:2]) == ["rescale", "random_rotation"]
+    assert list(check["layer"][:2]) == ["rescale", "random_translation"]
     # SHRUNK: 4 then 8 filters of 3x3 'same' on 16x16x1 images (the grey digits stay grey),
     # batch-normalised (no bias), global average pooling, dense 16 and 10 outputs
     sharing = pd.read_csv(root / "reports/visualize/weight_sharing.csv").set_index("layer")

@@ -121,11 +121,16 @@ def test_auto_batches_give_about_400_steps_an_epoch_and_never_fewer_than_20(imag
 
 @pytest.mark.parametrize(
     ("images", "batch", "epochs"),
-    [(1257, 20, 30), (51_000, 128, 10), (12_000, 32, 11), (400_000, 1024, 10)],
+    [(1257, 20, 30), (51_000, 128, 20), (12_000, 32, 21), (400_000, 1024, 20)],
 )
-def test_auto_epochs_give_about_4000_steps_in_10_to_30_epochs(images, batch, epochs):
+def test_auto_epochs_give_about_8000_steps_in_10_to_30_epochs(images, batch, epochs):
     cfg = load_params().train
     resolved = resolve_training(cfg, images)
     assert (resolved.batch_size, resolved.epochs) == (batch, epochs)
     fixed = resolve_training(cfg.model_copy(update={"epochs": 7, "batch_size": 50}), images)
     assert (fixed.batch_size, fixed.epochs) == (50, 7)  # numbers win
+
+
+def test_auto_epochs_stay_at_10_or_more_when_an_epoch_has_many_steps():
+    cfg = load_params().train.model_copy(update={"batch_size": 16})
+    assert resolve_training(cfg, 51_000).epochs == 10  # 3,188 steps an epoch: 3 wanted
