@@ -19,6 +19,7 @@ from pipeline.common.files import read_json, write_json
 from pipeline.common.log import PipelineError
 
 WHITE = (255, 255, 255)
+DEFAULT_MAX_PIXELS = 100_000_000  # split.max_image_pixels where no params are at hand
 
 
 class ContractError(PipelineError):
@@ -49,15 +50,24 @@ def _field(data: dict, key: str, kind: type, path: Path) -> object:
 class Labels:
     classes: list[str]
     background: tuple[int, int, int] = WHITE
+    # the split's split.max_image_pixels: predict and serving refuse larger images alike
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
 
 
 def write_labels(path: Path, labels: Labels) -> None:
-    write_json(path, {"classes": list(labels.classes), "background": list(labels.background)})
+    write_json(
+        path,
+        {
+            "classes": list(labels.classes),
+            "background": list(labels.background),
+            "max_image_pixels": labels.max_image_pixels,
+        },
+    )
 
 
 def read_labels(path: Path, writer: str = "split") -> Labels:
-    """The class names in output order; a file from before the background was recorded
-    means white, the default then."""
+    """The class names in output order; a file from before the background (or the pixel
+    limit) was recorded means white (and 100 megapixels), the defaults then."""
     data = _read(path, writer)
     classes = _field(data, "classes", list, path)
     if not all(isinstance(name, str) for name in classes):
@@ -65,7 +75,10 @@ def read_labels(path: Path, writer: str = "split") -> Labels:
     background = data.get("background", list(WHITE))
     if len(background) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in background):
         raise ContractError(f"{path}: 'background' must be three values 0-255, got {background}")
-    return Labels(list(classes), tuple(background))
+    limit = data.get("max_image_pixels", DEFAULT_MAX_PIXELS)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ContractError(f"{path}: 'max_image_pixels' must be a positive whole number")
+    return Labels(list(classes), tuple(background), limit)
 
 
 @dataclass(frozen=True)

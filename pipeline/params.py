@@ -22,13 +22,19 @@ from pipeline.common.log import PipelineError
 from pipeline.common.names import registered_model_name
 from pipeline.paths import PARAMS_FILE
 
+# Pillow refuses to open an image above twice its MAX_IMAGE_PIXELS (89,478,485): the most
+# split.max_image_pixels can allow (images.PILLOW_PIXEL_LIMIT, tested equal)
+PILLOW_PIXEL_LIMIT = 178_956_970
+
 
 class ParamsError(PipelineError, ValueError):
     """`params.yaml` is missing, unreadable or holds a bad value."""
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a quoted number ("0.003") is not a number, nor is true; NaN and infinity are no
+    # value at all. Unknown keys are refused.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 AUTO = "auto"
@@ -57,14 +63,19 @@ class SplitParams(_Section):
     small_classes: Literal["error", "train_only", "drop"]
     conflicting_labels: Literal["exclude", "error"]
     max_rejected_fraction: float = Field(ge=0, le=1)
+    # width x height a file's header may declare; larger files are rejected before decoding
+    max_image_pixels: int = Field(ge=1, le=PILLOW_PIXEL_LIMIT)
     # near duplicates (imagedata.similarity): hash candidates within this many bits, confirmed
     # at this pixel correlation; the split keeps each group in one split, the gate checks it
     near_duplicate_distance: int = Field(ge=0, le=64)
     near_duplicate_correlation: float = Field(gt=0, le=1)
-    background: tuple[
-        Annotated[int, Field(ge=0, le=255)],
-        Annotated[int, Field(ge=0, le=255)],
-        Annotated[int, Field(ge=0, le=255)],
+    background: Annotated[  # a YAML list of three (the values themselves strict)
+        tuple[
+            Annotated[int, Field(ge=0, le=255, strict=True)],
+            Annotated[int, Field(ge=0, le=255, strict=True)],
+            Annotated[int, Field(ge=0, le=255, strict=True)],
+        ],
+        Field(strict=False),
     ]
 
     @model_validator(mode="after")
@@ -264,12 +275,27 @@ class TrainParams(_Section):
     class_weight: Literal["none", "balanced", "auto"]
     # auto: image-classifier-<dataset> (common.names), one registered model per dataset
     registered_model: str = Field(min_length=1, pattern=r"^[^/@:]+$")
+    # train on a split whose data gate (validate) failed; off: train refuses it
+    allow_failed_validation: bool
     optimizer: OptimizerParams
     augmentation: AugmentationParams
     model: ModelParams
     early_stopping: EarlyStoppingParams
     device: DeviceParams
     transfer: TransferParams
+
+    @field_validator("registered_model")
+    @classmethod
+    def _a_name_mlflow_takes(cls, name: str) -> str:
+        # MLflow's own rule (mlflow.utils.validation._validate_model_name): no '/' or ':'
+        # (the pattern; '@' starts an alias in a models:/ URI), not blank, and a path that
+        # normalises to itself ('.' and '..' do not)
+        if not name.strip() or name in (".", "..") or name != name.strip():
+            raise ValueError(
+                f"{name!r} is not a name MLflow's model registry takes (blank, '.', '..' or "
+                "space at either end)"
+            )
+        return name
 
 
 class EvaluateParams(_Section):
@@ -361,10 +387,35 @@ def parse_params(raw: object, source: str = "params.yaml") -> Params:
         raise ParamsError(f"{source} has bad values:\n{_describe(error)}") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the
+    last one silently, so an edit higher up would be overridden without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} appears twice (first {seen[key]})",
+                    key_node.start_mark,
+                )
+            seen[key] = str(key_node.start_mark).strip()
+        return super().construct_mapping(node, deep)
+
+
+def safe_yaml(text: str) -> object:
+    """YAML data, with every mapping's keys unique (`_UniqueKeyLoader`)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no Python objects
+
+
 def read_yaml(path: Path) -> object:
-    """A YAML file's data; a missing or unparsable file is a ParamsError naming it."""
+    """A YAML file's data; a missing or unparsable file, or one with a key given twice, is a
+    ParamsError naming it."""
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return safe_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found") from None
     except yaml.YAMLError as error:
@@ -378,4 +429,4 @@ def load_params(path: Path = PARAMS_FILE) -> Params:
 
 def load_raw_params(path: Path = PARAMS_FILE) -> dict:
     """The params file as plain data, for logging it whole."""
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    return read_yaml(path)

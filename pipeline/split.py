@@ -13,8 +13,9 @@ from pipeline.imagedata.assignment import (
     previous_assignments,
     write_split,
 )
+from pipeline.imagedata.manifest import read_raw_listing
 from pipeline.params import load_params
-from pipeline.paths import RAW_DIR, ROOT, SPLIT_DIR, SPLITS
+from pipeline.paths import RAW_DIR, RAW_LISTING, ROOT, SPLIT_DIR, SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,9 @@ def main() -> None:
     params = load_params()
     cfg, seed, channels = params.split, params.base.seed, params.base.channels
     previous = previous_assignments(SPLIT_DIR, seed, cfg.fractions)
-    table = build_split(RAW_DIR, cfg, seed, channels, previous)
+    listed = read_raw_listing(RAW_LISTING)  # what ingest saw, with what it did not copy
+    skipped = listed[listed["problem"] != ""]
+    table = build_split(RAW_DIR, cfg, seed, channels, previous, skipped)
     channels = placed_channels(table, channels)
     with staged_dir(SPLIT_DIR) as staging:
         write_split(table, RAW_DIR, staging, channels, cfg, seed)

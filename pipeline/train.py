@@ -9,18 +9,20 @@ module; the chief alone writes the model, the reports and the MLflow run.
 import logging
 import shutil
 import time
+from pathlib import Path
 
 import keras
 import pandas as pd
 import tensorflow as tf
 
 from pipeline import native_stderr
-from pipeline.common.files import staged_file, write_csv, write_json
-from pipeline.common.log import run_stage
+from pipeline.common.files import single_writer, staged_file, write_csv, write_json
+from pipeline.common.log import PipelineError, run_stage
 from pipeline.common.names import dataset_name
 from pipeline.contracts import (
     Labels,
     RunRecord,
+    ValidationResult,
     read_labels,
     read_validation,
     write_labels,
@@ -71,6 +73,7 @@ from pipeline.training.resume import (
     fingerprint,
     history_table,
     prepare_resume,
+    recorded_run,
     remember_run,
     start_from_chief_state,
     state_folder,
@@ -88,7 +91,10 @@ RUN_ARTIFACTS = (PARAMS_FILE, HISTORY_FILE, PHASES_FILE, HISTORY_PNG, TRAIN_METR
 def resumable_run(key: str) -> str | None:
     """The MLflow run of an interrupted training of the same params and data, if the store
     still holds it; any other backup is cleared."""
+    stale = recorded_run(RESUME_DIR)
     resume_run = prepare_resume(RESUME_DIR, key)
+    if stale is not None and resume_run is None:  # a backup of other params or data, gone
+        store.end_stale_run(stale)
     if resume_run is not None and not store.run_exists(resume_run):
         log.info(f"MLflow run {resume_run} is gone from the store; starting afresh")
         resume_run = prepare_resume(RESUME_DIR, "")  # clears the backup
@@ -123,19 +129,53 @@ def prepare_process(seed: int, cfg: TrainParams) -> tuple[DeviceSetup, distribut
     return setup, dist
 
 
+class GateFailedError(PipelineError):
+    """The split this training would use failed the data gate."""
+
+
+def checked_gate(allowed: bool) -> ValidationResult:
+    """The gate's result for the split; stops unless it passed or `allowed` says go on."""
+    result = read_validation(VALIDATION_FILE)
+    if result.success:
+        return result
+    unmet = [f"{o['table']}.{o['kwargs'].get('column', '')}" for o in result.results
+             if not o.get("success", True)]  # fmt: skip
+    described = f"{result.failed} of {result.evaluated} expectations unmet: {', '.join(unmet)}"
+    report = VALIDATION_FILE.relative_to(ROOT)
+    if not allowed:
+        raise GateFailedError(
+            f"the split failed the data gate ({described}; {report}): fix the data and run "
+            "`dvc repro validate`, or set train.allow_failed_validation: true to train anyway"
+        )
+    log.warning(f"training on a split that failed the data gate ({described}): "
+                "train.allow_failed_validation is true; the run records it")  # fmt: skip
+    return result
+
+
 def main() -> None:
     params = load_params()
+    gate = checked_gate(params.train.allow_failed_validation)
     rows = read_split("train"), read_split("validation")
     cfg = resolve_training(params.train, len(rows[0]))  # batch_size and epochs auto resolved
     setup, dist = prepare_process(params.base.seed, cfg)
+    folder = state_folder(dist.cluster)
+    # one training at a time per state folder: two would share the backup and the disk cache
+    with single_writer(folder.with_name(f"{folder.name}.lock"), "a training"):
+        train(params, gate, rows, cfg, setup, dist, folder)
 
+
+def train(params: Params, gate: ValidationResult, rows: tuple[pd.DataFrame, pd.DataFrame],
+          cfg: TrainParams, setup: DeviceSetup, dist: distribute.Distribution,
+          folder: Path) -> None:  # fmt: skip
+    """Build the inputs and the model, fit (resuming an interrupted fit of the same params and
+    data), and write and log everything about the model."""
     labels = read_labels(LABELS_FILE)
     classes = labels.classes
     shape = resolve_input(params, rows[0], split_channels(SPLIT_DIR))
     log.info(f"{shape.describe()}; {cfg.epochs} epochs of batch {cfg.batch_size} (train.epochs "
              f"{params.train.epochs}, train.batch_size {params.train.batch_size})")  # fmt: skip
     base = shape.applied(params.base)
-    key, folder = fingerprint(params, SPLIT_MANIFEST), state_folder(dist.cluster)
+    key = fingerprint(params, SPLIT_MANIFEST)
     inputs = training_inputs(base, cfg, dist, classes, rows, key, folder)
     model, transfer = build_network(base, cfg, len(classes), dist.strategy)
     if dist.is_chief:
@@ -162,7 +202,7 @@ def main() -> None:
                 load_raw_params(),
                 dist.log_params() | shape.as_params() | {"train.epochs_resolved": cfg.epochs},
                 run_tags(setup, dist, inputs, classes, params),
-                model, blocks, read_validation(VALIDATION_FILE),
+                model, blocks, gate,
             )  # fmt: skip
         else:
             log.info(f"resuming MLflow run {resume_run} from the last finished epoch")

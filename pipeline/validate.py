@@ -86,7 +86,7 @@ def main() -> None:
     classes = read_labels(LABELS_FILE).classes
     raw = mf.read_raw_listing(RAW_LISTING)
     given = raw["given_split"].ne("").any()  # the source gave its splits
-    facts = image_facts(SPLIT_DIR, placed["path"].tolist())
+    facts = image_facts(SPLIT_DIR, placed["path"].tolist(), mf.split_channels(SPLIT_DIR))
     near = confirm_near_duplicates(SPLIT_DIR, placed, facts, params.split)
     checks = build_checks(
         manifest, raw, facts, near, classes, params.split.fractions,

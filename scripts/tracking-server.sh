@@ -23,6 +23,8 @@ HOST=127.0.0.1
 MLFLOW_PORT=${MLFLOW_SERVER_PORT:-5050}
 PG_PORT=${POSTGRES_PORT:-5433}
 STATE=$(mkdir -p "${SERVER_DIR:-.server}" && cd "${SERVER_DIR:-.server}" && pwd)
+# passwords, the auth config and the logs live here: never committed, wherever it is
+[[ -f $STATE/.gitignore ]] || echo '*' >"$STATE/.gitignore"
 MLFLOW=${MLFLOW:-$PROJECT/.venv/bin/mlflow}
 PYTHON=$(dirname "$MLFLOW")/python
 
@@ -64,6 +66,16 @@ db_password() {
     fi
 }
 
+# libpq's password file (mode 600): the server's database connection finds its password
+# there, so it is in no process's arguments or environment and in no URL (where '@', ':' or
+# '/' in it would need escaping); in the file, '\' and ':' are escaped as libpq reads them
+write_pgpass() {
+    local escaped=${1//\\/\\\\}
+    escaped=${escaped//:/\\:}
+    (umask 077 && printf '%s:%s:mlflow:mlflow:%s\n' "$HOST" "$PG_PORT" "$escaped" \
+        >"$STATE/pgpass")
+}
+
 start_postgres() {
     local bin
     bin=$(postgres_bin)
@@ -81,16 +93,20 @@ start_postgres() {
             -o "-c listen_addresses=$HOST -p $PG_PORT -c unix_socket_directories=$PG_DATA" \
             >/dev/null
     fi
-    local password sql
+    local password
     password=$(db_password)
-    sql="DO \$\$ BEGIN
-           IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mlflow') THEN
-             CREATE ROLE mlflow LOGIN;
-           END IF;
-         END \$\$;
-         ALTER ROLE mlflow PASSWORD '$password';"
+    # on standard input, never in psql's arguments (`ps` shows those to every user), and as
+    # an SQL string literal with each ' doubled, so any password is taken as it is
     as_pg "$bin/psql" -q -h "$PG_DATA" -p "$PG_PORT" -U postgres -d postgres \
-        -v ON_ERROR_STOP=1 -c "$sql" >/dev/null
+        -v ON_ERROR_STOP=1 >/dev/null <<SQL
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mlflow') THEN
+    CREATE ROLE mlflow LOGIN;
+  END IF;
+END \$\$;
+ALTER ROLE mlflow PASSWORD '${password//\'/\'\'}';
+SQL
+    write_pgpass "$password"
     if [[ -z $(as_pg "$bin/psql" -tA -h "$PG_DATA" -p "$PG_PORT" -U postgres -d postgres \
         -c "SELECT 1 FROM pg_database WHERE datname = 'mlflow'") ]]; then
         as_pg "$bin/createdb" -h "$PG_DATA" -p "$PG_PORT" -U postgres -O mlflow mlflow
@@ -103,8 +119,7 @@ start_mlflow() {
         say "mlflow server already runs (pid $(cat "$STATE/mlflow.pid"))"
         return
     fi
-    local password args=()
-    password=$(db_password)
+    local args=()
     if [[ ${MLFLOW_AUTH:-0} == 1 ]]; then
         : "${MLFLOW_TRACKING_USERNAME:?MLFLOW_AUTH=1 needs MLFLOW_TRACKING_USERNAME}"
         : "${MLFLOW_TRACKING_PASSWORD:?MLFLOW_AUTH=1 needs MLFLOW_TRACKING_PASSWORD}"
@@ -129,8 +144,8 @@ EOF
     fi
     mkdir -p "$STATE/artifacts"
     # its own session, so `stop` ends the server and every worker it started
-    setsid "$MLFLOW" server \
-        --backend-store-uri "postgresql+psycopg://mlflow:$password@$HOST:$PG_PORT/mlflow" \
+    PGPASSFILE=$STATE/pgpass setsid "$MLFLOW" server \
+        --backend-store-uri "postgresql+psycopg://mlflow@$HOST:$PG_PORT/mlflow" \
         --serve-artifacts --artifacts-destination "$STATE/artifacts" \
         --host "$HOST" --port "$MLFLOW_PORT" --workers 2 "${args[@]}" \
         >"$STATE/mlflow.log" 2>&1 </dev/null &

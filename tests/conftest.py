@@ -87,7 +87,7 @@ def split(image_tree, tmp_path) -> dict:
     write_split(table, image_tree, out, channels=1, cfg=cfg, seed=0)
     manifest = mf.read_manifest(out / "manifest.csv")
     placed = mf.in_splits(manifest)
-    facts = image_facts(out, placed["path"].tolist())
+    facts = image_facts(out, placed["path"].tolist(), channels=1)
     return {
         "manifest": manifest,
         "raw": list_raw(image_tree),

@@ -51,7 +51,13 @@ def build_messy_folder(root: Path) -> dict[str, str]:
     save(pattern(1), root / "dog" / ".ipynb_checkpoints" / "good_0-checkpoint.png", "PNG")
     save(pattern(2), root / "__MACOSX" / "dog" / "._good_0.png", "PNG")
     save(pattern(3), root / ".hidden_class" / "a.png", "PNG")
-    (root / "empty class").mkdir()  # 6. an empty folder is not a class
+    (root / "empty class").mkdir()  # 6. an empty class folder: listed, the class reported
+    (root / "dog" / "@eaDir" / "good_0.png").mkdir(parents=True)  # a Synology thumbnail folder
+    (root / "dog" / "@eaDir" / "good_0.png" / "SYNOFILE_THUMB_S.jpg").write_bytes(b"\xff\xd8")
+    (root / "$RECYCLE.BIN").mkdir()
+    (root / "$RECYCLE.BIN" / "desktop.ini").write_text("[.ShellClassInfo]")
+    (root / "lost+found").mkdir()
+    case("loose_file", "README.txt").write_text("photos of pets, sorted by kind")
 
     # 2. files that are not usable images
     case("text", "dog/notes.png").write_text("not an image at all")
@@ -62,6 +68,11 @@ def build_messy_folder(root: Path) -> dict[str, str]:
         whole.getvalue()[: len(whole.getvalue()) // 2]
     )
     case("corrupt_jpeg", "dog/corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(300))
+    os.mkfifo(case("named_pipe", "dog/pipe.png"))  # reading it would wait forever
+    case("broken_link", "dog/gone.png").symlink_to(root / "dog" / "no such file.png")
+    save(pattern(23, (100, 100)), case("too_large", "dog/large.png"), "PNG")  # over the limit
+    save(pattern(24).convert("L"), case("all_broken_class", "broken/only.png"), "PNG")
+    (root / "broken" / "only.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
 
     # 3. the extension lies, or the format is one TensorFlow cannot read
     save(pattern(5), case("png_named_jpg", "Cat Photos/really_png.jpg"), "PNG")
@@ -88,6 +99,25 @@ def build_messy_folder(root: Path) -> dict[str, str]:
     sixteen = Image.fromarray(np.full((12, 12), 65535, dtype=np.uint16))  # white at 16 bits
     save(sixteen, case("sixteen_bit", "dog/deep.png"), "PNG")
     save(pattern(17, mode="L").convert("1"), case("bilevel", "dog/bilevel.png"), "PNG")
+    # colour-key transparency (a tRNS chunk naming one RGB or grey value): that value is the
+    # background, the rest opaque
+    keyed = Image.new("RGB", (12, 12), (10, 20, 30))
+    keyed.paste((200, 0, 0), (0, 0, 6, 12))
+    save(keyed, case("rgb_colour_key", "dog/rgb_key.png"), "PNG", transparency=(10, 20, 30))
+    grey_keyed = Image.new("L", (12, 12), 7)
+    grey_keyed.paste(99, (0, 0, 6, 12))
+    save(grey_keyed, case("grey_colour_key", "dog/grey_key.png"), "PNG", transparency=7)
+
+    # several frames: the first is kept, and the manifest says so
+    frames = [pattern(30 + i).convert("P") for i in range(3)]
+    save(frames[0], case("animated_gif", "Cat Photos/moving.gif"), "GIF",
+         save_all=True, append_images=frames[1:], duration=100)  # fmt: skip
+    frames = [pattern(40 + i) for i in range(3)]
+    save(frames[0], case("apng", "Cat Photos/moving.png"), "PNG",
+         save_all=True, append_images=frames[1:], duration=100)  # fmt: skip
+    pages = [pattern(50 + i) for i in range(2)]
+    save(pages[0], case("multipage_tiff", "Cat Photos/pages.tiff"), "TIFF",
+         save_all=True, append_images=pages[1:])  # fmt: skip
 
     # 5. EXIF orientation 6: stored 20 wide x 10 high, shown rotated to 10 wide x 20 high
     exif = Image.Exif()

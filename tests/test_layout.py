@@ -118,3 +118,23 @@ def test_make_help_and_the_readme_list_the_same_targets():
     table = table.split("\n## ", 1)[0]
     documented = set(re.findall(r"`make ([a-z-]+)", table)) | {"help"}
     assert targets == documented
+
+
+def test_every_test_the_reliability_table_names_exists():
+    """README, "Reliability": each `file.py::test` (a bare `::test` belongs to the file named
+    before it in the row) is a test function in that file."""
+    import re
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Reliability: bad input and faults", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if re.match(r"\| \d+ \|", line)]
+    assert [int(row.split("|")[1]) for row in rows] == list(range(1, 20))
+    missing = []
+    for row in rows:
+        current = None
+        for file, name in re.findall(r"`([\w/]+\.py)?::(test_\w+)`", row):
+            current = file or current
+            source = (ROOT / "tests" / current).read_text(encoding="utf-8")
+            if f"def {name}(" not in source:
+                missing.append(f"{current}::{name}")
+    assert missing == []

@@ -70,3 +70,35 @@ def test_missing_section_is_named(raw_params):
 def test_missing_file(tmp_path):
     with pytest.raises(ParamsError, match="file not found"):
         load_params(tmp_path / "params.yaml")
+
+
+NUMBER, WHOLE, FINITE = "a valid number", "a valid integer", "a finite number"
+WRONG_TYPES = [
+    ("train", "label_smoothing", "0.1", rf"train\.label_smoothing: Input should be {NUMBER}"),
+    ("train", "label_smoothing", float("nan"), rf"train\.label_smoothing: .* be {FINITE}"),
+    ("split", "validation", float("inf"), rf"split\.validation: Input should be {FINITE}"),
+    ("base", "seed", "42", rf"base\.seed: Input should be {WHOLE}"),
+    ("base", "seed", True, rf"base\.seed: Input should be {WHOLE}"),
+    ("split", "background", ["255", 255, 255], rf"split\.background\.0: .* be {WHOLE}"),
+    ("train", "registered_model", "..", r"registered_model: .*'\.\.' is not a name MLflow"),
+    ("train", "registered_model", "my:model", r"registered_model: String should match"),
+]
+
+
+@pytest.mark.parametrize(("section", "key", "value", "message"), WRONG_TYPES)
+def test_values_of_the_wrong_type_are_refused_naming_the_key(
+    raw_params, section, key, value, message
+):
+    """Strict: no quoted number, boolean, NaN or infinity passes for a number."""
+    raw_params[section][key] = value
+    with pytest.raises(ParamsError, match=message):
+        parse_params(raw_params)
+
+
+def test_a_key_given_twice_in_params_yaml_is_an_error_naming_it(tmp_path):
+    from pipeline.params import load_params
+
+    path = tmp_path / "params.yaml"
+    path.write_text("base:\n  seed: 1\n  seed: 2\n")
+    with pytest.raises(ParamsError, match=r"not valid YAML: .*key 'seed' appears twice \(first "):
+        load_params(path)

@@ -43,7 +43,7 @@ def test_a_failed_expectation_stops_the_stage(split, tmp_path, monkeypatch, raw_
     with pytest.raises(ValidationFailed) as stop:
         validate.main()
     message = str(stop.value)
-    assert message.startswith("3 of 23 expectations failed (details in reports/validation.json):")
+    assert message.startswith("3 of 24 expectations failed (details in reports/validation.json):")
     assert "      count=0, label=owl, split=test" in message
     assert message.endswith("Data Docs: reports/data_docs/index.html")
     report = json.loads((reports / "validation.json").read_text())

@@ -13,8 +13,14 @@ LONGEST_CLASS_PART = 40  # characters of joined class names before a digest stan
 
 
 def metric_key(name: str) -> str:
-    """A class name as part of an MLflow metric name (letters, digits, `_-./ ` only)."""
-    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", name)
+    """A class name as part of an MLflow metric name or a file name (ASCII letters, digits,
+    `_-. ` only). A name that loses characters on the way (any other script: `Кошка`,
+    `猫`; a slash) gets the first 8 hex digits of its own SHA-256 appended, so two classes
+    never share a key (`____-1d5e2f3a` and `____-9b0c44e7`, not `____` twice)."""
+    kept = re.sub(r"[^A-Za-z0-9_\-. ]", "_", name)
+    if kept == name:
+        return name
+    return f"{kept}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def slug(text: str) -> str:

@@ -10,6 +10,7 @@ Images already in the model's colour model are hard-linked; the others are conve
 """
 
 import hashlib
+import logging
 from collections.abc import Iterable, Mapping
 from functools import partial
 from pathlib import Path
@@ -25,6 +26,7 @@ from pipeline.imagedata import manifest as mf
 from pipeline.imagedata.images import (
     ImageFacts,
     inspect_image,
+    is_ignored,
     list_raw,
     needs_conversion,
     resolve_channels,
@@ -39,6 +41,8 @@ from pipeline.imagedata.similarity import (
 )
 from pipeline.params import SplitParams
 from pipeline.paths import SPLITS
+
+log = logging.getLogger(__name__)
 
 MIN_CLASS_SIZE = len(SPLITS)
 MESSAGE_LINES = 50  # files listed in an error message before it says "and N more"
@@ -126,17 +130,25 @@ def split_assignments(
     return assignment
 
 
-def _inspect(raw_dir: Path, relative: str) -> ImageFacts:
-    return inspect_image(raw_dir / relative, perceptual=True)
+def _inspect(raw_dir: Path, max_pixels: int, relative: str) -> ImageFacts:
+    return inspect_image(raw_dir / relative, perceptual=True, max_pixels=max_pixels)
 
 
-def inspect_files(raw_dir: Path, listing: pd.DataFrame) -> pd.DataFrame:
-    """One row per listed file with its facts, a status (ok or rejected) and the reason."""
+def _status(reason: str) -> str:
+    if not reason:
+        return mf.OK
+    return mf.IGNORED if is_ignored(reason) else mf.REJECTED
+
+
+def inspect_files(raw_dir: Path, listing: pd.DataFrame, max_pixels: int) -> pd.DataFrame:
+    """One row per listed file with its facts, a status (ok, rejected, or ignored for debris)
+    and the reason. No file declaring more than `max_pixels` is decoded."""
     readable = listing[listing["problem"].isna()]
+    work = partial(_inspect, raw_dir, max_pixels)
     facts = dict(
         zip(
             readable.index,
-            parallel_map(partial(_inspect, raw_dir), readable["path"].tolist(), "split: checking"),
+            parallel_map(work, readable["path"].tolist(), "split: checking"),
             strict=True,
         )
     )
@@ -153,7 +165,7 @@ def inspect_files(raw_dir: Path, listing: pd.DataFrame) -> pd.DataFrame:
                 "label": entry["label"],
                 "given_split": entry["given_split"],
                 **details,
-                "status": mf.REJECTED if reason else mf.OK,
+                "status": _status(reason),
                 "reason": reason,
                 "facts": fact,
             }
@@ -190,18 +202,25 @@ def mark_conflicts(table: pd.DataFrame, policy: str) -> pd.DataFrame:
 
 
 def apply_small_class_policy(table: pd.DataFrame, policy: str) -> tuple[pd.DataFrame, set[str]]:
-    """Classes with too few distinct images for every split: stop, keep in train, or drop."""
+    """Classes with too few distinct images for every split: stop, keep in train, or drop.
+    A class folder with no usable image at all (empty, every file broken or conflicting) is
+    one of them, so no class vanishes unsaid."""
     usable = table["status"] == mf.OK
-    distinct = table[usable].groupby("label")["sha256"].nunique()
+    classes = sorted(set(table["label"]) - {""})
+    distinct = table[usable].groupby("label")["sha256"].nunique().reindex(classes, fill_value=0)
     small = distinct[distinct < MIN_CLASS_SIZE]
     if small.empty:
         return table, set()
-    described = ", ".join(f"{label!r} ({count})" for label, count in small.items())
+    described = ", ".join(
+        f"{label!r} ({count or 'no usable image'})" for label, count in small.items()
+    )
     if policy == "error":
         raise SplitError(
             f"class(es) with fewer than {MIN_CLASS_SIZE} distinct images, too few for every "
             f"split: {described}. Add images, or set split.small_classes to train_only or drop"
         )
+    log.warning(f"class(es) left out of some or all splits (split.small_classes: {policy}): "
+                f"{described}; data/split/summary.csv lists them")  # fmt: skip
     status = mf.TRAIN_ONLY if policy == "train_only" else mf.DROPPED
     rows = usable & table["label"].isin(small.index)
     table = table.copy()
@@ -215,16 +234,18 @@ def apply_small_class_policy(table: pd.DataFrame, policy: str) -> tuple[pd.DataF
 
 
 def check_rejections(table: pd.DataFrame, max_fraction: float) -> None:
-    """Stop when more files are unusable than `split.max_rejected_fraction` allows."""
+    """Stop when more files are unusable than `split.max_rejected_fraction` allows (of the
+    files that are not debris: hidden files and OS folders are listed but not counted)."""
     rejected = table[table["status"] == mf.REJECTED]
-    fraction = len(rejected) / len(table)
+    fraction = len(rejected) / max(1, int((table["status"] != mf.IGNORED).sum()))
     if fraction > max_fraction:
         lines = [f"  {r.raw_path}: {r.reason}" for r in rejected.itertuples()]
         if len(lines) > MESSAGE_LINES:
             lines[MESSAGE_LINES:] = [f"  ... and {len(lines) - MESSAGE_LINES} more"]
         listed = "\n".join(lines)
         raise SplitError(
-            f"{len(rejected)} of {len(table)} files ({fraction:.1%}) are not usable images, "
+            f"{len(rejected)} of {int((table['status'] != mf.IGNORED).sum())} files "
+            f"({fraction:.1%}) are not usable images, "
             f"more than split.max_rejected_fraction = {max_fraction:.1%}:\n{listed}"
         )
 
@@ -283,7 +304,9 @@ def _materialise(
 
 
 def class_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Files per class per split, how many were left out and why, and the class's fate."""
+    """Files per class per split, how many were left out and why, and the class's fate
+    (files beside the class folders belong to no class and are left out of it)."""
+    table = table[table["label"] != ""]
     placed = table[table["split"] != ""]
     counts = pd.crosstab(placed["label"], placed["split"]).reindex(columns=list(SPLITS))
     outcome = pd.crosstab(table["label"], table["status"]).reindex(columns=list(mf.STATUSES))
@@ -376,14 +399,30 @@ def placed_channels(table: pd.DataFrame, channels: int | str) -> int:
     return resolve_channels(channels, table.loc[placed, "mode"])
 
 
+def with_skipped(listing: pd.DataFrame, skipped: pd.DataFrame | None) -> pd.DataFrame:
+    """`listing` of data/raw and the entries ingest listed but did not copy (`skipped`: rows
+    of ingest's listing with a problem and no file in data/raw), so that every entry of the
+    source is accounted for."""
+    if skipped is None or skipped.empty:
+        return listing
+    skipped = skipped[~skipped["path"].isin(set(listing["path"]))]
+    return pd.concat([listing, skipped.reindex(columns=listing.columns)], ignore_index=True)
+
+
 def build_split(
-    raw_dir: Path, cfg: SplitParams, seed: int, channels: int | str, previous: Mapping
+    raw_dir: Path,
+    cfg: SplitParams,
+    seed: int,
+    channels: int | str,
+    previous: Mapping,
+    skipped: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Every raw file with its status, reason, facts and (when placed) split and output path."""
-    listing = list_raw(raw_dir)
+    """Every raw file with its status, reason, facts and (when placed) split and output path;
+    `skipped`: what ingest did not copy (`with_skipped`)."""
+    listing = with_skipped(list_raw(raw_dir), skipped)
     if listing.empty:
         raise SplitError(f"{raw_dir} holds no class folder with files in it")
-    table = inspect_files(raw_dir, listing)
+    table = inspect_files(raw_dir, listing, cfg.max_image_pixels)
     table = mark_conflicts(table, cfg.conflicting_labels)
     table, train_only = apply_small_class_policy(table, cfg.small_classes)
     check_rejections(table, cfg.max_rejected_fraction)
@@ -415,7 +454,8 @@ def write_split(
         table[column] = table[column].astype("Int64") if column in table else pd.NA
     mf.write_manifest(table, target / "manifest.csv")
     classes = sorted(table.loc[placed, "label"].unique())
-    write_labels(target / "labels.json", Labels(classes, tuple(cfg.background)))
+    labels = Labels(classes, tuple(cfg.background), cfg.max_image_pixels)
+    write_labels(target / "labels.json", labels)
     write_csv(class_summary(table), target / "summary.csv")
     left_out = table[~placed]
     write_csv(left_out[["raw_path", "label", "status", "reason"]], target / "rejected.csv")

@@ -21,6 +21,7 @@ from PIL import Image
 from pipeline.common.log import PipelineError
 from pipeline.common.parallel import parallel_map
 from pipeline.imagedata import manifest as mf
+from pipeline.imagedata.dataset import decoder_failures
 from pipeline.imagedata.similarity import (
     compare_size,
     hash_array,
@@ -66,11 +67,17 @@ def _image_facts(split_dir: Path, path: str) -> dict:
         return {"path": path, "readable": False, "error": f"{error.__class__.__name__}: {error}"}
 
 
-def image_facts(split_dir: Path, paths: list[str]) -> pd.DataFrame:
-    """Decode every image of the split: readable, channels, size, 64-bit perceptual hash."""
+def image_facts(split_dir: Path, paths: list[str], channels: int) -> pd.DataFrame:
+    """Decode every image of the split: readable, channels, size, 64-bit perceptual hash;
+    and `decodes`: whether the training decoder itself reads it at the split's `channels`
+    (a file it refuses would otherwise fail inside training, naming no file)."""
     rows = parallel_map(partial(_image_facts, split_dir), paths, "validate: decoding")
-    columns = ["path", "readable", "channels", "width", "height", "phash", "error"]
-    return pd.DataFrame(rows).reindex(columns=columns)
+    columns = ["path", "readable", "decodes", "channels", "width", "height", "phash", "error"]
+    facts = pd.DataFrame(rows).reindex(columns=columns)
+    refused = decoder_failures(split_dir, paths, channels)
+    facts["decodes"] = ~facts["path"].isin(refused.keys())
+    facts["error"] = facts["path"].map(refused).fillna(facts["error"])
+    return facts
 
 
 def hash_neighbours(
@@ -362,6 +369,7 @@ def data_checks(
             ["path"],
             [
                 gxe.ExpectColumnValuesToBeInSet(column="readable", value_set=[True]),
+                gxe.ExpectColumnValuesToBeInSet(column="decodes", value_set=[True]),
                 gxe.ExpectColumnValuesToBeInSet(column="channels", value_set=[channels]),
                 gxe.ExpectColumnValuesToBeBetween(
                     column="width", min_value=cfg.min_image_size, max_value=cfg.max_image_size

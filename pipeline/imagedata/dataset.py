@@ -47,7 +47,7 @@ def decode_contents(contents: tf.Tensor, image_size: int, channels: int) -> tf.T
     image = tf.cond(
         tf.equal(tf.strings.substr(contents, 0, 3), JPEG_MAGIC),
         lambda: decode_jpeg_scaled(contents, image_size, channels),
-        lambda: tf.io.decode_image(contents, channels=channels, expand_animations=False),
+        lambda: _decode_other(contents, channels),
     )
     image.set_shape([None, None, channels])
     height, width = tf.shape(image)[0], tf.shape(image)[1]
@@ -56,6 +56,43 @@ def decode_contents(contents: tf.Tensor, image_size: int, channels: int) -> tf.T
         lambda: tf.ensure_shape(image, [image_size, image_size, channels]),
         lambda: resize(image, image_size),
     )
+
+
+def _decode_other(contents: tf.Tensor, channels: int) -> tf.Tensor:
+    return tf.io.decode_image(contents, channels=channels, expand_animations=False)
+
+
+def decode_full(contents: tf.Tensor, channels: int) -> tf.Tensor:
+    """The training decoder's own ops (`decode_contents`) at full scale, without the resize:
+    what the gate decodes every file of the split with."""
+    image = tf.cond(
+        tf.equal(tf.strings.substr(contents, 0, 3), JPEG_MAGIC),
+        lambda: tf.io.decode_jpeg(contents, channels=channels),
+        lambda: _decode_other(contents, channels),
+    )
+    image.set_shape([None, None, channels])
+    return image
+
+
+def decoder_failures(root: Path, paths: list[str], channels: int) -> dict[str, str]:
+    """The files (`paths` under `root`) the training decoder refuses at `channels`, each with
+    the decoder's message: all decoded in a parallel `tf.data` pipeline, the failures then
+    decoded again one by one for their message."""
+    files = [str(root / path) for path in paths]
+    data = tf.data.Dataset.from_tensor_slices((tf.range(len(files), dtype=tf.int64), files))
+    data = data.map(
+        lambda index, file: (index, tf.shape(decode_full(tf.io.read_file(file), channels))),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=False,
+    )
+    decoded = {int(i) for i, _ in data.ignore_errors().as_numpy_iterator()} if files else set()
+    failures = {}
+    for index in sorted(set(range(len(files))) - decoded):
+        try:
+            decode_full(tf.io.read_file(files[index]), channels)
+        except tf.errors.OpError as error:
+            failures[paths[index]] = error.message.splitlines()[0]
+    return failures
 
 
 def resize(image: tf.Tensor, image_size: int) -> tf.Tensor:

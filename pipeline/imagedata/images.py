@@ -8,6 +8,7 @@ later prediction treat a CMYK JPEG or a transparent PNG exactly alike.
 import hashlib
 import io
 import os
+import stat
 import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,13 +19,29 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.common.files import write_csv
 from pipeline.common.log import PipelineError
+from pipeline.contracts import DEFAULT_MAX_PIXELS
 from pipeline.imagedata.similarity import perceptual_hash
 from pipeline.paths import SPLITS
 
-# Folders and files that tools create beside real data: never classes, never images.
-JUNK_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini", "ehthumbs.db"})
-# What TensorFlow's decoder reads, as Pillow names the format it finds in the file's bytes.
-TRAINABLE_FORMATS = frozenset({"PNG", "JPEG", "BMP", "GIF"})
+# Folders and files that tools and file systems create beside real data (macOS archives,
+# Windows thumbnails and recycle bins, Synology thumbnails, fsck's lost+found): never classes,
+# never images; listed as ignored (IGNORED), never counted as rejected
+JUNK_NAMES = frozenset(
+    {
+        "__MACOSX",
+        "Thumbs.db",
+        "desktop.ini",
+        "ehthumbs.db",
+        "@eaDir",
+        "$RECYCLE.BIN",
+        "System Volume Information",
+        "lost+found",
+    }
+)
+IGNORED = "ignored: "  # how a listed problem starts when the entry is debris, not a bad image
+# The formats linked into the split as they are: what the training decoder
+# (dataset.decode_contents) reads in every variant Pillow reads; anything else is converted.
+TRAINABLE_FORMATS = frozenset({"PNG", "JPEG"})
 MODE_FOR_CHANNELS = {1: "L", 3: "RGB"}
 EXIF_ORIENTATION = 0x0112
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
@@ -52,55 +69,119 @@ def unsafe_name(name: str) -> str | None:
     return None
 
 
+def is_ignored(problem: object) -> bool:
+    """Whether a listed problem marks debris (a hidden file, an OS folder), not a bad image."""
+    return isinstance(problem, str) and problem.startswith(IGNORED)
+
+
 def _inside(path: Path, root: Path) -> bool:
     return path.resolve().is_relative_to(root.resolve())
+
+
+SPECIAL_FILES = {
+    stat.S_IFIFO: "a named pipe",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def not_regular(path: Path) -> str | None:
+    """Why `path` is not a regular file that can be read without blocking, or None. Decided
+    from its metadata alone: a named pipe, socket or device is never opened (reading one
+    can wait forever)."""
+    try:
+        mode = path.stat().st_mode  # through a link, at what it points to
+    except FileNotFoundError:
+        return "symbolic link to nothing (its target is missing)"
+    except OSError as error:
+        return f"cannot be read ({error.__class__.__name__}: {error})"
+    if stat.S_ISREG(mode):
+        return None
+    kind = SPECIAL_FILES.get(stat.S_IFMT(mode), "not a regular file")
+    return f"{kind}, not a regular file (not opened)"
 
 
 class ImageFolderNotFoundError(PipelineError, FileNotFoundError):
     """The folder of class folders is not there (data/raw before ingest ran, say)."""
 
 
-def list_images(root: Path) -> pd.DataFrame:
-    """Every candidate file under `root/<class>/`, sorted, with why it cannot be used (if so).
+class ImageFolderError(PipelineError, ValueError):
+    """The folder of class folders cannot be read as classes (two names for one class)."""
 
-    Columns: `path` (relative to root, POSIX), `label` (NFC class name), `problem` (None when
-    the file may be read). Hidden and junk entries are skipped; symbolic links are never
-    followed out of `root`, and linked folders are reported rather than walked.
+
+def _row(root: Path, path: Path, label: str, problem: str | None) -> dict:
+    return {"path": path.relative_to(root).as_posix(), "label": label, "problem": problem}
+
+
+def _class_rows(root: Path, folder: Path, label: str) -> list[dict]:
+    """The entries of one class folder: each file with its problem (None when it may be
+    read); linked folders and debris as one row each; an empty folder as one ignored row,
+    so that the class is known to exist."""
+    rows = []
+    for current, dirs, files in os.walk(folder):
+        here = Path(current)
+        for name in sorted(d for d in dirs if is_junk(d)):
+            rows.append(_row(root, here / name, label, f"{IGNORED}hidden or OS debris folder"))
+        dirs[:] = sorted(d for d in dirs if not is_junk(d))
+        for name in [d for d in dirs if (here / d).is_symlink()]:
+            dirs.remove(name)
+            rows.append(_row(root, here / name, label, "symbolic link to a folder (not followed)"))
+        for name in sorted(files):
+            file = here / name
+            if is_junk(name):
+                problem = f"{IGNORED}hidden file or OS debris"
+            elif file.is_symlink() and not _inside(file, root):
+                problem = "symbolic link pointing outside the image folder"
+            else:
+                problem = unsafe_name(name) or not_regular(file)
+            rows.append(_row(root, file, label, problem))
+    if not rows:
+        rows.append(_row(root, folder, label, f"{IGNORED}empty class folder (no files)"))
+    return rows
+
+
+def _check_distinct(folders: dict[str, list[str]], root: Path) -> None:
+    clashes = {label: names for label, names in folders.items() if len(names) > 1}
+    if clashes:
+        listed = "; ".join(" and ".join(repr(n) for n in names) for names in clashes.values())
+        raise ImageFolderError(
+            f"{root}: class folders whose names are the same text once normalised to Unicode "
+            f"NFC (one class, spelt two ways; rename or merge them): {listed}"
+        )
+
+
+def list_images(root: Path, beside: str = "class folders") -> pd.DataFrame:
+    """Every entry under `root/<class>/`, sorted, with why it cannot be used (if so).
+
+    Columns: `path` (relative to root, POSIX), `label` (NFC class name; "" for what lies
+    beside the class folders), `problem` (None when the file may be read; starting with
+    IGNORED for hidden files and OS debris, which are listed rather than dropped unseen).
+    Symbolic links are never followed out of `root`, linked folders are reported rather than
+    walked, and special files (pipes, sockets, devices) are never opened. Two folders that
+    name one class (the same name in NFC and NFD) are an error naming both.
     """
     if not root.is_dir():
         raise ImageFolderNotFoundError(f"image folder not found: {root}")
-    rows = []
-    for folder in sorted(root.iterdir()):
-        if is_junk(folder.name) or not folder.is_dir():
+    rows, folders = [], {}
+    for entry in sorted(root.iterdir()):
+        if is_junk(entry.name):
+            rows.append(_row(root, entry, "", f"{IGNORED}hidden file or OS debris"))
             continue
-        label = class_name(folder.name)
-        problem = unsafe_name(folder.name)
-        if folder.is_symlink():
+        if not entry.is_dir():
+            why = unsafe_name(entry.name) or not_regular(entry)
+            rows.append(_row(root, entry, "", why or f"file beside the {beside} (no class)"))
+            continue
+        label = class_name(entry.name)
+        folders.setdefault(label, []).append(entry.name)
+        problem = unsafe_name(entry.name)
+        if entry.is_symlink():
             problem = problem or "class folder is a symbolic link (not followed)"
         if problem:
-            rows.append({"path": folder.name, "label": label, "problem": problem})
+            rows.append(_row(root, entry, label, problem))
             continue
-        for current, dirs, files in os.walk(folder):
-            here = Path(current)
-            dirs[:] = sorted(d for d in dirs if not is_junk(d))
-            for name in [d for d in dirs if (here / d).is_symlink()]:
-                dirs.remove(name)
-                relative = (here / name).relative_to(root).as_posix()
-                rows.append(
-                    {
-                        "path": relative,
-                        "label": label,
-                        "problem": "symbolic link to a folder (not followed)",
-                    }
-                )
-            for name in sorted(f for f in files if not is_junk(f)):
-                file = here / name
-                problem = unsafe_name(name)
-                if file.is_symlink() and not _inside(file, root):
-                    problem = "symbolic link pointing outside the image folder"
-                rows.append(
-                    {"path": file.relative_to(root).as_posix(), "label": label, "problem": problem}
-                )
+        rows += _class_rows(root, entry, label)
+    _check_distinct(folders, root)
     listing = pd.DataFrame(rows, columns=["path", "label", "problem"])
     return listing.sort_values(["label", "path"], ignore_index=True)
 
@@ -126,7 +207,13 @@ def list_raw(root: Path) -> pd.DataFrame:
     splits = given_splits(root)
     if not splits:
         return list_images(root).assign(given_split="")
-    parts = []
+    beside = [
+        _row(root, entry, "", f"{IGNORED}hidden file or OS debris" if is_junk(entry.name) else
+             unsafe_name(entry.name) or not_regular(entry) or "file beside the split folders")
+        for entry in sorted(root.iterdir())
+        if entry.name not in splits
+    ]  # fmt: skip
+    parts = [pd.DataFrame(beside, columns=["path", "label", "problem"]).assign(given_split="")]
     for split in splits:
         part = list_images(root / split)
         parts.append(part.assign(path=split + "/" + part["path"], given_split=split))
@@ -142,6 +229,11 @@ def write_raw_listing(listing: pd.DataFrame, path: Path) -> None:
     write_csv(listing.reindex(columns=RAW_COLUMNS), path)
 
 
+# Pillow's own guard against decompression bombs (twice its MAX_IMAGE_PIXELS): the most
+# `split.max_image_pixels` may allow
+PILLOW_PIXEL_LIMIT = 2 * Image.MAX_IMAGE_PIXELS
+
+
 @dataclass(frozen=True)
 class ImageFacts:
     """What one file turned out to be, read from its bytes."""
@@ -155,26 +247,52 @@ class ImageFacts:
     orientation: int = 1
     problem: str | None = None
     phash: str | None = None  # the perceptual hash (imagedata.similarity), when asked for
+    frames: int = 1  # an animated GIF or PNG, a multi-page TIFF: more than one
+    transparency: bool = False  # an alpha channel, or a palette or colour-key transparency
 
     def as_row(self) -> dict:
         return asdict(self)
 
 
-def inspect_image(path: Path, perceptual: bool = False) -> ImageFacts:
+def inspect_image(
+    path: Path, perceptual: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> ImageFacts:
     """Hash the file and decode it fully; a file that cannot be trained on says why.
-    `perceptual`: its perceptual hash too."""
-    return inspect_bytes(path.read_bytes(), perceptual)
+    `perceptual`: its perceptual hash too. A special file (a pipe, a device) is refused
+    from its metadata, never opened."""
+    special = not_regular(path)
+    if special:
+        return ImageFacts("", 0, problem=special)
+    return inspect_bytes(path.read_bytes(), perceptual, max_pixels)
 
 
-def inspect_bytes(data: bytes, perceptual: bool = False) -> ImageFacts:
-    """`inspect_image` for an image already in memory (an upload, a request body)."""
+def _too_large(width: int, height: int, max_pixels: int) -> str | None:
+    if width * height <= max_pixels:
+        return None
+    return (
+        f"declared size {width}x{height} ({width * height / 1e6:.3g} megapixels) is more than "
+        f"split.max_image_pixels ({max_pixels / 1e6:g} megapixels): not decoded"
+    )
+
+
+def inspect_bytes(
+    data: bytes, perceptual: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> ImageFacts:
+    """`inspect_image` for an image already in memory (an upload, a request body). The size
+    the header declares is checked against `max_pixels` before anything is decoded."""
     digest = hashlib.sha256(data).hexdigest()
     if not data:
         return ImageFacts(digest, 0, problem="empty file")
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
             fmt, mode, (width, height) = image.format, image.mode, image.size
+            header = ImageFacts(digest, len(data), fmt, mode, width, height)
+            too_large = _too_large(width, height, max_pixels)
+            if too_large:
+                return ImageFacts(**{**header.as_row(), "problem": too_large})
             orientation = int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
+            frames = int(getattr(image, "n_frames", 1) or 1)
+            transparent = mode in ALPHA_MODES or "transparency" in image.info
             image.load()  # a truncated or corrupt file fails here, not at training time
             phash = perceptual_hash(image) if perceptual and width and height else None
     except UnidentifiedImageError:
@@ -187,7 +305,9 @@ def inspect_bytes(data: bytes, perceptual: bool = False) -> ImageFacts:
             len(data),
             problem=f"corrupt or truncated image ({error.__class__.__name__}: {error})",
         )
-    facts = ImageFacts(digest, len(data), fmt, mode, width, height, orientation, phash=phash)
+    facts = ImageFacts(
+        digest, len(data), fmt, mode, width, height, orientation, None, phash, frames, transparent
+    )
     if width < 1 or height < 1:
         return ImageFacts(**{**facts.as_row(), "problem": f"empty picture ({width}x{height})"})
     return facts
@@ -202,11 +322,15 @@ def resolve_channels(channels: int | str, modes: pd.Series) -> int:
 
 
 def needs_conversion(facts: ImageFacts, channels: int) -> bool:
-    """Whether the file must be re-encoded before training, or may be linked as it is."""
+    """Whether the file must be re-encoded before training, or may be linked as it is: only
+    a single-frame PNG or JPEG already in the model's colour model, upright, with no
+    transparency, is linked."""
     return (
         facts.format not in TRAINABLE_FORMATS
         or facts.mode != MODE_FOR_CHANNELS[channels]
         or facts.orientation != 1
+        or facts.frames > 1
+        or facts.transparency
     )
 
 
@@ -228,10 +352,16 @@ def normalise(
 ) -> tuple[Image.Image, list[str]]:
     """The image in the model's colour model (`L` or `RGB`), and what was done to get there.
 
-    EXIF orientation is applied; transparency is composited onto `background` (never
+    Of an animated or multi-page image, the first frame is kept (and said so); EXIF
+    orientation is applied; transparency in every form (an alpha channel, a palette's
+    transparent entries, an RGB or grey colour key) is composited onto `background` (never
     dropped to black); CMYK, palette and 16-bit images are converted.
     """
     actions = []
+    frames = int(getattr(image, "n_frames", 1) or 1)
+    if frames > 1:
+        image.seek(0)
+        actions.append(f"first of {frames} frames kept")
     orientation = int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
     if orientation != 1:
         image = ImageOps.exif_transpose(image)
@@ -239,8 +369,8 @@ def normalise(
     if image.mode in SIXTEEN_BIT_MODES or image.mode == "F":
         actions.append(f"{image.mode} scaled to 8 bits")
         image = _to_8_bit(image)
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
+    if "transparency" in image.info and image.mode not in ALPHA_MODES:
+        image = image.convert("RGBA")  # a palette's transparent entries, or a colour key
     if image.mode in ALPHA_MODES:
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (*background, 255))
@@ -259,24 +389,28 @@ class UnreadableImageError(ValueError):
 
 def to_png(data: bytes, channels: int, background: tuple[int, int, int]) -> tuple[bytes, list[str]]:
     """The image normalised (`normalise`) and re-encoded as PNG, and what was done."""
+    out = io.BytesIO()
     with Image.open(io.BytesIO(data)) as image:
         image.load()
         fmt = image.format
         converted, actions = normalise(image, channels, background)
-    out = io.BytesIO()
-    converted.save(out, format="PNG")
+        converted.save(out, format="PNG")  # one frame: save_all is off
     if fmt != "PNG":
         actions.insert(0, f"{fmt} re-encoded as PNG")
     return out.getvalue(), actions
 
 
 def model_ready(
-    data: bytes, channels: int, background: tuple[int, int, int]
+    data: bytes,
+    channels: int,
+    background: tuple[int, int, int],
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[bytes, list[str]]:
     """The bytes the model's decoder reads for this image, exactly as the split stage writes
     them: the file itself when it is already a format and colour model the decoder reads as
-    trained, else the normalised image as PNG. Raises UnreadableImageError with the reason."""
-    facts = inspect_bytes(data)
+    trained, else the normalised image as PNG. Raises UnreadableImageError with the reason
+    (an image declaring more than `max_pixels` is refused before it is decoded)."""
+    facts = inspect_bytes(data, max_pixels=max_pixels)
     if facts.problem:
         raise UnreadableImageError(facts.problem)
     if not needs_conversion(facts, channels):

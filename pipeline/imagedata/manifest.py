@@ -18,7 +18,8 @@ TRAIN_ONLY = "train_only"  # a class too small for every split, kept in train by
 REJECTED = "rejected"  # not a usable image (reason says why)
 CONFLICT = "conflict"  # the same bytes under two classes
 DROPPED = "dropped"  # a class too small for every split, dropped by policy
-STATUSES = (OK, TRAIN_ONLY, REJECTED, CONFLICT, DROPPED)
+IGNORED = "ignored"  # a hidden file or OS debris: listed, never counted as rejected
+STATUSES = (OK, TRAIN_ONLY, REJECTED, CONFLICT, DROPPED, IGNORED)
 
 COLUMNS = [
     "path",  # inside data/split ("" when the file has no split)

@@ -28,7 +28,13 @@ from pipeline.common.files import file_digest
 from pipeline.common.log import PipelineError
 from pipeline.common.names import BUILTIN_SOURCES, DIGITS, FASHION_MNIST
 from pipeline.common.parallel import parallel_map
-from pipeline.imagedata.images import GIVEN_SPLITS_REQUIRED, is_junk, list_raw, unsafe_name
+from pipeline.imagedata.images import (
+    GIVEN_SPLITS_REQUIRED,
+    is_ignored,
+    is_junk,
+    list_raw,
+    unsafe_name,
+)
 from pipeline.paths import ROOT, SPLITS
 
 log = logging.getLogger(__name__)
@@ -215,40 +221,48 @@ def copy_listed(path: Path, target: Path, classes: Sequence[str] = ()) -> int:
     return len(table)
 
 
-def copy_folder(source: Path, target: Path, classes: Sequence[str] = ()) -> int:
+def copy_folder(
+    source: Path, target: Path, classes: Sequence[str] = ()
+) -> tuple[int, pd.DataFrame]:
     """Copy every file of the class folders of `source` (or of each of its given splits, kept
-    as `<split>/<class>/`) whose class is in `classes` (all when empty; hidden files and OS
-    debris left out); count them. A class named must be in the source, in some split.
-
-    Links out of the folder and unsafe names are not copied: each is logged as a warning.
+    as `<split>/<class>/`) whose class is in `classes` (all when empty); the count, and the
+    entries not copied with why (`list_raw` rows: links out of the folder, unsafe names,
+    special files, files beside the class folders, hidden files and OS debris), which ingest
+    lists so that the split reports them. A class named must be in the source, in some split.
     """
     listing = list_raw(source)
-    if listing.empty:
+    if not listing["label"].ne("").any():
         raise IngestError(f"ingest.source: {source} holds no class folder with files in it")
     if classes:
-        check_classes(classes, sorted(listing["label"].unique()), str(source))
-        listing = listing[listing["label"].isin(classes)]
+        check_classes(classes, sorted(set(listing["label"]) - {""}), str(source))
+        listing = listing[listing["label"].isin(classes) | listing["label"].eq("")]
     skipped = listing[listing["problem"].notna()]
-    for row in skipped.itertuples():
+    for row in skipped[~skipped["problem"].map(is_ignored)].itertuples():
         log.warning(f"not copied: {source / row.path}: {row.problem}")
     copied = listing.loc[listing["problem"].isna(), "path"]
     for relative in copied:
         destination = target / relative
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source / relative, destination)
-    return len(copied)
+    return len(copied), skipped.reset_index(drop=True)
 
 
-def write_source(source: str, target: Path, classes: Sequence[str] = ()) -> int:
-    """`ingest.source` written to the empty folder `target`; how many files."""
+NOTHING_SKIPPED = pd.DataFrame(columns=["path", "label", "problem", "given_split"])
+
+
+def write_source(
+    source: str, target: Path, classes: Sequence[str] = ()
+) -> tuple[int, pd.DataFrame]:
+    """`ingest.source` written to the empty folder `target`: how many files, and the entries
+    of a source folder that were not copied (`copy_folder`)."""
     if source == DIGITS:
-        return write_digits(target, classes)
+        return write_digits(target, classes), NOTHING_SKIPPED
     if source == FASHION_MNIST:
-        return write_fashion_mnist(target, classes)
+        return write_fashion_mnist(target, classes), NOTHING_SKIPPED
     path = resolve_source(source)
-    return (
-        copy_folder(path, target, classes) if path.is_dir() else copy_listed(path, target, classes)
-    )
+    if path.is_dir():
+        return copy_folder(path, target, classes)
+    return copy_listed(path, target, classes), NOTHING_SKIPPED
 
 
 def _folder_listing(folder: Path) -> Iterator[str]:

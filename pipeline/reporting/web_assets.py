@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.common.files import write_text
 from pipeline.common.log import PipelineError, run_stage
 from pipeline.common.processes import CommandError, run_command
 from pipeline.paths import DVC_PLOTS_TEMPLATE, ROOT, WEB_ASSETS_DIR
@@ -209,7 +210,7 @@ def install_dvc_template(dvc: str = "dvc") -> Path:
         package.spec: asset_path(package, path).read_text(encoding="utf-8")
         for package, path in DVC_SCRIPTS
     }
-    DVC_PLOTS_TEMPLATE.write_text(dvc_plots_template(scripts), encoding="utf-8")
+    write_text(DVC_PLOTS_TEMPLATE, dvc_plots_template(scripts))
     # Relative to .dvc/, as DVC resolves it, so the checkout can move.
     relative = os.path.relpath(DVC_PLOTS_TEMPLATE, ROOT / ".dvc")
     run_command([dvc, "config", "--local", "plots.html_template", relative], ROOT)

@@ -9,6 +9,7 @@ orientation, transparency composited, CMYK and 16-bit converted) and the trainin
 """
 
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pandas as pd
 import tensorflow as tf
 
 from pipeline.common.log import PipelineError
-from pipeline.contracts import WHITE, ContractError, Labels, read_labels
+from pipeline.contracts import DEFAULT_MAX_PIXELS, WHITE, ContractError, Labels, read_labels
 from pipeline.imagedata.dataset import decode_contents, image_dataset
 from pipeline.imagedata.images import model_ready
 from pipeline.paths import SPLIT_DIR
@@ -39,9 +40,22 @@ def is_model_uri(source: str | Path) -> bool:
 
 
 def load_keras_model(path: Path) -> keras.Model:
-    """A `.keras` file, with a message that names it when it is missing or unreadable."""
+    """A `.keras` file, with a message that names it when it is missing or unreadable. Only
+    Keras' own zip format is read, in safe mode: an `.h5` or SavedModel file (which can run
+    code as it loads), a pickle under any name, or a model with a Lambda layer is refused."""
     if not path.is_file():
         raise ModelNotFoundError(f"model file {path} is missing: train one with `make run`")
+    if path.suffix != ".keras":
+        raise ModelMismatchError(
+            f"model file {path} is not a .keras file: only Keras' zip format is loaded, in "
+            "safe mode (.h5, SavedModel and pickled models can run code as they load)"
+        )
+    if not zipfile.is_zipfile(path):  # never handed to a loader that might unpickle it
+        raise ModelMismatchError(
+            f"model file {path} cannot be loaded (not a Keras zip archive: truncated, or "
+            "another format under the name); it is corrupt or not a Keras model: retrain "
+            "with `dvc repro --force train`"
+        )
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as error:  # zip, h5 or deserialisation errors: all mean the same here
@@ -59,6 +73,7 @@ class Classifier:
     model: keras.Model
     classes: list[str]
     background: tuple[int, int, int] = WHITE
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are refused before decoding
 
     def __post_init__(self) -> None:
         _, height, width, self.channels = self.model.input_shape
@@ -91,7 +106,9 @@ class Classifier:
     @classmethod
     def from_labels(cls, model: keras.Model, labels: Labels) -> "Classifier":
         try:
-            return cls(model, list(labels.classes), tuple(labels.background))
+            return cls(
+                model, list(labels.classes), tuple(labels.background), labels.max_image_pixels
+            )
         except ModelMismatchError as error:
             raise ModelMismatchError(f"{error} (classes: {labels.classes})") from None
 
@@ -115,7 +132,7 @@ class Classifier:
 
     def pixels(self, data: bytes) -> np.ndarray:
         """One file's bytes to the (size, size, channels) uint8 array the model takes."""
-        ready, _ = model_ready(data, self.channels, self.background)
+        ready, _ = model_ready(data, self.channels, self.background, self.max_pixels)
         return decode_contents(tf.constant(ready), self.image_size, self.channels).numpy()
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:

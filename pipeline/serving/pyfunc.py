@@ -14,25 +14,38 @@ the one place outside `pipeline.tracking` that does.
 
 import base64
 import binascii
+import logging
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 
 from pipeline.imagedata.images import UnreadableImageError
 from pipeline.serving.inference import Classifier, prediction_table
 
+log = logging.getLogger(__name__)
+
 COLUMN = "image"
 PIXELS = "pixels"  # or uint8 arrays already at the model's size, as nested lists
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # larger uploads are refused before decoding
+# the images of one request together: a larger request is refused before any is decoded
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+MAX_ROWS = 4096  # images in one request
 
 
 class BadRequest(MlflowException):
     def __init__(self, message: str):
         super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+class InternalError(MlflowException):
+    """A fault on the server's side, answered as HTTP 500 with a message and no traceback."""
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=INTERNAL_ERROR)
 
 
 def decode_base64(value: object, row: int) -> bytes:
@@ -93,15 +106,35 @@ class ImageClassifierModel(mlflow.pyfunc.PythonModel):
             raise BadRequest("no images in the request")
         if given == [PIXELS]:
             return arrays(model_input[PIXELS].tolist(), shape)
+        if len(model_input) > MAX_ROWS:
+            raise BadRequest(f"{len(model_input):,} images in one request; at most {MAX_ROWS:,}")
+        files = [decode_base64(value, row) for row, value in enumerate(model_input[COLUMN])]
+        total = sum(map(len, files))
+        if total > MAX_REQUEST_BYTES:
+            raise BadRequest(
+                f"the request's images have {total:,} bytes together; at most "
+                f"{MAX_REQUEST_BYTES:,} are taken in one request (send them in several)"
+            )
         images = []
-        for row, value in enumerate(model_input[COLUMN]):
+        for row, data in enumerate(files):
             try:
-                images.append(classifier.pixels(decode_base64(value, row)))
+                images.append(classifier.pixels(data))
             except UnreadableImageError as error:
                 raise BadRequest(f"row {row}: {error}") from None
         return np.stack(images)
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
-        probabilities = self.classifier.probabilities(self.pixels(model_input))
+        try:
+            probabilities = self.classifier.probabilities(self.pixels(model_input))
+        except MlflowException:
+            raise  # a bad request, already a message naming the row
+        except Exception as error:
+            # the server's log keeps the traceback; the client gets a message, not Python's
+            # internals (MLflow would send it the stack trace)
+            log.exception("prediction failed")
+            raise InternalError(
+                f"the model could not answer this request ({error.__class__.__name__}: "
+                f"{error}); the server's log has the details"
+            ) from None
         table = prediction_table(probabilities, self.classifier.classes)
         return table.rename(columns={"predicted": "class"})

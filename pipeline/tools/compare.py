@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.common.files import write_text
 from pipeline.common.log import PipelineError, run_stage
 from pipeline.evaluation.direction import lower_is_better
 from pipeline.paths import COMPARE_FILE, ROOT
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     table = comparison_table(runs, args.sort, args.ascending)
     text = markdown(table, args.sort, experiment)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text, encoding="utf-8")
+    write_text(args.output, text)
     print(text)
     shown = args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output
     print(f"compare: written to {shown}")

@@ -18,7 +18,7 @@ import tensorflow as tf
 from pipeline.common.files import write_csv
 from pipeline.common.log import PipelineError, run_stage
 from pipeline.common.parallel import progress_bar
-from pipeline.imagedata.images import UnreadableImageError, is_junk
+from pipeline.imagedata.images import UnreadableImageError, is_junk, not_regular
 from pipeline.paths import MODEL_FILE
 from pipeline.serving.inference import Classifier, load_classifier, prediction_table
 
@@ -35,7 +35,7 @@ def image_files(paths: Iterable[Path]) -> Iterator[Path]:
     if missing:
         raise InputNotFoundError(f"no such file or folder: {', '.join(missing)}")
     for path in paths:
-        if path.is_file():
+        if not path.is_dir():  # a file, or a pipe or device named: read_pixels says why not
             yield path
             continue
         for folder, dirs, files in os.walk(path):
@@ -61,7 +61,11 @@ def columns(top_k: int) -> list[str]:
 
 
 def read_pixels(classifier: Classifier, file: Path) -> np.ndarray | str:
-    """The file as the model takes it, or why it cannot be read (first line of the error)."""
+    """The file as the model takes it, or why it cannot be read (first line of the error);
+    a named pipe or a device is never opened."""
+    special = not_regular(file)
+    if special:
+        return special
     try:
         return classifier.pixels(file.read_bytes())
     except (UnreadableImageError, OSError, tf.errors.OpError) as error:

@@ -16,8 +16,11 @@ from mlflow.types.schema import Array
 from pipeline.contracts import Labels, read_labels
 from pipeline.paths import MODEL_LABELS_FILE, ROOT
 from pipeline.serving.inference import ModelNotFoundError
-from pipeline.serving.pyfunc import COLUMN, PIXELS, ImageClassifierModel
+from pipeline.serving.pyfunc import COLUMN, PIXELS
 from pipeline.tracking import store
+
+PACKAGE_DATA = ("model_code.py",)  # the served model as code: read, never imported here
+MODEL_CODE = Path(__file__).with_name(PACKAGE_DATA[0])
 
 PACKAGES = ("mlflow", "tensorflow", "keras", "pillow", "pandas", "numpy")
 
@@ -43,10 +46,11 @@ def requirements() -> list[str]:
 
 
 def model_files(model_file: Path, labels_file: Path) -> dict:
-    """What the pyfunc model is made of, logged or saved: the class, the two files, the
-    pipeline's code (so it loads anywhere), the signature and the pinned requirements."""
+    """What the pyfunc model is made of, logged or saved: its definition as code (no pickle:
+    `tracking.model_code`), the two files, the pipeline's code (so it loads anywhere), the
+    signature and the pinned requirements."""
     return {
-        "python_model": ImageClassifierModel(),
+        "python_model": str(MODEL_CODE),
         "artifacts": {"model": str(model_file), "labels": str(labels_file)},
         "code_paths": [str(ROOT / "pipeline")],
         "signature": signature(read_labels(labels_file, writer="train").classes),
@@ -83,7 +87,8 @@ def load_logged_model(uri: str, labels: bool = True) -> tuple[keras.Model, Label
         info = mlflow.models.get_model_info(uri)
         if "keras" not in info.flavors:  # the pipeline's pyfunc model holds both files
             classifier = mlflow.pyfunc.load_model(uri).unwrap_python_model().classifier
-            return classifier.model, Labels(classifier.classes, classifier.background)
+            found = Labels(classifier.classes, classifier.background, classifier.max_pixels)
+            return classifier.model, found
         model = mlflow.keras.load_model(uri)
         if not labels:
             return model, None

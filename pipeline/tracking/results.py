@@ -1,12 +1,14 @@
 """What evaluate and visualize add to the MLflow run of the model they looked at, and the
 registry alias that follows the test results."""
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import pandas as pd
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from pipeline.common.names import metric_key
@@ -31,11 +33,13 @@ def log_evaluation(
     confusion_text: str,
     promotion_rule: tuple[str, str],
 ) -> promotion.Decision:
-    """Add the test results to the model's run, then let the registry alias follow them:
-    `promotion_rule` is (registered model name, metric that decides)."""
+    """Add the test results to the model's run (its status stays the training's:
+    `store.added_to_run`), then let the registry alias follow them: `promotion_rule` is
+    (registered model name, metric that decides)."""
     name, metric = promotion_rule
-    with store.tracked_run(store.configure(), run_id=run_id):
-        log_sections(raw_params, ("evaluate",))
+    store.configure()
+    with store.added_to_run(run_id, "evaluate") as client:
+        log_sections(raw_params, ("evaluate",), run_id)
         flat = {f"test_{k}": v for k, v in metrics.items() if not isinstance(v, dict)}
         for row in per_class.itertuples(index=False):
             key = metric_key(row[0])
@@ -44,31 +48,45 @@ def log_evaluation(
                 f"test_precision_{key}": row.precision,
                 f"test_recall_{key}": row.recall,
             }
-        mlflow.log_metrics(flat)
-        log_folder(files.folder, files.folder.relative_to(ROOT).as_posix())
+        log_metrics(client, run_id, flat)
+        log_folder(files.folder, files.folder.relative_to(ROOT).as_posix(), run_id)
         # MLflow's run comparison previews, side by side, only the files at the top of the
         # runs' artifacts: the ones worth comparing between two models go there as well.
         # A wide CSV shows three columns there, so the matrix also goes as plain text.
         for path in files.compared:
-            mlflow.log_artifact(str(path))
-        mlflow.log_text(confusion_text, "confusion_matrix.txt")
+            client.log_artifact(run_id, str(path))
+        client.log_text(run_id, confusion_text, "confusion_matrix.txt")
         long_form = counts.stack().rename("count").reset_index()
         long_form.columns = ["true", "predicted", "count"]
-        mlflow.log_table(long_form, artifact_file="reports/evaluate/confusion_matrix_table.json")
+        client.log_table(
+            run_id, long_form, artifact_file="reports/evaluate/confusion_matrix_table.json"
+        )
         # one pipeline at a time reads and moves the alias (on SQLite; see promotion.py)
         with store.store_lock(mlflow.get_tracking_uri()):
-            decision = promotion.promote(MlflowClient(), name, run_id, metric, metrics[metric])
-        mlflow.set_tags(decision.tags(metric))
+            decision = promotion.promote(client, name, run_id, metric, metrics[metric])
+        for key, value in decision.tags(metric).items():
+            client.set_tag(run_id, key, value)
         if decision.champion_value is not None:
-            mlflow.log_metric(f"champion_previous_test_{metric}", decision.champion_value)
+            log_metrics(
+                client, run_id, {f"champion_previous_test_{metric}": decision.champion_value}
+            )
     return decision
 
 
+def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float]) -> None:
+    """Metrics at step 0 on a run that is not the active one, in one call."""
+    now = int(time.time() * 1000)
+    batch = [Metric(key, float(value), now, 0) for key, value in metrics.items()]
+    client.log_batch(run_id, metrics=batch)
+
+
 def log_visualization(run_id: str, raw_params: Mapping, metrics: dict, folder: Path) -> None:
-    """Add the look inside the CNN to the model's run: its numbers and every picture."""
-    with store.tracked_run(store.configure(), run_id=run_id):
-        log_sections(raw_params, ("visualize",))
+    """Add the look inside the CNN to the model's run (its status stays the training's):
+    its numbers and every picture."""
+    store.configure()
+    with store.added_to_run(run_id, "visualize") as client:
+        log_sections(raw_params, ("visualize",), run_id)
         flat = {f"visualize_{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
         flat |= {f"weight_sharing_{k}": v for k, v in metrics.get("weight_sharing", {}).items()}
-        mlflow.log_metrics(flat)
-        log_folder(folder, folder.relative_to(ROOT).as_posix())
+        log_metrics(client, run_id, flat)
+        log_folder(folder, folder.relative_to(ROOT).as_posix(), run_id)

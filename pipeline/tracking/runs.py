@@ -7,12 +7,15 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import keras
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.entities import Param
+from mlflow.tracking import MlflowClient
 
 from pipeline.common.files import file_digest
 from pipeline.contracts import ValidationResult
@@ -72,21 +75,26 @@ class EpochMetrics(keras.callbacks.Callback):
         mlflow.log_metrics({name: float(value) for name, value in logs.items()}, step=epoch + 1)
 
 
-def log_folder(folder: Path, artifact_path: str) -> None:
-    """Log every file under `folder` to the active run, keeping the layout, except hidden
-    files (the `.gitignore` DVC writes beside its outputs is not a report)."""
+def log_folder(folder: Path, artifact_path: str, run_id: str | None = None) -> None:
+    """Log every file under `folder` to the active run (or to `run_id`, which is not
+    re-opened), keeping the layout, except hidden files (the `.gitignore` DVC writes beside
+    its outputs is not a report)."""
+    log = mlflow.log_artifact if run_id is None else partial(MlflowClient().log_artifact, run_id)
     for file in sorted(folder.rglob("*")):
         relative = file.relative_to(folder)
         if file.is_file() and not any(part.startswith(".") for part in relative.parts):
             parent = relative.parent.as_posix()
-            mlflow.log_artifact(
-                str(file), f"{artifact_path}/{parent}" if parent != "." else artifact_path
-            )
+            log(str(file), f"{artifact_path}/{parent}" if parent != "." else artifact_path)
 
 
-def log_sections(raw_params: Mapping, sections: tuple[str, ...]) -> None:
-    """The params of `sections`, as written in params.yaml, flattened to dotted keys."""
-    mlflow.log_params(flatten_params({name: raw_params[name] for name in sections}))
+def log_sections(raw_params: Mapping, sections: tuple[str, ...], run_id: str | None = None) -> None:
+    """The params of `sections`, as written in params.yaml, flattened to dotted keys, on the
+    active run (or on `run_id`, which is not re-opened)."""
+    flat = flatten_params({name: raw_params[name] for name in sections})
+    if run_id is None:
+        mlflow.log_params(flat)
+        return
+    MlflowClient().log_batch(run_id, params=[Param(key, value) for key, value in flat.items()])
 
 
 def model_summary(model: keras.Model) -> str:

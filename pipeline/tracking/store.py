@@ -15,6 +15,7 @@ from types import FrameType
 
 import mlflow
 from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
 
 from pipeline.paths import MLFLOW_ARTIFACTS, MLFLOW_DB
 
@@ -131,11 +132,25 @@ def configure() -> str:
 
 
 class _Terminated(Exception):
-    """SIGTERM turned into an exception so the run can be closed as KILLED."""
+    """SIGTERM or SIGHUP turned into an exception so the run can be closed as KILLED."""
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise _Terminated(f"terminated by signal {signum}")
+
+
+ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # `kill`, and a closed terminal or SSH link
+
+
+@contextmanager
+def signals_raise() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise `_Terminated` in the main thread while inside."""
+    previous = {number: signal.signal(number, _raise_terminated) for number in ENDING_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 @contextmanager
@@ -143,8 +158,12 @@ def tracked_run(
     experiment_id: str, run_id: str | None = None, run_name: str | None = None
 ) -> Iterator[mlflow.ActiveRun]:
     """Start (or re-open) a run that never stays RUNNING: an error ends it FAILED,
-    Ctrl-C or SIGTERM ends it KILLED."""
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    Ctrl-C, SIGTERM or SIGHUP ends it KILLED."""
+    with signals_raise():
+        yield from _tracked(experiment_id, run_id, run_name)
+
+
+def _tracked(experiment_id: str, run_id: str | None, run_name: str | None) -> Iterator:
     run = mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=run_name)
     try:
         yield run
@@ -156,8 +175,40 @@ def tracked_run(
         raise
     else:
         mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def added_to_run(run_id: str, stage: str) -> Iterator[MlflowClient]:
+    """A client to add a later stage's results (evaluate, visualize) to a model's finished
+    run without re-opening it: the run keeps the status its training ended with, whatever
+    happens here. The stage's own outcome is the run's tag `<stage>.status`: running, then
+    finished, killed (Ctrl-C, SIGTERM, SIGHUP) or failed with the error; a SIGKILL leaves
+    `running` on the tag, never the run RUNNING."""
+    client = MlflowClient()
+    key = f"{stage}.status"
+    client.set_tag(run_id, key, "running")
+    try:
+        with signals_raise():
+            yield client
+    except (KeyboardInterrupt, _Terminated):
+        client.set_tag(run_id, key, "killed")
+        raise
+    except BaseException as error:
+        client.set_tag(run_id, key, f"failed: {error.__class__.__name__}: {error}"[:500])
+        raise
+    client.set_tag(run_id, key, "finished")
+
+
+def end_stale_run(run_id: str) -> None:
+    """A run left RUNNING by a killed training whose backup is being discarded: ended
+    KILLED (a run that ended otherwise is left as it is)."""
+    client = MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return
+    if run.info.status == RunStatus.to_string(RunStatus.RUNNING):
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
 
 
 def run_exists(run_id: str) -> bool:

@@ -2,7 +2,6 @@
 backup of weights and optimizer, each written atomically; and the per-epoch extras (phase
 metrics, wall time)."""
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -155,7 +154,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         self.model.save_weights(target / "latest.weights.h5")
         np.savez(target / self.SEEDS_FILE, *(v.numpy() for v in seed_states(self.model)))
         metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
-        (target / "training_metadata.json").write_text(json.dumps(metadata))
+        write_json(target / "training_metadata.json", metadata)
         link = self.folder / "current.partial"
         link.unlink(missing_ok=True)
         link.symlink_to(target.name)

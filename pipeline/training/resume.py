@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.common.files import file_digest, read_json
+from pipeline.common.files import file_digest, read_json, write_json
 from pipeline.params import Params
 from pipeline.paths import RESUME_DIR, ROOT
 from pipeline.training import distribute
@@ -26,6 +26,12 @@ def fingerprint(params: Params, manifest: Path) -> str:
     shaping = {"base": params.base.model_dump(), "train": params.train.model_dump()}
     text = json.dumps(shaping, sort_keys=True) + file_digest(manifest)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def recorded_run(folder: Path) -> str | None:
+    """The MLflow run the backup in `folder` belongs to, if there is a backup."""
+    state = folder / "run.json"
+    return read_json(state).get("run_id") if state.exists() else None
 
 
 def prepare_resume(folder: Path, key: str) -> str | None:
@@ -42,7 +48,7 @@ def prepare_resume(folder: Path, key: str) -> str | None:
 
 def remember_run(folder: Path, run_id: str, key: str) -> None:
     """Which MLflow run this backup belongs to, for `prepare_resume` after a kill."""
-    (folder / "run.json").write_text(json.dumps({"run_id": run_id, "fingerprint": key}))
+    write_json(folder / "run.json", {"run_id": run_id, "fingerprint": key})
 
 
 def history_table(path: Path) -> pd.DataFrame:

@@ -1,13 +1,25 @@
 """common.names: a class name as part of an MLflow metric key or a file name."""
 
+import re
+
 import pytest
 
 from pipeline.common.names import dataset_name, metric_key, registered_model_name
 
 
 def test_metric_keys_are_valid_mlflow_names():
-    assert metric_key("Golden Retriever/2") == "Golden Retriever/2"
-    assert metric_key("crème:brûlée") == "cr_me_br_l_e"
+    assert metric_key("Golden Retriever 2.0") == "Golden Retriever 2.0"
+    assert metric_key("crème:brûlée").startswith("cr_me_br_l_e-")
+
+
+def test_classes_in_other_scripts_keep_distinct_keys_and_file_names():
+    """Cyrillic and Chinese class names, all of whose letters are replaced: each keeps a key
+    of its own (a digest of the name), which is also a safe file name."""
+    names = ["Кошка", "Собака", "猫", "狗", "Ко_ка", "cat"]
+    keys = [metric_key(name) for name in names]
+    assert len(set(keys)) == len(names)
+    assert all(re.fullmatch(r"[A-Za-z0-9_\-. ]+", key) for key in keys)
+    assert keys[-1] == "cat" and keys[0] == f"_____-{keys[0][-8:]}"
 
 
 @pytest.mark.parametrize(

@@ -81,7 +81,7 @@ def test_one_mlflow_run_holds_params_metrics_and_artifacts(project):
         assert name in run.data.metrics
     # the model is tied to the data check it passed
     assert run.data.tags["validation.status"] == "passed"
-    assert run.data.tags["validation.expectations"] == "23"
+    assert run.data.tags["validation.expectations"] == "24"
     validate_artifacts = {a.path for a in client.list_artifacts(run_id, "reports/validate")}
     assert {
         "reports/validate/validation.json",
@@ -161,7 +161,11 @@ def test_visualize_checks_the_trained_model_and_logs_to_its_run(project):
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     run_id = json.loads((root / "models/mlflow_run.json").read_text())["run_id"]
     run = client.get_run(run_id)
-    assert run.info.status == "FINISHED"
+    assert run.info.status == "FINISHED"  # visualize added to it without re-opening it
+    assert (run.data.tags["evaluate.status"], run.data.tags["visualize.status"]) == (
+        "finished",
+        "finished",
+    )
     assert run.data.metrics["weight_sharing_cnn_params"] == metrics["weight_sharing"]["cnn_params"]
     assert run.data.metrics["weight_sharing_fully_connected_ratio"] > 100
     assert run.data.metrics["visualize_forward_max_abs_difference"] <= 1e-4

@@ -21,7 +21,7 @@ from pipeline.imagedata.assignment import (
 )
 from pipeline.params import load_params
 from tests.conftest import write_png
-from tests.messy_folder import MUESLI, build_messy_folder
+from tests.messy_folder import MUESLI, build_messy_folder, pattern
 
 FRACTIONS = {"train": 0.7, "validation": 0.15, "test": 0.15}
 WHITE = (255, 255, 255)
@@ -152,7 +152,9 @@ def messy(tmp_path_factory) -> tuple[Path, dict[str, str], pd.DataFrame, Path]:
     base = tmp_path_factory.mktemp("messy")
     root = base / "raw"
     cases = build_messy_folder(root)
-    cfg = split_params(small_classes="drop", max_rejected_fraction=0.5, background=WHITE)
+    cfg = split_params(
+        small_classes="drop", max_rejected_fraction=0.5, background=WHITE, max_image_pixels=5000
+    )
     table = build_split(root, cfg, seed=0, channels=3, previous={})
     out = base / "split"
     write_split(table, root, out, channels=3, cfg=cfg, seed=0)
@@ -165,11 +167,47 @@ def _row(manifest: pd.DataFrame, raw_path: str) -> pd.Series:
     return rows.iloc[0]
 
 
-def test_hidden_files_and_junk_are_neither_images_nor_classes(messy):
+def test_hidden_files_and_junk_are_neither_images_nor_classes_but_listed(messy):
     _, _, manifest, out = messy
-    assert not manifest["raw_path"].str.contains(r"(?:^|/)\.|__MACOSX|Thumbs\.db").any()
-    assert sorted(manifest["label"].unique()) == ["Cat Photos", MUESLI, "dog", "tiny"]
-    assert "empty class" not in (out / "summary.csv").read_text()
+    junk = manifest["raw_path"].str.contains(
+        r"(?:^|/)\.|__MACOSX|Thumbs\.db|@eaDir|\$RECYCLE\.BIN|lost\+found"
+    )
+    assert set(manifest.loc[junk, "status"]) == {mf.IGNORED}
+    assert set(manifest.loc[junk, "split"]) == {""}
+    assert {".DS_Store", ".hidden_class", "__MACOSX", "$RECYCLE.BIN", "lost+found",
+            "dog/@eaDir", "dog/Thumbs.db", "dog/.ipynb_checkpoints"} <= set(
+        manifest.loc[junk, "raw_path"])  # fmt: skip
+    rejected = pd.read_csv(out / "rejected.csv", keep_default_na=False)
+    assert set(manifest.loc[junk, "raw_path"]) <= set(rejected["raw_path"])
+    assert read_labels(out / "labels.json").classes == ["Cat Photos", MUESLI, "dog"]
+
+
+def test_a_class_with_no_usable_image_is_reported_never_silently_gone(messy):
+    _, _, _, out = messy
+    summary = pd.read_csv(out / "summary.csv").set_index("class")
+    assert summary.loc["empty class", "class_status"] == "no usable image"
+    assert summary.loc["broken", "class_status"] == "no usable image"
+    assert summary.loc["tiny", "class_status"] == mf.DROPPED
+
+
+def test_a_class_with_no_usable_image_stops_the_split_by_default(tmp_path):
+    for name in ("cat", "dog"):
+        for i in range(3):
+            write_png(tmp_path / name / f"{i}.png", 10 * len(name) + i)
+    (tmp_path / "owl").mkdir()
+    (tmp_path / "yak").mkdir()
+    (tmp_path / "yak" / "a.png").write_text("not a picture")
+    with pytest.raises(SplitError, match=r"'owl' \(no usable image\), 'yak' \(no usable image\)"):
+        build_split(tmp_path, split_params(max_rejected_fraction=0.5), 0, 3, previous={})
+
+
+def test_debris_does_not_count_toward_the_rejected_fraction(tmp_path):
+    for i in range(10):
+        write_png(tmp_path / "cat" / f"{i}.png", i)
+    for i in range(30):
+        (tmp_path / "cat" / f".thumb_{i}").write_bytes(b"x")
+    table = build_split(tmp_path, split_params(max_rejected_fraction=0.0), 0, 3, previous={})
+    assert (table["status"] == mf.IGNORED).sum() == 30
 
 
 @pytest.mark.parametrize(
@@ -181,6 +219,15 @@ def test_hidden_files_and_junk_are_neither_images_nor_classes(messy):
         ("corrupt_jpeg", "corrupt or truncated image"),
         ("symlink_outside", "symbolic link pointing outside the image folder"),
         ("symlink_folder", "symbolic link to a folder (not followed)"),
+        ("named_pipe", "a named pipe, not a regular file (not opened)"),
+        ("broken_link", "symbolic link to nothing (its target is missing)"),
+        ("loose_file", "file beside the class folders (no class)"),
+        ("all_broken_class", "not an image (no known image format)"),
+        (
+            "too_large",
+            "declared size 100x100 (0.01 megapixels) is more than split.max_image_pixels "
+            "(0.005 megapixels): not decoded",
+        ),
     ],
 )
 def test_unusable_files_are_rejected_with_their_reason(messy, case, reason):
@@ -196,7 +243,7 @@ def test_unusable_files_are_rejected_with_their_reason(messy, case, reason):
     [
         ("png_named_jpg", "PNG", "RGB", "linked"),
         ("jpeg_rgb", "JPEG", "RGB", "linked"),
-        ("bmp", "BMP", "RGB", "linked"),
+        ("bmp", "BMP", "RGB", "converted: BMP re-encoded as PNG"),
         ("webp", "WEBP", "RGB", "converted: WEBP re-encoded as PNG"),
         ("tiff", "TIFF", "RGB", "converted: TIFF re-encoded as PNG"),
         ("gif", "GIF", "P", "converted: GIF re-encoded as PNG; P -> RGB"),
@@ -229,6 +276,26 @@ def test_unusable_files_are_rejected_with_their_reason(messy, case, reason):
             "RGB",
             "converted: JPEG re-encoded as PNG; EXIF orientation 6 applied",
         ),
+        (
+            "rgb_colour_key",
+            "PNG",
+            "RGB",
+            "converted: transparency composited on RGB(255, 255, 255)",
+        ),
+        ("grey_colour_key", "PNG", "L", "converted: transparency composited on RGB(255, 255, 255)"),
+        (
+            "animated_gif",
+            "GIF",
+            "P",
+            "converted: GIF re-encoded as PNG; first of 3 frames kept; P -> RGB",
+        ),
+        ("apng", "PNG", "RGB", "converted: first of 3 frames kept"),
+        (
+            "multipage_tiff",
+            "TIFF",
+            "RGB",
+            "converted: TIFF re-encoded as PNG; first of 2 frames kept",
+        ),
     ],
 )
 def test_every_image_reaches_the_configured_colour_model(messy, case, fmt, mode, action):
@@ -238,7 +305,43 @@ def test_every_image_reaches_the_configured_colour_model(messy, case, fmt, mode,
     assert row["action"] == action
     with Image.open(out / row["path"]) as image:
         assert image.mode == "RGB"
-        assert image.format in {"PNG", "JPEG", "BMP"}
+        assert image.format in {"PNG", "JPEG"}
+        assert getattr(image, "n_frames", 1) == 1
+
+
+def test_colour_key_transparency_becomes_the_background(messy):
+    _, cases, manifest, out = messy
+    rgb = np.asarray(Image.open(out / _row(manifest, cases["rgb_colour_key"])["path"]))
+    assert (rgb[:, :6] == (200, 0, 0)).all() and (rgb[:, 6:] == 255).all()
+    grey = np.asarray(Image.open(out / _row(manifest, cases["grey_colour_key"])["path"]))
+    assert (grey[:, :6] == 99).all() and (grey[:, 6:] == 255).all()
+
+
+def test_the_first_frame_is_the_one_kept(messy):
+    _, cases, manifest, out = messy
+    kept = np.asarray(Image.open(out / _row(manifest, cases["apng"])["path"]))
+    assert (kept == np.asarray(pattern(40))).all()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_training_decoder_reads_every_file_the_split_places(tmp_path_factory, channels):
+    """Every placed file of the messy folder, decoded by the training decoder itself at the
+    configured channels (a file it refused would fail inside fit, naming no file)."""
+    import tensorflow as tf
+
+    from pipeline.imagedata.dataset import decode_full, decoder_failures
+
+    base = tmp_path_factory.mktemp(f"decode{channels}")
+    build_messy_folder(base / "raw")
+    cfg = split_params(small_classes="drop", max_rejected_fraction=0.5, max_image_pixels=5000)
+    table = build_split(base / "raw", cfg, seed=0, channels=channels, previous={})
+    write_split(table, base / "raw", base / "split", channels=channels, cfg=cfg, seed=0)
+    placed = mf.in_splits(mf.read_manifest(base / "split" / "manifest.csv"))
+    assert len(placed) > 40
+    assert decoder_failures(base / "split", placed["path"].tolist(), channels) == {}
+    for path in placed["path"]:
+        image = decode_full(tf.io.read_file(str(base / "split" / path)), channels)
+        assert image.shape[-1] == channels
 
 
 def test_transparency_becomes_the_background_never_black(messy):
@@ -306,7 +409,9 @@ def test_same_bytes_under_two_classes_are_excluded_as_conflicts(messy):
 
 def test_labels_file_is_the_sorted_class_list(messy):
     _, _, _, out = messy
-    assert read_labels(out / "labels.json") == Labels(["Cat Photos", "Müsli", "dog"], WHITE)
+    # with the split's pixel limit, which predict and serving apply too
+    expected = Labels(["Cat Photos", "Müsli", "dog"], WHITE, max_image_pixels=5000)
+    assert read_labels(out / "labels.json") == expected
 
 
 def test_manifest_lists_every_input_file_once(messy):
@@ -323,7 +428,7 @@ def test_summary_counts_every_class_and_split(messy):
     summary = pd.read_csv(out / "summary.csv").set_index("class")
     dog = mf.in_splits(manifest).query("label == 'dog'")["split"].value_counts()
     assert summary.loc["dog", ["train", "validation", "test"]].to_dict() == dog.to_dict()
-    assert summary.loc["dog", "rejected"] == 6 and summary.loc["dog", "conflict"] == 1
+    assert summary.loc["dog", "rejected"] == 9 and summary.loc["dog", "conflict"] == 1
 
 
 # ---- policies that stop the stage ----------------------------------------------------------

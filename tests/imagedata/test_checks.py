@@ -37,7 +37,7 @@ def test_a_clean_split_meets_every_expectation(split, tmp_path):
     checks = build_checks(**inputs, fractions=FRACTIONS, channels=1, cfg=cfg)
     outcomes = run_checks(checks, tmp_path / "docs")
     assert [o for o in outcomes if not o["success"]] == []
-    assert len(outcomes) == 23
+    assert len(outcomes) == 24
     assert (tmp_path / "docs" / "index.html").exists()
 
 
@@ -111,7 +111,7 @@ def test_near_duplicates_above_the_share_fail_with_both_files(split):
     for path in held.iloc[:3]:
         (out / path).unlink()  # a hard link to the raw file: replaced, not written through
         (out / path).write_bytes((out / train_path).read_bytes())
-    facts = image_facts(out, placed["path"].tolist())
+    facts = image_facts(out, placed["path"].tolist(), channels=1)
     near = confirm_near_duplicates(out, placed, facts, load_params().split)
     confirmed = near[near["confirmed"]]
     assert set(confirmed["path"]) == set(held.iloc[:3])

@@ -1,11 +1,14 @@
 import unicodedata
+import warnings
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from pipeline.imagedata.images import (
+    ImageFolderError,
     inspect_image,
+    is_ignored,
     list_images,
     needs_conversion,
     normalise,
@@ -16,16 +19,45 @@ from tests.conftest import write_png
 WHITE = (255, 255, 255)
 
 
-def test_list_images_skips_hidden_and_junk(image_tree):
+def test_list_images_lists_hidden_files_and_debris_as_ignored_never_as_classes(image_tree):
     (image_tree / ".DS_Store").write_bytes(b"\0")
     (image_tree / "cat" / ".DS_Store").write_bytes(b"\0")
     (image_tree / "cat" / "Thumbs.db").write_bytes(b"\0")
     write_png(image_tree / "cat" / ".ipynb_checkpoints" / "0-checkpoint.png", 1)
+    write_png(image_tree / "cat" / "@eaDir" / "0.png" / "SYNOFILE_THUMB.jpg", 1)
     write_png(image_tree / "__MACOSX" / "cat" / "0.png", 1)
     write_png(image_tree / ".hidden_class" / "0.png", 1)
+    (image_tree / "lost+found").mkdir()
     listing = list_images(image_tree)
-    assert sorted(listing["label"].unique()) == ["cat", "dog", "owl"]
-    assert len(listing) == 30 and listing["problem"].isna().all()
+    debris = listing[listing["problem"].map(is_ignored)]
+    assert sorted(debris["path"]) == [
+        ".DS_Store", ".hidden_class", "__MACOSX", "cat/.DS_Store", "cat/.ipynb_checkpoints",
+        "cat/@eaDir", "cat/Thumbs.db", "lost+found",
+    ]  # fmt: skip
+    assert sorted(set(listing["label"]) - {""}) == ["cat", "dog", "owl"]
+    assert len(listing) - len(debris) == 30 and listing["problem"].drop(debris.index).isna().all()
+
+
+def test_loose_files_and_special_files_are_listed_with_a_reason_never_opened(image_tree):
+    import os
+
+    (image_tree / "notes.txt").write_text("beside the classes")
+    os.mkfifo(image_tree / "cat" / "pipe.png")
+    os.mkfifo(image_tree / "fifo_beside")
+    problems = list_images(image_tree).set_index("path")["problem"]  # returns: nothing blocks
+    assert problems["notes.txt"] == "file beside the class folders (no class)"
+    assert problems["cat/pipe.png"] == "a named pipe, not a regular file (not opened)"
+    assert problems["fifo_beside"] == "a named pipe, not a regular file (not opened)"
+    assert inspect_image(image_tree / "cat" / "pipe.png").problem == problems["cat/pipe.png"]
+
+
+def test_two_folders_naming_one_class_in_nfc_are_an_error_naming_both(tmp_path):
+    nfd, nfc = unicodedata.normalize("NFD", "Müsli"), unicodedata.normalize("NFC", "Müsli")
+    write_png(tmp_path / nfd / "0.png", 1)
+    write_png(tmp_path / nfc / "0.png", 2)
+    with pytest.raises(ImageFolderError, match="NFC") as error:
+        list_images(tmp_path)
+    assert repr(nfd) in str(error.value) and repr(nfc) in str(error.value)
 
 
 def test_list_images_normalises_class_names_to_nfc(tmp_path):
@@ -33,9 +65,10 @@ def test_list_images_normalises_class_names_to_nfc(tmp_path):
     assert list_images(tmp_path)["label"].tolist() == [unicodedata.normalize("NFC", "Müsli")]
 
 
-def test_empty_class_folder_is_not_a_class(image_tree):
+def test_an_empty_class_folder_is_listed_so_its_class_is_not_lost(image_tree):
     (image_tree / "empty").mkdir()
-    assert "empty" not in set(list_images(image_tree)["label"])
+    [row] = list_images(image_tree).query("label == 'empty'").itertuples()
+    assert (row.path, row.problem) == ("empty", "ignored: empty class folder (no files)")
 
 
 def test_symlinks_out_of_the_folder_are_reported_not_followed(image_tree, tmp_path):
@@ -92,3 +125,43 @@ def test_normalise_scales_sixteen_bit():
     out, actions = normalise(image, channels=1, background=WHITE)
     assert np.asarray(out).tolist() == [[0, 128, 255]]
     assert actions[0] == f"{image.mode} scaled to 8 bits"
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG signature and IHDR chunk declaring `width` x `height`, then garbage: a file
+    that would take gigabytes to decode, or fail, if anything tried."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"\0" * 64)
+
+
+def test_a_decompression_bomb_is_refused_from_its_header_before_any_decoding(monkeypatch):
+    from pipeline.imagedata import images
+
+    def no_decoding(self):
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(Image.Image, "load", no_decoding)
+    with warnings.catch_warnings():  # Pillow warns above 89 megapixels; the limit decides
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        facts = images.inspect_bytes(_png_header_only(12_000, 10_000), max_pixels=100_000_000)
+    assert facts.problem == (
+        "declared size 12000x10000 (120 megapixels) is more than split.max_image_pixels "
+        "(100 megapixels): not decoded"
+    )
+    assert (facts.width, facts.height, facts.format) == (12_000, 10_000, "PNG")
+    with pytest.raises(images.UnreadableImageError, match="declared size 20x20"):
+        images.model_ready(_png_header_only(20, 20), 3, WHITE, max_pixels=100)
+
+
+def test_the_pixel_limit_param_cannot_exceed_pillows_own_guard():
+    from pipeline.imagedata.images import PILLOW_PIXEL_LIMIT
+    from pipeline.params import PILLOW_PIXEL_LIMIT as PARAMS_LIMIT
+
+    assert PARAMS_LIMIT == PILLOW_PIXEL_LIMIT

@@ -32,6 +32,7 @@ def test_the_raw_listing_reads_back_as_list_raw_gave_it(tmp_path):
     assert list(read.columns) == RAW_COLUMNS
     expected = listed.reindex(columns=RAW_COLUMNS).fillna("").astype(str)
     pd.testing.assert_frame_equal(read, expected)
-    assert set(read["given_split"]) == {"train", "test"} and set(read["problem"]) == {""}
+    assert set(read["given_split"]) == {"train", "test"}
+    assert set(read["problem"]) == {"", "ignored: hidden file or OS debris"}
     with pytest.raises(ContractError, match=r"raw_listing\.csv is missing: run `dvc repro ingest`"):
         mf.read_raw_listing(tmp_path / "gone" / "raw_listing.csv")

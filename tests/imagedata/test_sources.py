@@ -31,8 +31,12 @@ def test_write_digits_materialises_every_scan(tmp_path):
 def test_copy_folder_copies_classes_without_hidden_files(image_tree, tmp_path):
     (image_tree / "cat" / ".DS_Store").write_bytes(b"junk")
     target = tmp_path / "raw"
-    assert copy_folder(image_tree, target) == 30
+    count, skipped = copy_folder(image_tree, target)
+    assert count == 30
     assert not (target / "cat" / ".DS_Store").exists()
+    assert skipped[["path", "problem"]].values.tolist() == [
+        ["cat/.DS_Store", "ignored: hidden file or OS debris"]
+    ]
     assert (target / "owl" / "9.png").read_bytes() == (image_tree / "owl" / "9.png").read_bytes()
 
 
@@ -52,7 +56,7 @@ def test_copy_folder_does_not_follow_links_out_of_the_source(image_tree, tmp_pat
     secret = write_png(tmp_path / "private" / "secret.png", 77)
     (image_tree / "cat" / "link.png").symlink_to(secret)
     target = tmp_path / "raw"
-    assert copy_folder(image_tree, target) == 30
+    assert copy_folder(image_tree, target)[0] == 30
     assert not (target / "cat" / "link.png").exists()
     assert (
         f"not copied: {image_tree / 'cat/link.png'}: symbolic link pointing outside" in caplog.text
@@ -62,7 +66,7 @@ def test_copy_folder_does_not_follow_links_out_of_the_source(image_tree, tmp_pat
 def test_ingest_classes_takes_only_the_named_classes_and_names_a_missing_one(image_tree, tmp_path):
     assert write_digits(tmp_path / "digits", ["5", "7"]) == 182 + 179
     assert sorted(p.name for p in (tmp_path / "digits").iterdir()) == ["5", "7"]
-    assert copy_folder(image_tree, tmp_path / "raw", ["owl"]) == 10
+    assert copy_folder(image_tree, tmp_path / "raw", ["owl"])[0] == 10
     assert [p.name for p in (tmp_path / "raw").iterdir()] == ["owl"]
     with pytest.raises(ValueError, match=r"ingest.classes names \['yak'\], which .* does not have"):
         copy_folder(image_tree, tmp_path / "other", ["owl", "yak"])
@@ -101,7 +105,7 @@ def fashion_files(tmp_path, monkeypatch) -> dict[str, np.ndarray]:
 
 def test_fashion_mnist_keeps_its_official_split_and_class_names(fashion_files, tmp_path):
     raw = tmp_path / "raw"
-    assert sources.write_source("fashion-mnist", raw) == 40
+    assert sources.write_source("fashion-mnist", raw)[0] == 40
     assert given_splits(raw) == ["train", "test"]
     listing = list_raw(raw)
     assert listing["given_split"].value_counts().to_dict() == {"train": 30, "test": 10}
@@ -109,7 +113,7 @@ def test_fashion_mnist_keeps_its_official_split_and_class_names(fashion_files, t
     with Image.open(raw / "test" / "Ankle boot" / "00009.png") as image:
         assert image.mode == "L" and image.size == (28, 28)
         np.testing.assert_array_equal(np.asarray(image), fashion_files["t10k"][9])
-    assert sources.write_source("fashion-mnist", tmp_path / "two", ["Bag", "Coat"]) == 4 + 4
+    assert sources.write_source("fashion-mnist", tmp_path / "two", ["Bag", "Coat"])[0] == 4 + 4
 
 
 def test_missing_fashion_mnist_files_say_how_to_get_them(tmp_path, monkeypatch):
@@ -134,13 +138,13 @@ def test_a_folder_of_given_splits_is_copied_split_by_split(tmp_path):
                 write_png(source / split / label / f"{i}.png", hash((split, label, i)) % 10_000)
     (source / ".DS_Store").write_bytes(b"junk")
     raw = tmp_path / "raw"
-    assert copy_folder(source, raw) == 18
+    assert copy_folder(source, raw)[0] == 18
     assert given_splits(raw) == ["train", "test"]
-    assert copy_folder(source, tmp_path / "dogs", ["dog"]) == 9
+    assert copy_folder(source, tmp_path / "dogs", ["dog"])[0] == 9
     with pytest.raises(ValueError, match=r"ingest.classes names \['owl'\]"):
         copy_folder(source, tmp_path / "owls", ["owl"])
     write_png(source / "train" / "owl" / "0.png", 4242)  # a class in one given split only
-    assert copy_folder(source, tmp_path / "owls", ["owl"]) == 1
+    assert copy_folder(source, tmp_path / "owls", ["owl"])[0] == 1
 
 
 @pytest.mark.parametrize(
@@ -174,7 +178,7 @@ def test_a_labels_file_places_each_listed_image_under_its_label(tmp_path):
     )
     write_png(tmp_path / "other" / "a.png", 77)  # a second a.png for the same class
     raw = tmp_path / "raw"
-    assert sources.write_source(str(path), raw) == 3
+    assert sources.write_source(str(path), raw)[0] == 3
     assert sorted(p.relative_to(raw).as_posix() for p in raw.rglob("*.png")) == [
         "cat/a-row4.png", "cat/a.png", "dog/b.png"
     ]  # fmt: skip
@@ -186,7 +190,7 @@ def test_a_split_column_gives_the_splits(tmp_path):
             "pictures/d.png,dog,test"]  # fmt: skip
     path = _labels_file(tmp_path, "path,label,split\n" + "\n".join(rows) + "\n")
     raw = tmp_path / "raw"
-    assert sources.write_source(str(path), raw) == 4
+    assert sources.write_source(str(path), raw)[0] == 4
     assert given_splits(raw) == ["train", "test"]
     assert (raw / "test" / "dog" / "d.png").exists()
 

@@ -15,6 +15,7 @@ from pipeline.serving.inference import (
     ModelMismatchError,
     ModelNotFoundError,
     load_checked,
+    load_keras_model,
 )
 
 CLASSES = ["ant", "bee", "cow"]
@@ -94,3 +95,25 @@ def test_a_missing_or_corrupt_model_file_is_named(tmp_path):
     model_file.write_bytes(model_file.read_bytes()[:200])  # truncated, as by a full disk
     with pytest.raises(ModelMismatchError, match=r"model\.keras cannot be loaded.*corrupt"):
         load_checked(model_file, labels, CLASSES, LABELS)
+
+
+def test_a_pickle_a_lambda_layer_and_an_h5_file_are_refused_naming_the_file(tmp_path):
+    """The three ways a model file runs code as it loads, each refused with the file named."""
+    import pickle
+
+    pickled = tmp_path / "pickled.keras"
+    pickled.write_bytes(pickle.dumps({"not": "a model"}))
+    with pytest.raises(ModelMismatchError, match=rf"{pickled} cannot be loaded \(not a Keras zip"):
+        load_keras_model(pickled)
+
+    inputs = keras.Input((4,))
+    lambda_model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
+    with_lambda = tmp_path / "lambda.keras"
+    lambda_model.save(with_lambda)
+    with pytest.raises(ModelMismatchError, match=rf"{with_lambda} cannot be loaded .*Lambda"):
+        load_keras_model(with_lambda)
+
+    h5 = tmp_path / "legacy.h5"
+    _brightness_model([10, 120, 240]).save(h5)
+    with pytest.raises(ModelMismatchError, match=rf"{h5} is not a .keras file"):
+        load_keras_model(h5)

@@ -84,3 +84,39 @@ def test_an_oversized_upload_is_refused_before_decoding(served, monkeypatch):
     monkeypatch.setattr(pyfunc, "MAX_IMAGE_BYTES", 10)
     with pytest.raises(pyfunc.BadRequest, match=r"row 0: the image has \d+ bytes; at most 10"):
         served.predict(None, pd.DataFrame({"image": [png()]}))
+
+
+def test_an_image_declaring_too_many_pixels_is_refused_before_decoding(served, monkeypatch):
+    monkeypatch.setattr(served.classifier, "max_pixels", 50)
+    with pytest.raises(pyfunc.BadRequest, match=r"row 0: declared size 8x8 .* not decoded"):
+        served.predict(None, pd.DataFrame({"image": [png()]}))
+
+
+def test_an_unexpected_fault_is_a_message_without_a_traceback(served, monkeypatch):
+    """A fault inside the model (not the request's): HTTP 500 with a message; MLflow's own
+    handler would send the client the Python stack trace."""
+    from mlflow.exceptions import MlflowException
+
+    def broken(images):
+        raise RuntimeError("out of memory on the device")
+
+    monkeypatch.setattr(served.classifier, "probabilities", broken)
+    with pytest.raises(MlflowException) as raised:
+        served.predict(None, pd.DataFrame({"image": [png()]}))
+    error = raised.value
+    assert error.get_http_status_code() == 500
+    assert "Traceback" not in error.serialize_as_json()
+    assert error.message == (
+        "the model could not answer this request (RuntimeError: out of memory on the device); "
+        "the server's log has the details"
+    )
+
+
+def test_a_request_too_large_as_a_whole_is_refused_before_decoding(served, monkeypatch):
+    monkeypatch.setattr(pyfunc, "MAX_REQUEST_BYTES", 200)
+    monkeypatch.setattr(served.classifier, "pixels", lambda data: pytest.fail("decoded"))
+    with pytest.raises(pyfunc.BadRequest, match=r"images have \d+ bytes together; at most 200"):
+        served.predict(None, pd.DataFrame({"image": [png()] * 5}))
+    monkeypatch.setattr(pyfunc, "MAX_ROWS", 3)
+    with pytest.raises(pyfunc.BadRequest, match=r"5 images in one request; at most 3"):
+        served.predict(None, pd.DataFrame({"image": [png()] * 5}))

@@ -95,6 +95,10 @@ def test_unreadable_files_get_their_reason_and_the_batch_goes_on(messy_split, cl
     assert errors[str(root / cases["empty"])] == "empty file"
     assert errors[str(root / cases["truncated"])].startswith("corrupt or truncated image")
     assert errors[str(root / cases["rgba_transparent"])] == ""
+    # read without blocking: the named pipe is never opened
+    pipe, link = str(root / cases["named_pipe"]), str(root / cases["broken_link"])
+    assert errors[pipe] == "a named pipe, not a regular file (not opened)"
+    assert errors[link] == "symbolic link to nothing (its target is missing)"
     read = table[table["error"] == ""]
     assert len(read) >= 15
     assert set(read["predicted"]) <= set(CLASSES)

@@ -22,6 +22,10 @@ pytestmark = pytest.mark.slow
 
 SCRIPT = ROOT / "scripts" / "tracking-server.sh"
 USER, PASSWORD = "pipeline-admin", "not-a-real-secret-1"
+# the database password, with what breaks naive quoting: in SQL ('), in a URL (@ : /), in
+# libpq's password file (: \\)
+DB_PASSWORD = "it's@not:a\\real/secret"
+STATE: dict[str, Path] = {}
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +39,10 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         "MLFLOW_AUTH": "1",
         "MLFLOW_TRACKING_USERNAME": USER,
         "MLFLOW_TRACKING_PASSWORD": PASSWORD,
+        "MLFLOW_DB_PASSWORD": DB_PASSWORD,
         "MLFLOW": str(Path(sys.executable).parent / "mlflow"),
     }
+    STATE["dir"] = state
     started = subprocess.run(
         ["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=900
     )
@@ -122,3 +128,17 @@ def test_two_pipelines_at_once_against_the_server_are_recorded_in_full(server, t
     query = urllib.parse.urlencode({"filter": "name='image-classifier-digits'"})
     versions = _api(server, f"model-versions/search?{query}")["model_versions"]
     assert sorted(v["run_id"] for v in versions) == sorted(by_id)
+
+
+def test_the_database_password_is_in_no_process_arguments_and_never_committed(server):
+    """The server connects with the password (it answers, so PostgreSQL took it, quotes and
+    all), and yet no process on the machine shows it in its arguments; the folder holding
+    it and the auth config is ignored by git wherever it is."""
+    assert _api(server, "experiments/search", {"max_results": 1}) is not None
+    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "mlflow server" in processes or "mlflow.server" in processes
+    assert DB_PASSWORD not in processes and "not:a" not in processes
+    state = STATE["dir"]
+    assert (state / ".gitignore").read_text() == "*\n"
+    assert (state / "pgpass").stat().st_mode & 0o777 == 0o600
+    assert (state / "auth.ini").stat().st_mode & 0o077 == 0
