@@ -21,7 +21,6 @@ from PIL import Image
 from pipeline.common.log import PipelineError
 from pipeline.common.parallel import parallel_map
 from pipeline.imagedata import manifest as mf
-from pipeline.imagedata.dataset import decoder_failures
 from pipeline.imagedata.similarity import (
     compare_size,
     hash_array,
@@ -74,6 +73,10 @@ def image_facts(split_dir: Path, paths: list[str], channels: int) -> pd.DataFram
     rows = parallel_map(partial(_image_facts, split_dir), paths, "validate: decoding")
     columns = ["path", "readable", "decodes", "channels", "width", "height", "phash", "error"]
     facts = pd.DataFrame(rows).reindex(columns=columns)
+    # TensorFlow only now, after the worker processes are gone: a fork of a process holding
+    # it copies its threads' state and counts its memory once per worker
+    from pipeline.imagedata.dataset import decoder_failures
+
     refused = decoder_failures(split_dir, paths, channels)
     facts["decodes"] = ~facts["path"].isin(refused.keys())
     facts["error"] = facts["path"].map(refused).fillna(facts["error"])
