@@ -60,7 +60,7 @@ lr-find: setup ## Learning-rate range test on the split: loss against rate, a su
 	$(BIN)/python -m pipeline.tools.lr_find $(ARGS)
 
 serve: setup ## Serve models:/<name>@champion over HTTP on 127.0.0.1 (SERVE_PORT=5001, MODEL=<MLflow URI>)
-	MLFLOW_TRACKING_URI="$(TRACKING_URI)" $(BIN)/mlflow models serve --env-manager local \
+	MLFLOW_TRACKING_URI="$(TRACKING_URI)" $(BIN)/python -m pipeline.tracking.server \
 	  --host 127.0.0.1 --port $(or $(SERVE_PORT),5001) \
 	  --model-uri "$(or $(MODEL),models:/$$($(BIN)/python -c 'from pipeline.params import load_params; print(load_params().registered_model)')@champion)"
 

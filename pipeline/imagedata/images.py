@@ -23,21 +23,16 @@ from pipeline.contracts import DEFAULT_MAX_PIXELS
 from pipeline.imagedata.similarity import perceptual_hash
 from pipeline.paths import SPLITS
 
-# Folders and files that tools and file systems create beside real data (macOS archives,
-# Windows thumbnails and recycle bins, Synology thumbnails, fsck's lost+found): never classes,
-# never images; listed as ignored (IGNORED), never counted as rejected
-JUNK_NAMES = frozenset(
-    {
-        "__MACOSX",
-        "Thumbs.db",
-        "desktop.ini",
-        "ehthumbs.db",
-        "@eaDir",
-        "$RECYCLE.BIN",
-        "System Volume Information",
-        "lost+found",
-    }
+# Folders that tools and file systems create beside real data (macOS archives, Synology
+# thumbnails, Windows recycle bins, fsck's lost+found): never classes or images, and each is
+# one rejected entry (not read), so a source full of them fails max_rejected_fraction
+DEBRIS_FOLDERS = frozenset(
+    {"__MACOSX", "@eaDir", "$RECYCLE.BIN", "System Volume Information", "lost+found"}
 )
+# Small files the OS drops in every folder: listed as ignored (IGNORED), as are hidden files
+# and folders; never counted as rejected
+JUNK_FILES = frozenset({"Thumbs.db", "desktop.ini", "ehthumbs.db"})
+JUNK_NAMES = DEBRIS_FOLDERS | JUNK_FILES
 IGNORED = "ignored: "  # how a listed problem starts when the entry is debris, not a bad image
 # The formats linked into the split as they are: what the training decoder
 # (dataset.decode_contents) reads in every variant Pillow reads; anything else is converted.
@@ -67,6 +62,14 @@ def unsafe_name(name: str) -> str | None:
     if any(unicodedata.category(char) == "Cc" for char in name):
         return f"name {name!r} contains control characters"
     return None
+
+
+def junk_problem(path: Path) -> str:
+    """Why a junk entry (`is_junk`) is not data: an OS debris folder is rejected (counted),
+    a hidden entry or the OS's small files are ignored (listed only)."""
+    if path.name in DEBRIS_FOLDERS and path.is_dir():
+        return "OS debris folder (not read)"
+    return f"{IGNORED}hidden file or OS debris"
 
 
 def is_ignored(problem: object) -> bool:
@@ -122,7 +125,7 @@ def _class_rows(root: Path, folder: Path, label: str) -> list[dict]:
     for current, dirs, files in os.walk(folder):
         here = Path(current)
         for name in sorted(d for d in dirs if is_junk(d)):
-            rows.append(_row(root, here / name, label, f"{IGNORED}hidden or OS debris folder"))
+            rows.append(_row(root, here / name, label, junk_problem(here / name)))
         dirs[:] = sorted(d for d in dirs if not is_junk(d))
         for name in [d for d in dirs if (here / d).is_symlink()]:
             dirs.remove(name)
@@ -130,7 +133,7 @@ def _class_rows(root: Path, folder: Path, label: str) -> list[dict]:
         for name in sorted(files):
             file = here / name
             if is_junk(name):
-                problem = f"{IGNORED}hidden file or OS debris"
+                problem = junk_problem(file)
             elif file.is_symlink() and not _inside(file, root):
                 problem = "symbolic link pointing outside the image folder"
             else:
@@ -166,7 +169,7 @@ def list_images(root: Path, beside: str = "class folders") -> pd.DataFrame:
     rows, folders = [], {}
     for entry in sorted(root.iterdir()):
         if is_junk(entry.name):
-            rows.append(_row(root, entry, "", f"{IGNORED}hidden file or OS debris"))
+            rows.append(_row(root, entry, "", junk_problem(entry)))
             continue
         if not entry.is_dir():
             why = unsafe_name(entry.name) or not_regular(entry)
@@ -208,7 +211,7 @@ def list_raw(root: Path) -> pd.DataFrame:
     if not splits:
         return list_images(root).assign(given_split="")
     beside = [
-        _row(root, entry, "", f"{IGNORED}hidden file or OS debris" if is_junk(entry.name) else
+        _row(root, entry, "", junk_problem(entry) if is_junk(entry.name) else
              unsafe_name(entry.name) or not_regular(entry) or "file beside the split folders")
         for entry in sorted(root.iterdir())
         if entry.name not in splits

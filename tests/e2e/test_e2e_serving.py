@@ -1,7 +1,8 @@
-"""`make serve`: the champion model over HTTP."""
+"""`make serve`: the champion model over HTTP (MLflow's scoring app, the body bounded)."""
 
 import json
 import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -28,9 +29,10 @@ def test_the_champion_is_served_over_http_and_bad_requests_get_a_readable_4xx(pr
     port = free_port()
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen(
-        ["mlflow", "models", "serve", "--env-manager", "local", "--host", "127.0.0.1",
-         "--port", str(port), "--model-uri", "models:/image-classifier-digits@champion"],
-        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [sys.executable, "-m", "pipeline.tracking.server", "--host", "127.0.0.1",
+         "--port", str(port), "--model-uri", "models:/image-classifier-digits@champion",
+         "--max-request-mb", "40"],
+        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
 
@@ -83,6 +85,8 @@ def test_the_champion_is_served_over_http_and_bad_requests_get_a_readable_4xx(pr
             (images(b"just some text"), "row 0: not an image (no known image format)"),
             (images(files[0], b"\x89PNG\r\n\x1a\n" + b"\0" * 40), "row 1: not an image"),
             (images(os.urandom(21 * 1024 * 1024)), "row 0: the image has 22,020,096 bytes"),
+            # over the body's bound: 413 before MLflow reads it
+            (images(os.urandom(34 * 1024 * 1024)), "bytes; at most 41,943,040 are taken"),
             (images(files[0], column="img"), "expected one column: 'image'"),
             (pixels(np.zeros((8, 8, 3), np.uint8)), "row 0: an array of shape (8, 8, 3)"),
             (pixels(np.full((16, 16, 1), 300)), "row 0: values outside 0-255"),

@@ -168,15 +168,18 @@ def _row(manifest: pd.DataFrame, raw_path: str) -> pd.Series:
 
 
 def test_hidden_files_and_junk_are_neither_images_nor_classes_but_listed(messy):
+    """Hidden entries and the OS's small files are listed as ignored; OS debris folders are
+    rejected (each one entry, not read), so they count toward split.max_rejected_fraction."""
     _, _, manifest, out = messy
-    junk = manifest["raw_path"].str.contains(
-        r"(?:^|/)\.|__MACOSX|Thumbs\.db|@eaDir|\$RECYCLE\.BIN|lost\+found"
-    )
-    assert set(manifest.loc[junk, "status"]) == {mf.IGNORED}
+    status = manifest.set_index("raw_path")["status"]
+    for path in (".DS_Store", ".hidden_class", "dog/Thumbs.db", "dog/.ipynb_checkpoints"):
+        assert status[path] == mf.IGNORED, path
+    for path in ("__MACOSX", "$RECYCLE.BIN", "lost+found", "dog/@eaDir"):
+        assert status[path] == mf.REJECTED, path
+    reasons = manifest.set_index("raw_path")["reason"]
+    assert reasons["dog/@eaDir"] == "OS debris folder (not read)"
+    junk = manifest["raw_path"].str.contains(r"(?:^|/)\.|__MACOSX|Thumbs|@eaDir|RECYCLE|lost\+")
     assert set(manifest.loc[junk, "split"]) == {""}
-    assert {".DS_Store", ".hidden_class", "__MACOSX", "$RECYCLE.BIN", "lost+found",
-            "dog/@eaDir", "dog/Thumbs.db", "dog/.ipynb_checkpoints"} <= set(
-        manifest.loc[junk, "raw_path"])  # fmt: skip
     rejected = pd.read_csv(out / "rejected.csv", keep_default_na=False)
     assert set(manifest.loc[junk, "raw_path"]) <= set(rejected["raw_path"])
     assert read_labels(out / "labels.json").classes == ["Cat Photos", MUESLI, "dog"]
@@ -428,7 +431,7 @@ def test_summary_counts_every_class_and_split(messy):
     summary = pd.read_csv(out / "summary.csv").set_index("class")
     dog = mf.in_splits(manifest).query("label == 'dog'")["split"].value_counts()
     assert summary.loc["dog", ["train", "validation", "test"]].to_dict() == dog.to_dict()
-    assert summary.loc["dog", "rejected"] == 9 and summary.loc["dog", "conflict"] == 1
+    assert summary.loc["dog", "rejected"] == 10 and summary.loc["dog", "conflict"] == 1
 
 
 # ---- policies that stop the stage ----------------------------------------------------------

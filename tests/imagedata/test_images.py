@@ -19,7 +19,7 @@ from tests.conftest import write_png
 WHITE = (255, 255, 255)
 
 
-def test_list_images_lists_hidden_files_and_debris_as_ignored_never_as_classes(image_tree):
+def test_list_images_lists_hidden_files_as_ignored_and_debris_folders_as_rejected(image_tree):
     (image_tree / ".DS_Store").write_bytes(b"\0")
     (image_tree / "cat" / ".DS_Store").write_bytes(b"\0")
     (image_tree / "cat" / "Thumbs.db").write_bytes(b"\0")
@@ -29,13 +29,15 @@ def test_list_images_lists_hidden_files_and_debris_as_ignored_never_as_classes(i
     write_png(image_tree / ".hidden_class" / "0.png", 1)
     (image_tree / "lost+found").mkdir()
     listing = list_images(image_tree)
-    debris = listing[listing["problem"].map(is_ignored)]
-    assert sorted(debris["path"]) == [
-        ".DS_Store", ".hidden_class", "__MACOSX", "cat/.DS_Store", "cat/.ipynb_checkpoints",
-        "cat/@eaDir", "cat/Thumbs.db", "lost+found",
+    ignored = listing[listing["problem"].map(is_ignored)]
+    assert sorted(ignored["path"]) == [
+        ".DS_Store", ".hidden_class", "cat/.DS_Store", "cat/.ipynb_checkpoints", "cat/Thumbs.db",
     ]  # fmt: skip
+    debris = listing[listing["problem"] == "OS debris folder (not read)"]
+    assert sorted(debris["path"]) == ["__MACOSX", "cat/@eaDir", "lost+found"]
     assert sorted(set(listing["label"]) - {""}) == ["cat", "dog", "owl"]
-    assert len(listing) - len(debris) == 30 and listing["problem"].drop(debris.index).isna().all()
+    images = listing.drop(ignored.index).drop(debris.index)
+    assert len(images) == 30 and images["problem"].isna().all()
 
 
 def test_loose_files_and_special_files_are_listed_with_a_reason_never_opened(image_tree):
