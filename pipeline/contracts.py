@@ -98,6 +98,12 @@ def read_run_record(path: Path) -> RunRecord:
     )
 
 
+def expectation_name(outcome: dict) -> str:
+    """One expectation's outcome named `table.column`, as `reported` and the run's tags name
+    it."""
+    return f"{outcome['table']}.{outcome['kwargs'].get('column', '')}"
+
+
 @dataclass(frozen=True)
 class ValidationResult:
     success: bool
@@ -109,6 +115,14 @@ class ValidationResult:
     # failed expectations that a param makes a report, not a stop (class imbalance, leaks
     # across splits the user gave), named `table.column`
     reported: list[str] = field(default_factory=list)
+
+    def failed_names(self) -> list[str]:
+        """The expectations that failed the gate (not those a param makes a report only)."""
+        return [
+            expectation_name(o)
+            for o in self.results
+            if not o.get("success", True) and expectation_name(o) not in self.reported
+        ]
 
     def tags(self) -> dict[str, str]:
         """The outcome and counts, as the tags that tie a model to the check it passed."""

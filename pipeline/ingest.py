@@ -25,16 +25,15 @@ def main() -> None:
     listing = list_raw(RAW_DIR)
     if len(skipped):
         listing = pd.concat([listing, skipped], ignore_index=True)
+        ignored = int(skipped["problem"].map(is_ignored).sum())
+        log.info(
+            f"not copied: {len(skipped) - ignored} entries the split lists as rejected, "
+            f"{ignored} hidden files or the OS's small files (listed as ignored)"
+        )
     write_raw_listing(listing, RAW_LISTING)
     splits = given_splits(RAW_DIR)
     folders = [RAW_DIR / s for s in splits] or [RAW_DIR]
     classes = {p.name for folder in folders for p in folder.iterdir() if p.is_dir()}
-    if len(skipped):
-        ignored = int(skipped["problem"].map(is_ignored).sum())
-        log.info(
-            f"not copied: {len(skipped) - ignored} entries the split lists as rejected, "
-            f"{ignored} hidden files or OS debris (listed as ignored)"
-        )
     chosen = " (ingest.classes)" if params.classes else ""
     given = f", splits given: {', '.join(splits)}" if splits else ""
     log.info(

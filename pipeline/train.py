@@ -138,9 +138,8 @@ def checked_gate(allowed: bool) -> ValidationResult:
     result = read_validation(VALIDATION_FILE)
     if result.success:
         return result
-    unmet = [f"{o['table']}.{o['kwargs'].get('column', '')}" for o in result.results
-             if not o.get("success", True)]  # fmt: skip
-    described = f"{result.failed} of {result.evaluated} expectations unmet: {', '.join(unmet)}"
+    unmet = ", ".join(result.failed_names())
+    described = f"{result.failed} of {result.evaluated} expectations unmet: {unmet}"
     report = VALIDATION_FILE.relative_to(ROOT)
     if not allowed:
         raise GateFailedError(

@@ -16,7 +16,7 @@ from PIL import Image
 
 from pipeline.common.files import staged_dir, write_csv
 from pipeline.common.log import run_stage
-from pipeline.contracts import ValidationResult, read_labels, write_validation
+from pipeline.contracts import ValidationResult, expectation_name, read_labels, write_validation
 from pipeline.imagedata import manifest as mf
 from pipeline.imagedata.checks import (
     ValidationFailed,
@@ -86,11 +86,12 @@ def main() -> None:
     classes = read_labels(LABELS_FILE).classes
     raw = mf.read_raw_listing(RAW_LISTING)
     given = raw["given_split"].ne("").any()  # the source gave its splits
-    facts = image_facts(SPLIT_DIR, placed["path"].tolist(), mf.split_channels(SPLIT_DIR))
+    channels = mf.split_channels(SPLIT_DIR)
+    facts = image_facts(SPLIT_DIR, placed["path"].tolist(), channels)
     near = confirm_near_duplicates(SPLIT_DIR, placed, facts, params.split)
     checks = build_checks(
         manifest, raw, facts, near, classes, params.split.fractions,
-        mf.split_channels(SPLIT_DIR), cfg, given,
+        channels, cfg, given,
     )  # fmt: skip
     with staged_dir(DATA_DOCS_DIR) as docs:
         outcomes = run_checks(checks, docs)
@@ -120,7 +121,7 @@ def main() -> None:
         images=len(facts),
         near_duplicates=len(close),
         results=outcomes,
-        reported=sorted({f"{o['table']}.{o['kwargs'].get('column', '')}" for o in reported}),
+        reported=sorted({expectation_name(o) for o in reported}),
     )
     write_validation(VALIDATION_FILE, result)
     report = VALIDATION_FILE.relative_to(ROOT)

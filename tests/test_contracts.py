@@ -62,3 +62,15 @@ def test_a_missing_run_record_says_to_train(tmp_path):
     (tmp_path / "mlflow_run.json").write_text('{"run_id": 5, "experiment_id": "1"}')
     with pytest.raises(ContractError, match="'run_id' is missing or not a str"):
         read_run_record(tmp_path / "mlflow_run.json")
+
+
+def test_failed_names_leave_out_the_expectations_only_reported():
+    from pipeline.contracts import ValidationResult
+
+    outcomes = [
+        {"table": "near_duplicates", "kwargs": {"column": "confirmed"}, "success": False},
+        {"table": "class_balance", "kwargs": {"column": "count"}, "success": False},
+        {"table": "images", "kwargs": {"column": "decodes"}, "success": True},
+    ]
+    result = ValidationResult(False, 3, 1, 10, 2, outcomes, reported=["class_balance.count"])
+    assert result.failed_names() == ["near_duplicates.confirmed"]

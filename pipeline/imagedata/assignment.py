@@ -235,16 +235,17 @@ def apply_small_class_policy(table: pd.DataFrame, policy: str) -> tuple[pd.DataF
 
 def check_rejections(table: pd.DataFrame, max_fraction: float) -> None:
     """Stop when more files are unusable than `split.max_rejected_fraction` allows (of the
-    files that are not debris: hidden files and OS folders are listed but not counted)."""
+    entries not merely listed: hidden files and the OS's small files are not counted)."""
     rejected = table[table["status"] == mf.REJECTED]
-    fraction = len(rejected) / max(1, int((table["status"] != mf.IGNORED).sum()))
+    counted = int((table["status"] != mf.IGNORED).sum())
+    fraction = len(rejected) / max(1, counted)
     if fraction > max_fraction:
         lines = [f"  {r.raw_path}: {r.reason}" for r in rejected.itertuples()]
         if len(lines) > MESSAGE_LINES:
             lines[MESSAGE_LINES:] = [f"  ... and {len(lines) - MESSAGE_LINES} more"]
         listed = "\n".join(lines)
         raise SplitError(
-            f"{len(rejected)} of {int((table['status'] != mf.IGNORED).sum())} files "
+            f"{len(rejected)} of {counted} files "
             f"({fraction:.1%}) are not usable images, "
             f"more than split.max_rejected_fraction = {max_fraction:.1%}:\n{listed}"
         )

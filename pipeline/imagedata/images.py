@@ -73,7 +73,8 @@ def junk_problem(path: Path) -> str:
 
 
 def is_ignored(problem: object) -> bool:
-    """Whether a listed problem marks debris (a hidden file, an OS folder), not a bad image."""
+    """Whether a listed problem marks an entry that is listed only (a hidden file, the OS's
+    small files, an empty class folder), not a bad image."""
     return isinstance(problem, str) and problem.startswith(IGNORED)
 
 
@@ -154,12 +155,21 @@ def _check_distinct(folders: dict[str, list[str]], root: Path) -> None:
         )
 
 
-def list_images(root: Path, beside: str = "class folders") -> pd.DataFrame:
+def _loose_row(root: Path, entry: Path, beside: str) -> dict:
+    """An entry lying beside the class (or split) folders, with why it is not data: debris,
+    an unsafe name, a special file, or `beside` for any other loose file."""
+    if is_junk(entry.name):
+        return _row(root, entry, "", junk_problem(entry))
+    return _row(root, entry, "", unsafe_name(entry.name) or not_regular(entry) or beside)
+
+
+def list_images(root: Path) -> pd.DataFrame:
     """Every entry under `root/<class>/`, sorted, with why it cannot be used (if so).
 
     Columns: `path` (relative to root, POSIX), `label` (NFC class name; "" for what lies
     beside the class folders), `problem` (None when the file may be read; starting with
-    IGNORED for hidden files and OS debris, which are listed rather than dropped unseen).
+    IGNORED for hidden files and the OS's small files, which are listed rather than dropped
+    unseen; OS debris folders are rejected).
     Symbolic links are never followed out of `root`, linked folders are reported rather than
     walked, and special files (pipes, sockets, devices) are never opened. Two folders that
     name one class (the same name in NFC and NFD) are an error naming both.
@@ -168,12 +178,8 @@ def list_images(root: Path, beside: str = "class folders") -> pd.DataFrame:
         raise ImageFolderNotFoundError(f"image folder not found: {root}")
     rows, folders = [], {}
     for entry in sorted(root.iterdir()):
-        if is_junk(entry.name):
-            rows.append(_row(root, entry, "", junk_problem(entry)))
-            continue
-        if not entry.is_dir():
-            why = unsafe_name(entry.name) or not_regular(entry)
-            rows.append(_row(root, entry, "", why or f"file beside the {beside} (no class)"))
+        if is_junk(entry.name) or not entry.is_dir():
+            rows.append(_loose_row(root, entry, "file beside the class folders (no class)"))
             continue
         label = class_name(entry.name)
         folders.setdefault(label, []).append(entry.name)
@@ -211,11 +217,10 @@ def list_raw(root: Path) -> pd.DataFrame:
     if not splits:
         return list_images(root).assign(given_split="")
     beside = [
-        _row(root, entry, "", junk_problem(entry) if is_junk(entry.name) else
-             unsafe_name(entry.name) or not_regular(entry) or "file beside the split folders")
+        _loose_row(root, entry, "file beside the split folders")
         for entry in sorted(root.iterdir())
         if entry.name not in splits
-    ]  # fmt: skip
+    ]
     parts = [pd.DataFrame(beside, columns=["path", "label", "problem"]).assign(given_split="")]
     for split in splits:
         part = list_images(root / split)
@@ -289,10 +294,9 @@ def inspect_bytes(
     try:
         with Image.open(io.BytesIO(data)) as image:  # reads the header only
             fmt, mode, (width, height) = image.format, image.mode, image.size
-            header = ImageFacts(digest, len(data), fmt, mode, width, height)
             too_large = _too_large(width, height, max_pixels)
             if too_large:
-                return ImageFacts(**{**header.as_row(), "problem": too_large})
+                return ImageFacts(digest, len(data), fmt, mode, width, height, problem=too_large)
             orientation = int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
             frames = int(getattr(image, "n_frames", 1) or 1)
             transparent = mode in ALPHA_MODES or "transparency" in image.info

@@ -160,20 +160,15 @@ def tracked_run(
     """Start (or re-open) a run that never stays RUNNING: an error ends it FAILED,
     Ctrl-C, SIGTERM or SIGHUP ends it KILLED."""
     with signals_raise():
-        yield from _tracked(experiment_id, run_id, run_name)
-
-
-def _tracked(experiment_id: str, run_id: str | None, run_name: str | None) -> Iterator:
-    run = mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=run_name)
-    try:
-        yield run
-    except (KeyboardInterrupt, _Terminated):
-        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
-        raise
-    except BaseException:
-        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
-        raise
-    else:
+        run = mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=run_name)
+        try:
+            yield run
+        except (KeyboardInterrupt, _Terminated):
+            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+            raise
+        except BaseException:
+            mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+            raise
         mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
 
 

@@ -28,17 +28,21 @@ def fingerprint(params: Params, manifest: Path) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _recorded(folder: Path) -> dict:
+    """What `remember_run` wrote into the backup in `folder`; {} without one."""
+    state = folder / "run.json"
+    return read_json(state) if state.exists() else {}
+
+
 def recorded_run(folder: Path) -> str | None:
     """The MLflow run the backup in `folder` belongs to, if there is a backup."""
-    state = folder / "run.json"
-    return read_json(state).get("run_id") if state.exists() else None
+    return _recorded(folder).get("run_id")
 
 
 def prepare_resume(folder: Path, key: str) -> str | None:
     """The MLflow run of an interrupted training of the same params and data, if any; a backup
     of anything else is stale and is removed."""
-    state = folder / "run.json"
-    recorded = read_json(state) if state.exists() else {}
+    recorded = _recorded(folder)
     if recorded.get("fingerprint") == key:
         return recorded["run_id"]
     shutil.rmtree(folder, ignore_errors=True)
