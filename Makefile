@@ -27,7 +27,7 @@ export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
 predict_model = $(if $(MODEL),--model $(MODEL),)
 
-.PHONY: help setup run predict lr-find serve push pull sweep report test test-fast bench bench-train bench-backends bench-serve bench-leakage bench-fashion bench-recipe lint ui compare reproduce server server-stop screenshots dag clean distclean
+.PHONY: help setup run predict lr-find serve push pull sweep report test test-fast bench bench-train bench-backends bench-gpu bench-serve bench-leakage bench-fashion bench-recipe lint ui compare reproduce server server-stop screenshots dag clean distclean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -87,6 +87,9 @@ bench-train: setup ## Benchmark the training input pipeline against in-memory, k
 
 bench-backends: setup ## Train the default model under Keras' TensorFlow and JAX backends, side by side
 	$(BIN)/python -m benchmarks.backend_benchmark
+
+bench-gpu: setup ## The default recipe on Fashion-MNIST under Keras' JAX backend, on the device JAX finds: images/s, test accuracy (ARGS="--variant name:key=value")
+	KERAS_BACKEND=jax $(BIN)/python -m benchmarks.gpu_benchmark $(ARGS)
 
 bench-serve: setup ## Images per second through the predict CLI and over HTTP (batch 1, 64) against the compute bound
 	$(BIN)/python -m benchmarks.serve_benchmark $(ARGS)

@@ -28,9 +28,8 @@ import psutil
 import yaml
 
 from pipeline.imagedata.sources import SourceNotFoundError, _idx_file, fashion_mnist_folder
-from pipeline.params import load_raw_params
+from pipeline.params import load_raw_params, set_param
 from pipeline.paths import ROOT
-from pipeline.tools.sweep import set_param
 from tests.projects import make_project
 
 WORK = ROOT / ".bench" / "fashion"

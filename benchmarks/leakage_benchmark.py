@@ -16,7 +16,19 @@ import pandas as pd
 from PIL import Image, ImageEnhance
 
 from pipeline.imagedata.checks import hash_neighbours
-from pipeline.imagedata.similarity import COMPARE_SIZE, comparable, hash_array, perceptual_hash
+from pipeline.imagedata.similarity import (
+    COMPARE_SIZE,
+    FIRST_CROPPED,
+    PLAIN,
+    REGISTRATIONS,
+    SECOND_CROPPED,
+    comparable,
+    crop_array,
+    crop_hashes,
+    crop_pairs,
+    hash_array,
+    perceptual_hash,
+)
 from pipeline.imagedata.sources import _idx_file, fashion_mnist_folder, read_idx
 from pipeline.params import load_params
 
@@ -35,53 +47,79 @@ def _copies(pixels: np.ndarray) -> dict[str, Image.Image]:
             np.clip(pixels.astype(int) + 30, 0, 255).astype(np.uint8)
         ),
         "contrast 0.8": ImageEnhance.Contrast(image).enhance(0.8),
+        "1-pixel crop": image.crop((1, 1, side - 1, side - 1)).resize((side, side)),
         "2-pixel crop": image.crop((2, 2, side - 2, side - 2)).resize((side, side)),
+        "3-pixel crop": image.crop((3, 3, side - 3, side - 3)).resize((side, side)),
+        "2-pixel crop, one corner": image.crop((2, 2, side, side)).resize((side, side)),
     }
+
+
+def _correlation(first: Image.Image, second: Image.Image, cropped: int, size: int) -> float:
+    """The gate's comparison (`similarity.pixel_correlations`) of two images in memory."""
+    if cropped == SECOND_CROPPED:
+        first, second, cropped = second, first, FIRST_CROPPED
+    shares = REGISTRATIONS if cropped == FIRST_CROPPED else (0.0,)
+    plain = comparable(first, size)
+    return max(float(plain @ comparable(second, size, share)) for share in shares) / size**2
+
+
+def _hashes(images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+    plain = hash_array([perceptual_hash(image) for image in images])
+    return plain, crop_array([crop_hashes(image) for image in images])
+
+
+def _caught(copy: Image.Image, original: Image.Image, within: int, threshold: float) -> bool:
+    """Whether the gate proposes the pair (plain or crop hash) and its pixels confirm it."""
+    mine, theirs = _hashes([copy]), _hashes([original])
+    kinds = list(crop_pairs(mine, theirs, within)["cropped"])
+    if int(np.bitwise_count(mine[0][0] ^ theirs[0][0])) <= within:
+        kinds.append(PLAIN)
+    size = min(COMPARE_SIZE, original.width)
+    return any(_correlation(copy, original, kind, size) >= threshold for kind in kinds)
 
 
 def main() -> None:
     cfg = load_params().split
+    within, threshold = cfg.near_duplicate_distance, cfg.near_duplicate_correlation
     folder = fashion_mnist_folder()
     train = read_idx(_idx_file(folder, "train-images-idx3-ubyte"))
     test = read_idx(_idx_file(folder, "t10k-images-idx3-ubyte"))
     size = min(COMPARE_SIZE, train.shape[1])
     start = time.perf_counter()
-    hashes = pd.Series([perceptual_hash(Image.fromarray(a)) for a in (*train, *test)])
+    images = [Image.fromarray(a) for a in (*train, *test)]
+    hashes = pd.Series([perceptual_hash(image) for image in images])
+    crops = pd.Series([crop_hashes(image) for image in images])
     placed = pd.DataFrame(
         {"path": hashes.index, "split": ["train"] * len(train) + ["test"] * len(test)}
     )
-    train_hashes = hash_array(hashes[: len(train)])
-    train_vectors = np.stack([comparable(Image.fromarray(a), size) for a in train])
-    test_vectors = np.stack([comparable(Image.fromarray(a), size) for a in test])
-    _, pairs = hash_neighbours(placed.assign(label=""), hashes, cfg.near_duplicate_distance)
-    correlation = (
-        np.einsum("ij,ij->i", test_vectors[pairs["held"]], train_vectors[pairs["train"]])
-        / test_vectors.shape[1]
+    _, pairs = hash_neighbours(placed.assign(label=""), hashes, within, crops)
+    correlation = np.array(
+        [
+            _correlation(images[len(train) + held], images[index], cropped, size)
+            for held, index, cropped in pairs[["held", "train", "cropped"]].to_numpy()
+        ]
     )
-    flagged = set(pairs["held"])
-    confirmed = set(pairs.loc[correlation >= cfg.near_duplicate_correlation, "held"])
+    plain = pairs["cropped"] == PLAIN
+    flagged, by_crop = set(pairs.loc[plain, "held"]), set(pairs.loc[~plain, "held"])
+    confirmed = pairs[correlation >= threshold]
+    confirmed_by_crop = set(confirmed["held"]) - set(confirmed.loc[plain, "held"])
     seconds = time.perf_counter() - start
     print(f"Fashion-MNIST, official split: {len(test):,} test against {len(train):,} training "
           f"images at {size}x{size} ({seconds:.0f} s)")  # fmt: skip
-    print(f"  hash within {cfg.near_duplicate_distance} bits: {len(flagged):,} test images "
-          f"({len(flagged) / len(test):.1%})")  # fmt: skip
-    print(f"  confirmed (correlation >= {cfg.near_duplicate_correlation}): {len(confirmed):,} "
-          f"({len(confirmed) / len(test):.1%})")  # fmt: skip
+    print(f"  hash within {within} bits: {len(flagged):,} test images "
+          f"({len(flagged) / len(test):.1%}); by a crop's hash: {len(by_crop):,}")  # fmt: skip
+    print(f"  confirmed (correlation >= {threshold}): {confirmed['held'].nunique():,} "
+          f"({confirmed['held'].nunique() / len(test):.1%}), {len(confirmed_by_crop)} of them "
+          "only as a crop")  # fmt: skip
     rng = np.random.default_rng(0)
     print(f"planted copies of {PLANTED} training images, share caught:")
     caught: dict[str, list[bool]] = {}
     for index in rng.choice(len(train), PLANTED, replace=False):
         for kind, copy in _copies(train[index]).items():
-            distance = int(
-                np.bitwise_count(hash_array([perceptual_hash(copy)])[0] ^ train_hashes[index])
-            )
-            correlation = float(np.mean(comparable(copy, size) * train_vectors[index]))
-            caught.setdefault(kind, []).append(
-                distance <= cfg.near_duplicate_distance
-                and correlation >= cfg.near_duplicate_correlation
-            )
+            found = _caught(copy, images[index], within, threshold)
+            caught.setdefault(kind, []).append(found)
     for kind, found in caught.items():
-        print(f"  {kind:16} {np.mean(found):.1%}")
+        print(f"  {kind:25} {np.mean(found):.1%}")
 
 
 if __name__ == "__main__":

@@ -33,14 +33,13 @@ from sklearn.svm import SVC
 
 from pipeline.imagedata.dataset import resize
 from pipeline.imagedata.sources import _idx_file, fashion_mnist_folder, read_idx
-from pipeline.params import load_raw_params, parse_params
+from pipeline.params import load_raw_params, parse_params, set_param
 from pipeline.paths import REPORTS_DIR
 from pipeline.reporting.plots import save_figure, time_to_accuracy_figure
 from pipeline.tools.recipes import ARTICLE
-from pipeline.tools.sweep import set_param
-from pipeline.training.fitting import make_optimizer
 from pipeline.training.mixing import mixed
 from pipeline.training.model import build_model
+from pipeline.training.optimizer import make_optimizer
 
 OUT = REPORTS_DIR / "bench_recipe"
 VALIDATION = 0.15  # the pipeline's split.validation, carved from the official training set

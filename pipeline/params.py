@@ -422,6 +422,23 @@ def read_yaml(path: Path) -> object:
         raise ParamsError(f"{path}: not valid YAML: {error}") from None
 
 
+def set_param(params: dict, key: str, value: object) -> dict:
+    """`params` with the dotted `key` set; the key must already exist in params.yaml."""
+    *parents, leaf = key.split(".")
+    node = params
+    for i, part in enumerate(parents):
+        node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            raise ParamsError(
+                f"unknown param {key}: params.yaml has no {'.'.join(parents[: i + 1])}"
+            )
+    if leaf not in node:
+        under = f" under {'.'.join(parents)}" if parents else ""
+        raise ParamsError(f"unknown param {key}: params.yaml has no {leaf}{under}")
+    node[leaf] = value
+    return params
+
+
 def load_params(path: Path = PARAMS_FILE) -> Params:
     """Read and validate `params.yaml`."""
     return parse_params(read_yaml(path), source=str(path))

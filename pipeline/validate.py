@@ -63,8 +63,8 @@ def pair_figure(near: pd.DataFrame, cfg: SplitParams) -> Figure:
         f"Near duplicates, {near['confirmed'].sum()} confirmed (pixel correlation >= "
         f"{cfg.near_duplicate_correlation}); held-out | training image": near[near["confirmed"]],
         f"Rejected, {(~candidates['confirmed']).sum()} candidates within "
-        f"{cfg.near_duplicate_distance} bits of a training image's hash but below the "
-        "correlation": candidates[~candidates["confirmed"]],
+        f"{cfg.near_duplicate_distance} bits of a training image's hash (or a crop's) but "
+        "below the correlation": candidates[~candidates["confirmed"]],
     }
     sections = {}
     for title, rows in kinds.items():
@@ -72,7 +72,7 @@ def pair_figure(near: pd.DataFrame, cfg: SplitParams) -> Figure:
         sections[title] = [
             (_grey(row.path), _grey(row.nearest_train_path),
              f"{row.path}\n{row.nearest_train_path}\nr = {row.correlation:.3f}, "
-             f"{row.distance} bits")
+             f"{row.distance} bits" + (f", {row.cropped} cropped" if row.cropped else ""))
             for row in shown.sort_values("correlation", ascending=False).itertuples()
         ]  # fmt: skip
     return near_duplicate_figure(sections)

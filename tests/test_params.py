@@ -1,8 +1,7 @@
 import pytest
 
-from pipeline.params import ParamsError, load_params, parse_params
+from pipeline.params import ParamsError, load_params, parse_params, set_param
 from pipeline.tools.recipes import ARTICLE
-from pipeline.tools.sweep import set_param
 
 
 def test_project_params_are_valid():

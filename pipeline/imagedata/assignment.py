@@ -33,8 +33,11 @@ from pipeline.imagedata.images import (
     to_png,
 )
 from pipeline.imagedata.similarity import (
+    PLAIN,
     close_pairs,
     compare_size,
+    crop_array,
+    crop_pairs,
     group_ids,
     hash_array,
     pixel_correlations,
@@ -321,6 +324,21 @@ def class_summary(table: pd.DataFrame) -> pd.DataFrame:
     return summary.rename_axis("class").reset_index()
 
 
+def _candidates(part: pd.DataFrame, within: int) -> pd.DataFrame:
+    """The near-duplicate candidates among one class's rows (`imagedata.similarity`): columns
+    `first` and `second` (table indices) and `cropped`."""
+    plain = hash_array(part["phash"])
+    close = pd.DataFrame(close_pairs(plain, within), columns=["first", "second"])
+    hashes = (plain, crop_array(part["phash_crops"]))
+    crops = crop_pairs(hashes, hashes, within)
+    crops = crops[crops["first"] != crops["second"]]
+    both = pd.concat([close.assign(cropped=PLAIN), crops], ignore_index=True)
+    index = part.index.to_numpy()
+    return both.assign(first=index[both["first"]], second=index[both["second"]])[
+        ["first", "second", "cropped"]
+    ]
+
+
 def near_duplicate_groups(
     raw_dir: Path, table: pd.DataFrame, among: pd.Series, cfg: SplitParams
 ) -> pd.Series:
@@ -329,19 +347,17 @@ def near_duplicate_groups(
     near duplicate. Identical files need no group: they share a sha256."""
     group = pd.Series("", index=table.index, dtype=object)
     rows = table[among].drop_duplicates(["label", "sha256"])
-    found = [
-        part.index.to_numpy()[close_pairs(hash_array(part["phash"]), cfg.near_duplicate_distance)]
-        for _, part in rows.groupby("label")
-    ]
-    candidates = np.concatenate(found) if found else np.empty((0, 2), dtype=np.int64)
+    found = [_candidates(part, cfg.near_duplicate_distance) for _, part in rows.groupby("label")]
+    candidates = pd.concat(found, ignore_index=True) if found else pd.DataFrame()
     if not len(candidates):
         return group
     paths = table["raw_path"]
     size = compare_size(rows[["width", "height"]].min(axis=1))
-    pairs = list(zip(paths[candidates[:, 0]], paths[candidates[:, 1]], strict=True))
-    confirmed = candidates[
-        pixel_correlations(raw_dir, pairs, size) >= cfg.near_duplicate_correlation
-    ]
+    pairs = list(zip(paths.loc[candidates["first"]], paths.loc[candidates["second"]], strict=True))
+    correlations = pixel_correlations(raw_dir, pairs, size, candidates["cropped"].to_numpy())
+    confirmed = candidates.loc[
+        correlations >= cfg.near_duplicate_correlation, ["first", "second"]
+    ].to_numpy()
     position = pd.Series(np.arange(len(rows)), index=rows.index)
     component = pd.Series(
         group_ids(len(rows), position[confirmed.ravel()].to_numpy().reshape(-1, 2)),

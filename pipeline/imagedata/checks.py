@@ -22,7 +22,13 @@ from pipeline.common.log import PipelineError
 from pipeline.common.parallel import parallel_map
 from pipeline.imagedata import manifest as mf
 from pipeline.imagedata.similarity import (
+    FIRST_CROPPED,
+    PLAIN,
+    SECOND_CROPPED,
     compare_size,
+    crop_array,
+    crop_hashes,
+    crop_pairs,
     hash_array,
     perceptual_hash,
     pixel_correlations,
@@ -36,6 +42,7 @@ class ValidationFailed(PipelineError):
 
 
 EXAMPLES = 20  # offending rows kept per expectation in validation.json
+CROPPED_NAMES = {PLAIN: "", FIRST_CROPPED: "held-out", SECOND_CROPPED: "training"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,7 @@ def _image_facts(split_dir: Path, path: str) -> dict:
                 "width": image.width,
                 "height": image.height,
                 "phash": perceptual_hash(image),
+                "phash_crops": crop_hashes(image),
             }
     except Exception as error:  # any failure to decode is a finding, not a crash
         return {"path": path, "readable": False, "error": f"{error.__class__.__name__}: {error}"}
@@ -71,7 +79,8 @@ def image_facts(split_dir: Path, paths: list[str], channels: int) -> pd.DataFram
     and `decodes`: whether the training decoder itself reads it at the split's `channels`
     (a file it refuses would otherwise fail inside training, naming no file)."""
     rows = parallel_map(partial(_image_facts, split_dir), paths, "validate: decoding")
-    columns = ["path", "readable", "decodes", "channels", "width", "height", "phash", "error"]
+    columns = ["path", "readable", "decodes", "channels", "width", "height", "phash"]
+    columns += ["phash_crops", "error"]
     facts = pd.DataFrame(rows).reindex(columns=columns)
     # TensorFlow only now, after the worker processes are gone: a fork of a process holding
     # it copies its threads' state and counts its memory once per worker
@@ -84,19 +93,21 @@ def image_facts(split_dir: Path, paths: list[str], channels: int) -> pd.DataFram
 
 
 def hash_neighbours(
-    placed: pd.DataFrame, hashes: pd.Series, within: int
+    placed: pd.DataFrame, hashes: pd.Series, within: int, crops: pd.Series | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """For every validation and test image, the training image with the closest perceptual
     hash (`hashes`: hex strings indexed by path) and their Hamming distance (0..64); and, from
     the same pass over the distances, every (held-out, training) pair `within` bits or closer:
-    columns `held` and `train` (row positions in the two splits) and `distance`."""
+    columns `held` and `train` (row positions in the two splits), `distance` and `cropped`
+    (PLAIN). With `crops` (`crop_hashes` by path), the crop candidates too (`crop_pairs`:
+    `cropped` FIRST_CROPPED where the held-out image is the crop)."""
     train = placed[placed["split"] == "train"]
     held_out = placed[placed["split"] != "train"]
     train_hashes = hash_array(hashes.reindex(train["path"]))
     held_hashes = hash_array(hashes.reindex(held_out["path"]))
     nearest = np.zeros(len(held_out), dtype=np.int64)
     distance = np.full(len(held_out), 65, dtype=np.int64)
-    pairs = [pd.DataFrame(columns=["held", "train", "distance"], dtype=np.int64)]
+    pairs = [pd.DataFrame(columns=["held", "train", "distance", "cropped"], dtype=np.int64)]
     for start in range(0, len(held_out), 512):  # 512 x n_train distances at a time
         block = np.bitwise_count(held_hashes[start : start + 512, None] ^ train_hashes[None, :])
         if block.size:
@@ -104,7 +115,12 @@ def hash_neighbours(
             distance[start : start + 512] = block.min(axis=1)
             held, close = np.nonzero(block <= within)
             found = {"held": held + start, "train": close, "distance": block[held, close]}
-            pairs.append(pd.DataFrame(found).astype(np.int64))
+            pairs.append(pd.DataFrame(found).assign(cropped=PLAIN).astype(np.int64))
+    if crops is not None:
+        held_side = (held_hashes, crop_array(crops.reindex(held_out["path"])))
+        train_side = (train_hashes, crop_array(crops.reindex(train["path"])))
+        found = crop_pairs(held_side, train_side, within)
+        pairs.append(found.rename(columns={"first": "held", "second": "train"}))
     near = pd.DataFrame(
         {
             "path": held_out["path"].to_numpy(),
@@ -126,20 +142,25 @@ def nearest_training_image(placed: pd.DataFrame, hashes: pd.Series) -> pd.DataFr
 def confirm_near_duplicates(
     split_dir: Path, placed: pd.DataFrame, facts: pd.DataFrame, cfg: SplitParams
 ) -> pd.DataFrame:
-    """`hash_neighbours`, with each held-out image's hash candidates (training images
-    within `split.near_duplicate_distance` bits) compared pixel by pixel (`similarity`). The
-    best candidate is kept, with its `correlation`; at or above
+    """`hash_neighbours`, with each held-out image's candidates (training images within
+    `split.near_duplicate_distance` bits, or a crop of one or cropped from one) compared
+    pixel by pixel (`similarity`). The best candidate is kept, with its `correlation` and
+    which image of the pair is `cropped` ("held-out", "training" or ""); at or above
     `split.near_duplicate_correlation` the pair is a `confirmed` near duplicate."""
-    hashes = facts.set_index("path")["phash"]
-    near, candidates = hash_neighbours(placed, hashes, cfg.near_duplicate_distance)
+    by_path = facts.set_index("path")
+    near, candidates = hash_neighbours(
+        placed, by_path["phash"], cfg.near_duplicate_distance, by_path["phash_crops"]
+    )
     near["correlation"] = np.nan
+    near["cropped"] = ""
     if len(candidates):
         train = placed[placed["split"] == "train"]
         held_paths = near["path"].to_numpy()[candidates["held"]]
         train_paths = train["path"].to_numpy()[candidates["train"]]
         size = compare_size(facts[["width", "height"]].min(axis=1))
         pairs = list(zip(held_paths, train_paths, strict=True))
-        candidates["correlation"] = pixel_correlations(split_dir, pairs, size).round(4)
+        correlations = pixel_correlations(split_dir, pairs, size, candidates["cropped"])
+        candidates["correlation"] = correlations.round(4)
         best = candidates.sort_values(["correlation", "distance"], ascending=[True, False])
         best = best.groupby("held").tail(1)
         rows = best["held"].to_numpy()
@@ -147,6 +168,7 @@ def confirm_near_duplicates(
         near.loc[rows, "nearest_train_label"] = train["label"].to_numpy()[best["train"]]
         near.loc[rows, "distance"] = best["distance"].to_numpy()
         near.loc[rows, "correlation"] = best["correlation"].to_numpy()
+        near.loc[rows, "cropped"] = best["cropped"].map(CROPPED_NAMES).to_numpy()
     near["confirmed"] = near["correlation"].fillna(-1.0) >= cfg.near_duplicate_correlation
     return near
 

@@ -20,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pipeline.common.files import write_csv
 from pipeline.common.log import PipelineError
 from pipeline.contracts import DEFAULT_MAX_PIXELS
-from pipeline.imagedata.similarity import perceptual_hash
+from pipeline.imagedata.similarity import crop_hashes, perceptual_hash
 from pipeline.paths import SPLITS
 
 # Folders that tools and file systems create beside real data (macOS archives, Synology
@@ -255,6 +255,7 @@ class ImageFacts:
     orientation: int = 1
     problem: str | None = None
     phash: str | None = None  # the perceptual hash (imagedata.similarity), when asked for
+    phash_crops: str | None = None  # the hashes of its centred crops, with the phash
     frames: int = 1  # an animated GIF or PNG, a multi-page TIFF: more than one
     transparency: bool = False  # an alpha channel, or a palette or colour-key transparency
 
@@ -301,7 +302,9 @@ def inspect_bytes(
             frames = int(getattr(image, "n_frames", 1) or 1)
             transparent = mode in ALPHA_MODES or "transparency" in image.info
             image.load()  # a truncated or corrupt file fails here, not at training time
-            phash = perceptual_hash(image) if perceptual and width and height else None
+            hashed = perceptual and width and height
+            phash = perceptual_hash(image) if hashed else None
+            crops = crop_hashes(image) if hashed else None
     except UnidentifiedImageError:
         return ImageFacts(digest, len(data), problem="not an image (no known image format)")
     except Image.DecompressionBombError as error:
@@ -313,8 +316,9 @@ def inspect_bytes(
             problem=f"corrupt or truncated image ({error.__class__.__name__}: {error})",
         )
     facts = ImageFacts(
-        digest, len(data), fmt, mode, width, height, orientation, None, phash, frames, transparent
-    )
+        digest, len(data), fmt, mode, width, height, orientation, phash=phash,
+        phash_crops=crops, frames=frames, transparency=transparent,
+    )  # fmt: skip
     if width < 1 or height < 1:
         return ImageFacts(**{**facts.as_row(), "problem": f"empty picture ({width}x{height})"})
     return facts

@@ -1,13 +1,16 @@
 """Near duplicates: what makes two files the same picture although their bytes differ.
 
 A pair is a candidate when the two images' 64-bit perceptual hashes (imagehash's pHash) are
-within `split.near_duplicate_distance` bits, and a near duplicate when the two images, in grey
-at a common size (COMPARE_SIZE, or the smallest side when smaller), correlate at or above
-`split.near_duplicate_correlation`: near 1 for a resized, re-encoded, re-lit or lightly cropped
-copy, lower for a different object of the same outline (the hash alone cannot tell those apart
-on small centred images; README, "The data gate", has the measurement). The split keeps every
-group of near duplicates in one split; the gate checks that none crosses from training to
-validation or test.
+within `split.near_duplicate_distance` bits, or when one image's hash is that close to the hash
+of a centred crop of the other (CROPS): a cropped copy, enlarged back to its size, moves the
+plain hash by about 16 bits, but matches the crop of the original it was cut from. A candidate
+is a near duplicate when the two images, in grey at a common size (COMPARE_SIZE, or the
+smallest side when smaller), correlate at or above `split.near_duplicate_correlation`, the
+cropped copy against the original's centred crops (REGISTRATIONS, the best of them): near 1
+for a resized, re-encoded, re-lit or cropped copy, lower for a different object of the same
+outline (the hash alone cannot tell those apart on small centred images; README, "The data
+gate", has the measurement). The split keeps every group of near duplicates in one split; the
+gate checks that none crosses from training to validation or test.
 """
 
 from functools import partial
@@ -17,6 +20,7 @@ import imagehash
 import numpy as np
 import pandas as pd
 from PIL import Image
+from scipy.fft import dct
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -24,6 +28,10 @@ from pipeline.common.parallel import parallel_map
 
 COMPARE_SIZE = 32  # near-duplicate candidates are compared at most this many pixels a side
 BLOCK = 512  # rows of the Hamming-distance matrix computed at a time
+CROPS = (0.035, 0.07, 0.105)  # centred crops hashed, a share of each side cut: 1, 2, 3 px of 28
+REGISTRATIONS = (0.035, 0.0525, 0.07, 0.0875, 0.105)  # the crops a crop candidate is compared to
+RESAMPLING = Image.Resampling.LANCZOS  # imagehash's own; it also registers crops sub-pixel
+PLAIN, FIRST_CROPPED, SECOND_CROPPED = 0, 1, 2  # a candidate pair: which image is the crop
 
 
 def perceptual_hash(image: Image.Image) -> str:
@@ -31,9 +39,38 @@ def perceptual_hash(image: Image.Image) -> str:
     return str(imagehash.phash(image))
 
 
+def _centred(width: int, height: int, share: float) -> tuple[float, float, float, float]:
+    """The box of a centred crop that cuts `share` of each side off, in sub-pixels."""
+    return (share * width, share * height, width - share * width, height - share * height)
+
+
+def crop_hashes(image: Image.Image) -> str:
+    """The pHash of each of the image's centred CROPS, space-separated: imagehash's algorithm
+    (the 8x8 lowest frequencies of a 32x32 grey DCT against their median), on all three at
+    once."""
+    grey = image.convert("L")
+    pixels = np.stack(
+        [
+            np.asarray(grey.resize((32, 32), RESAMPLING, box=_centred(*grey.size, share)))
+            for share in CROPS
+        ]
+    ).astype(np.float64)
+    low = dct(dct(pixels, axis=1), axis=2)[:, :8, :8].reshape(len(CROPS), 64)
+    bits = np.packbits(low > np.median(low, axis=1, keepdims=True), axis=1)
+    return " ".join(row.tobytes().hex() for row in bits)
+
+
 def hash_array(hashes: pd.Series) -> np.ndarray:
     """Hex perceptual hashes as unsigned 64-bit integers (0 where an image had none)."""
     return np.array([int(h, 16) if isinstance(h, str) else 0 for h in hashes], dtype=np.uint64)
+
+
+def crop_array(hashes: pd.Series) -> np.ndarray:
+    """`crop_hashes` strings as an (n, len(CROPS)) uint64 array (0 where an image had none)."""
+    rows = [h.split() if isinstance(h, str) else ["0"] * len(CROPS) for h in hashes]
+    return np.array([[int(h, 16) for h in row] for row in rows], dtype=np.uint64).reshape(
+        len(rows), len(CROPS)
+    )
 
 
 def compare_size(sides: pd.Series) -> int:
@@ -42,28 +79,49 @@ def compare_size(sides: pd.Series) -> int:
     return int(min(COMPARE_SIZE, smallest)) if pd.notna(smallest) else COMPARE_SIZE
 
 
-def comparable(image: Image.Image, size: int) -> np.ndarray:
-    """The image in grey at `size` x `size` (area resampling), scaled to zero mean and unit
-    variance, so a brightness or contrast change leaves it as it was; the mean of the
-    product of two is their Pearson correlation."""
-    grey = image.convert("L").resize((size, size), Image.Resampling.BOX)
+def comparable(image: Image.Image, size: int, share: float = 0.0) -> np.ndarray:
+    """The image (or its centred crop cutting `share` of each side) in grey at `size` x
+    `size`, scaled to zero mean and unit variance, so a brightness or contrast change leaves
+    it as it was; the mean of the product of two is their Pearson correlation."""
+    grey = image.convert("L")
+    grey = grey.resize((size, size), RESAMPLING, box=_centred(*grey.size, share))
     values = np.asarray(grey, dtype=np.float32).ravel()
     spread = values.std()
     return (values - values.mean()) / (spread if spread > 1e-3 else 1.0)
 
 
-def _pixels(root: Path, size: int, path: str) -> np.ndarray:
+def _pixels(root: Path, size: int, wanted: tuple[str, bool]) -> np.ndarray:
+    """The image's `comparable` vector, then (when it is the original of a crop candidate)
+    those of its REGISTRATIONS: one row each."""
+    path, registered = wanted
+    shares = (0.0, *REGISTRATIONS) if registered else (0.0,)
     with Image.open(root / path) as image:
-        return comparable(image, size)
+        return np.stack([comparable(image, size, share) for share in shares])
 
 
-def pixel_correlations(root: Path, pairs: list[tuple[str, str]], size: int) -> np.ndarray:
+def pixel_correlations(
+    root: Path, pairs: list[tuple[str, str]], size: int, cropped: np.ndarray | None = None
+) -> np.ndarray:
     """The Pearson correlation of each pair of images (paths under `root`) in grey at
-    `size` x `size`."""
-    paths = sorted({path for pair in pairs for path in pair})
-    loaded = parallel_map(partial(_pixels, root, size), paths, "near duplicates: comparing")
-    vectors = dict(zip(paths, loaded, strict=True))
-    return np.array([float(np.mean(vectors[a] * vectors[b])) for a, b in pairs])
+    `size` x `size`; where `cropped` (one per pair: PLAIN, FIRST_CROPPED or SECOND_CROPPED)
+    says one image is a crop of the other, the best over the other's REGISTRATIONS."""
+    cropped = np.full(len(pairs), PLAIN) if cropped is None else np.asarray(cropped)
+    originals = {b for (_, b), c in zip(pairs, cropped, strict=True) if c == FIRST_CROPPED}
+    originals |= {a for (a, _), c in zip(pairs, cropped, strict=True) if c == SECOND_CROPPED}
+    wanted = sorted((path, path in originals) for path in {p for pair in pairs for p in pair})
+    loaded = parallel_map(partial(_pixels, root, size), wanted, "near duplicates: comparing")
+    vectors = {path: rows for (path, _), rows in zip(wanted, loaded, strict=True)}
+    correlations = []
+    for (a, b), crop in zip(pairs, cropped, strict=True):
+        first, second = vectors[a], vectors[b]
+        if crop == FIRST_CROPPED:
+            first, second = second[1:], first
+        elif crop == SECOND_CROPPED:
+            first, second = first[1:], second
+        else:
+            first, second = first[:1], second
+        correlations.append(float((first @ second[0]).max()) / (size * size))
+    return np.array(correlations)
 
 
 def close_pairs(hashes: np.ndarray, within: int) -> np.ndarray:
@@ -76,6 +134,41 @@ def close_pairs(hashes: np.ndarray, within: int) -> np.ndarray:
         pairs = np.stack([rows[keep], cols[keep]], axis=1).astype(np.int64) + start
         found.append(pairs)
     return np.concatenate(found)
+
+
+def crop_pairs(
+    first: tuple[np.ndarray, np.ndarray], second: tuple[np.ndarray, np.ndarray], within: int
+) -> pd.DataFrame:
+    """Every pair (i, j) where the plain hash of one image is at most `within` bits from the
+    hash of a centred crop of the other: `first` and `second` are each (plain hashes (n,),
+    crop hashes (n, len(CROPS))). Columns `first` and `second` (positions), `distance`, and
+    `cropped` (FIRST_CROPPED when first[i] is a crop of second[j], else SECOND_CROPPED); a pair
+    found at several crops is listed once, at its smallest distance."""
+    found = [pd.DataFrame(columns=["first", "second", "distance", "cropped"], dtype=np.int64)]
+    plain_1, crops_1 = first
+    plain_2, crops_2 = second
+    for start in range(0, len(plain_1), BLOCK // 2):  # (BLOCK/2, n) distances at a time
+        stop = start + BLOCK // 2
+        for cropped, sides in (
+            (FIRST_CROPPED, [(plain_1[start:stop, None], crop[None, :]) for crop in crops_2.T]),
+            (SECOND_CROPPED, [(crop[start:stop, None], plain_2[None, :]) for crop in crops_1.T]),
+        ):
+            distances = np.bitwise_count(sides[0][0] ^ sides[0][1])
+            for left, right in sides[1:]:
+                np.minimum(distances, np.bitwise_count(left ^ right), out=distances)
+            rows, cols = np.nonzero(distances <= within)
+            found.append(
+                pd.DataFrame(
+                    {
+                        "first": rows + start,
+                        "second": cols,
+                        "distance": distances[rows, cols],
+                        "cropped": cropped,
+                    }
+                ).astype(np.int64)
+            )
+    pairs = pd.concat(found, ignore_index=True).sort_values(["distance", "cropped"])
+    return pairs.drop_duplicates(["first", "second"]).sort_index().reset_index(drop=True)
 
 
 def group_ids(count: int, pairs: np.ndarray) -> np.ndarray:

@@ -27,7 +27,8 @@ from pipeline.paths import LABELS_FILE, REPORTS_DIR, ROOT, SPLIT_DIR
 from pipeline.reporting.plots import lr_find_figure, save_figure
 from pipeline.training import distribute
 from pipeline.training.devices import configure_devices
-from pipeline.training.fitting import build_network, make_optimizer, training_inputs
+from pipeline.training.fitting import build_network, training_inputs
+from pipeline.training.optimizer import make_optimizer
 from pipeline.training.shape import resolve_input, resolve_training
 
 log = logging.getLogger(__name__)

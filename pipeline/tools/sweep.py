@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pipeline.common.log import PipelineError, run_stage
 from pipeline.common.processes import run_command
-from pipeline.params import ParamsError, load_raw_params, parse_params, read_yaml
+from pipeline.params import ParamsError, load_raw_params, parse_params, read_yaml, set_param
 from pipeline.paths import ROOT
 from pipeline.tools import compare
 
@@ -45,31 +45,14 @@ def read_grid(path: Path) -> dict[str, list]:
     return grid
 
 
-def set_param(params: dict, key: str, value: object) -> dict:
-    """`params` with the dotted `key` set; the key must already exist in params.yaml."""
-    *parents, leaf = key.split(".")
-    node = params
-    for i, part in enumerate(parents):
-        node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict):
-            raise SweepError(
-                f"unknown param {key}: params.yaml has no {'.'.join(parents[: i + 1])}"
-            )
-    if leaf not in node:
-        under = f" under {'.'.join(parents)}" if parents else ""
-        raise SweepError(f"unknown param {key}: params.yaml has no {leaf}{under}")
-    node[leaf] = value
-    return params
-
-
 def grid_points(grid: dict[str, list], raw: dict) -> list[dict[str, object]]:
     """Every combination of the grid's values, each checked as params before anything runs."""
     points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
     for point in points:
         params = copy.deepcopy(raw)
-        for key, value in point.items():
-            set_param(params, key, value)
         try:
+            for key, value in point.items():
+                set_param(params, key, value)
             parse_params(params, source=", ".join(f"{k}={v}" for k, v in point.items()))
         except ParamsError as error:
             raise SweepError(str(error)) from None

@@ -14,7 +14,7 @@ import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
 from pipeline.imagedata.dataset import choose_cache, image_dataset
-from pipeline.params import BaseParams, OptimizerParams, TrainParams
+from pipeline.params import BaseParams, TrainParams
 from pipeline.paths import CACHE_DIR, RESUME_DIR
 from pipeline.training import distribute
 from pipeline.training.callbacks import (
@@ -30,43 +30,12 @@ from pipeline.training.callbacks import (
 )
 from pipeline.training.mixing import mixed
 from pipeline.training.model import build_model
+from pipeline.training.optimizer import make_optimizer
 from pipeline.training.resume import history_table
 from pipeline.training.schedule import Phase, ScheduleState, first_phase, next_phase
 from pipeline.training.transfer import TransferModel, build_transfer_model, trainable_count
 
 log = logging.getLogger(__name__)
-
-
-NO_WEIGHT_DECAY = ["bias", "gamma", "beta"]  # biases and batch-norm parameters (variable names)
-
-
-def make_optimizer(
-    cfg: OptimizerParams, steps_per_epoch: int, epochs: int
-) -> keras.optimizers.Optimizer:
-    """Adam, or AdamW when `weight_decay` is set, at the schedule's learning rate, averaging
-    the weights when `ema_momentum` is set; the seed article's per-step decay
-    (InverseTimeDecay) is one of the schedules. `epochs`: those the schedule spans."""
-    total = max(steps_per_epoch * epochs, 1)
-    if cfg.schedule == "inverse_time":
-        rate = keras.optimizers.schedules.InverseTimeDecay(
-            cfg.learning_rate, decay_steps=cfg.decay_steps, decay_rate=cfg.decay_rate
-        )
-    elif cfg.schedule == "cosine":
-        rate = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=total)
-    elif cfg.schedule == "warmup_cosine":
-        warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total - 1)
-        rate = keras.optimizers.schedules.CosineDecay(
-            cfg.learning_rate / 10, decay_steps=total - warmup,
-            warmup_target=cfg.learning_rate, warmup_steps=warmup,
-        )  # fmt: skip
-    else:  # constant, or plateau (a callback lowers it)
-        rate = cfg.learning_rate
-    ema = {"use_ema": bool(cfg.ema_momentum), "ema_momentum": cfg.ema_momentum or 0.99}
-    if not cfg.weight_decay:
-        return keras.optimizers.Adam(learning_rate=rate, **ema)
-    optimizer = keras.optimizers.AdamW(learning_rate=rate, weight_decay=cfg.weight_decay, **ema)
-    optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
-    return optimizer
 
 
 AUTO_IMBALANCE = 2.0  # `auto` weighs the classes when the largest has this many times the smallest

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 import pandas as pd
 
 from pipeline.params import AUTO, BASES, MIN_BASE_SIZE, BaseParams, Params, TrainParams
-from pipeline.training.transfer import load_pipeline_model
 
 AUTO_MAX_SIZE = 64  # auto never goes above this (larger photos: set base.image_size)
 AUTO_LAST_MAP = 2  # auto: the CNN's last feature map at least this many pixels a side
@@ -69,6 +68,10 @@ def resolve_input(params: Params, train_rows: pd.DataFrame, split_channels: int)
     if size != AUTO and channels != AUTO:
         return InputShape(size, channels, "as set in params.yaml")
     if transfer.base == "pipeline":
+        # imported here: it loads models through TensorFlow, which the rest of this module
+        # does without (make bench-gpu resolves the shape under Keras' JAX backend)
+        from pipeline.training.transfer import load_pipeline_model
+
         _, height, _, depth = load_pipeline_model(transfer.weights).input_shape
         return InputShape(
             int(height) if size == AUTO else size,

@@ -565,8 +565,9 @@ def test_a_grown_given_train_keeps_its_carved_validation(tmp_path):
 
 
 def _planted_folder(root: Path) -> dict[str, list[str]]:
-    """Two classes of smooth photo-like images; in class `a`, three images each with three
-    copies (resized, JPEG re-encoded, brightened) and one with a look-alike (the same outline,
+    """Two classes of smooth photo-like images; in class `a`, three images each with four
+    copies (resized, JPEG re-encoded, brightened, cropped 4 pixels a side and enlarged back,
+    which the plain hash and correlation miss) and one with a look-alike (the same outline,
     other content). Returns each original's family: the original and its copies."""
     from tests.imagedata.test_checks import _smooth
 
@@ -584,8 +585,10 @@ def _planted_folder(root: Path) -> dict[str, list[str]]:
                 image.save(root / "a" / f"{i}-copy.jpg", quality=75)
                 bright = np.clip(pixels.astype(int) + 30, 0, 255).astype(np.uint8)
                 Image.fromarray(bright).save(root / "a" / f"{i}-bright.png")
-                families[f"a/{i}.png"] = [f"a/{i}{s}" for s in (".png", "-big.png", "-copy.jpg")]
-                families[f"a/{i}.png"].append(f"a/{i}-bright.png")
+                cropped = image.crop((4, 4, 60, 60)).resize((64, 64), Image.Resampling.BICUBIC)
+                cropped.save(root / "a" / f"{i}-cropped.png")
+                kinds = (".png", "-big.png", "-copy.jpg", "-bright.png", "-cropped.png")
+                families[f"a/{i}.png"] = [f"a/{i}{kind}" for kind in kinds]
     look_alike = (_smooth(555) * outline).astype(np.uint8)
     Image.fromarray(look_alike).save(root / "a" / "look-alike.png")
     return families
@@ -614,9 +617,9 @@ def test_a_grown_group_joins_its_split_and_the_state_counts_groups(tmp_path):
     first = build_split(tmp_path / "raw", cfg, seed=0, channels="auto", previous={})
     write_split(first, tmp_path / "raw", tmp_path / "split", 1, cfg, seed=0)
     state = json.loads((tmp_path / "split" / "split.json").read_text())
-    assert (state["near_duplicate_groups"], state["in_near_duplicate_groups"]) == (3, 12)
+    assert (state["near_duplicate_groups"], state["in_near_duplicate_groups"]) == (3, 15)
     manifest = mf.read_manifest(tmp_path / "split" / "manifest.csv")
-    assert (manifest["group"] != "").sum() == 12
+    assert (manifest["group"] != "").sum() == 15
 
     original = Image.open(tmp_path / "raw" / "a" / "1.png")
     original.resize((40, 40)).save(tmp_path / "raw" / "a" / "1-smaller.png")

@@ -4,6 +4,7 @@ from PIL import Image
 
 from pipeline.imagedata import manifest as mf
 from pipeline.imagedata.checks import (
+    _image_facts,
     build_checks,
     confirm_near_duplicates,
     failure_message,
@@ -13,7 +14,7 @@ from pipeline.imagedata.checks import (
     run_checks,
 )
 from pipeline.imagedata.images import list_images
-from pipeline.imagedata.similarity import pixel_correlations
+from pipeline.imagedata.similarity import FIRST_CROPPED, SECOND_CROPPED, pixel_correlations
 from pipeline.params import load_params
 from tests.conftest import write_png
 
@@ -150,6 +151,24 @@ def test_copies_correlate_above_the_threshold_and_look_alikes_below(tmp_path):
     assert correlations[4] < threshold, correlations
 
 
+def test_a_cropped_copy_correlates_once_registered_on_the_original(tmp_path):
+    """A copy cut 4 pixels a side and enlarged back falls below the threshold compared as it
+    is, and clears it against the original's centred crops; a look-alike does not."""
+    thing = _smooth(0)
+    Image.fromarray(thing).save(tmp_path / "train.png")
+    cropped = Image.fromarray(thing).crop((4, 4, 60, 60)).resize((64, 64))
+    cropped.save(tmp_path / "cropped.png")
+    Image.fromarray(_smooth(2)).save(tmp_path / "other.png")
+    pairs = [("cropped.png", "train.png"), ("train.png", "cropped.png"), ("other.png", "train.png")]
+    threshold = load_params().split.near_duplicate_correlation
+    plain = pixel_correlations(tmp_path, pairs[:1], 32)
+    registered = pixel_correlations(
+        tmp_path, pairs, 32, np.array([FIRST_CROPPED, SECOND_CROPPED, FIRST_CROPPED])
+    )
+    assert plain[0] < threshold <= registered[:2].min(), (plain, registered)
+    assert registered[2] < threshold, registered
+
+
 def test_nearest_training_image_distance_is_the_hamming_distance():
     placed = pd.DataFrame(
         {"path": ["a", "b", "c"], "split": ["train", "train", "test"], "label": ["x", "x", "x"]}
@@ -232,3 +251,23 @@ def test_content_in_two_splits_is_reported_only_where_the_source_gave_them(split
     assert not reported_only(failure, cfg, given=False)  # our own split must never leak
     assert reported_only(failure, cfg, given=True)
     assert not reported_only(failure, cfg.model_copy(update={"given_split_leaks": "error"}), True)
+
+
+def test_the_gate_confirms_a_cropped_copy_across_splits_and_names_the_crop(tmp_path):
+    """A test image cut 4 pixels a side from a training image is confirmed, with `cropped`
+    naming the held-out image; the other test image, not a copy, is not."""
+    paths = ["train/a/0.png", "train/a/1.png", "test/a/copy.png", "test/a/new.png"]
+    pixels = [_smooth(1), _smooth(4), None, _smooth(5)]
+    pixels[2] = np.asarray(Image.fromarray(pixels[0]).crop((4, 4, 60, 60)).resize((64, 64)))
+    for path, values in zip(paths, pixels, strict=True):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(values).save(tmp_path / path)
+    placed = pd.DataFrame(
+        {"path": paths, "split": ["train", "train", "test", "test"], "label": ["a"] * 4}
+    )
+    facts = pd.DataFrame([_image_facts(tmp_path, path) for path in paths])
+    near = confirm_near_duplicates(tmp_path, placed, facts, load_params().split).set_index("path")
+    copy = near.loc["test/a/copy.png"]
+    assert copy["confirmed"] and copy["cropped"] == "held-out", copy
+    assert copy["nearest_train_path"] == "train/a/0.png"
+    assert not near.loc["test/a/new.png", "confirmed"]

@@ -1,9 +1,23 @@
 """imagedata.similarity: the hash-candidate search and the groups it links."""
 
+import imagehash
 import numpy as np
+from PIL import Image
 
 from pipeline.imagedata import similarity
-from pipeline.imagedata.similarity import close_pairs, group_ids
+from pipeline.imagedata.similarity import (
+    CROPS,
+    FIRST_CROPPED,
+    SECOND_CROPPED,
+    close_pairs,
+    crop_array,
+    crop_hashes,
+    crop_pairs,
+    group_ids,
+    hash_array,
+    perceptual_hash,
+)
+from tests.imagedata.test_checks import _smooth
 
 
 def test_close_pairs_are_every_pair_within_the_distance_across_blocks():
@@ -21,3 +35,27 @@ def test_close_pairs_are_every_pair_within_the_distance_across_blocks():
 def test_groups_are_the_connected_images():
     ids = group_ids(5, np.array([[0, 1], [1, 3]]))
     assert ids[0] == ids[1] == ids[3] and len({ids[0], ids[2], ids[4]}) == 3
+
+
+def test_crop_hashes_are_imagehash_phash_of_each_centred_crop():
+    image = Image.fromarray(_smooth(3, size=50))
+    for share, found in zip(CROPS, crop_hashes(image).split(), strict=True):
+        box = (share * 50, share * 50, 50 - share * 50, 50 - share * 50)
+        crop = image.resize((32, 32), similarity.RESAMPLING, box=box)
+        assert found == str(imagehash.phash(crop))
+
+
+def test_a_cropped_copy_is_a_crop_candidate_and_says_which_image_is_the_crop():
+    """A 4-pixel crop of a 64-pixel image, enlarged back, is far from the original's plain
+    hash but within 4 bits of one of its crops; which side is the crop comes out either way."""
+    images = [Image.fromarray(_smooth(seed)) for seed in range(6)]
+    copy = images[1].crop((4, 4, 60, 60)).resize((64, 64), Image.Resampling.BICUBIC)
+    hashes = [perceptual_hash(image) for image in images]
+    crops = [crop_hashes(image) for image in images]
+    others = (hash_array(hashes), crop_array(crops))
+    mine = (hash_array([perceptual_hash(copy)]), crop_array([crop_hashes(copy)]))
+    as_first = crop_pairs(mine, others, 4)
+    assert as_first[["first", "second", "cropped"]].values.tolist() == [[0, 1, FIRST_CROPPED]]
+    as_second = crop_pairs(others, mine, 4)
+    assert as_second[["first", "second", "cropped"]].values.tolist() == [[1, 0, SECOND_CROPPED]]
+    assert not len(close_pairs(np.concatenate([others[0], mine[0]]), 4))  # the plain hash: no

@@ -6,9 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.params import load_params, parse_params
+from pipeline.params import load_params, parse_params, set_param
 from pipeline.tools.recipes import ARTICLE
-from pipeline.tools.sweep import set_param
 from pipeline.training.model import build_model
 
 
