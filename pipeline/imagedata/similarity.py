@@ -13,6 +13,9 @@ gate", has the measurement). The split keeps every group of near duplicates in o
 gate checks that none crosses from training to validation or test.
 """
 
+import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -136,6 +139,47 @@ def close_pairs(hashes: np.ndarray, within: int) -> np.ndarray:
     return np.concatenate(found)
 
 
+def _crop_rows(
+    first: tuple[np.ndarray, np.ndarray],
+    second: tuple[np.ndarray, np.ndarray],
+    within: int,
+    rows: range,
+) -> list[pd.DataFrame]:
+    """`crop_pairs` for the rows `rows` of `first`, BLOCK // 2 at a time, in buffers made once
+    (a fresh (BLOCK/2, n) uint64 array for every XOR cost more in page faults than the
+    arithmetic)."""
+    (plain_1, crops_1), (plain_2, crops_2) = first, second
+    height = min(BLOCK // 2, len(rows))
+    scratch = np.empty((height, len(plain_2)), dtype=np.uint64)
+    counts = np.empty(scratch.shape, dtype=np.uint8)
+    distances = np.empty(scratch.shape, dtype=np.uint8)
+    found = []
+    for start in range(rows.start, rows.stop, height):
+        stop = min(start + height, rows.stop)
+        size = stop - start
+        for cropped, sides in (
+            (FIRST_CROPPED, [(plain_1[start:stop, None], crop[None, :]) for crop in crops_2.T]),
+            (SECOND_CROPPED, [(crop[start:stop, None], plain_2[None, :]) for crop in crops_1.T]),
+        ):
+            for k, (left, right) in enumerate(sides):
+                np.bitwise_xor(left, right, out=scratch[:size])
+                np.bitwise_count(scratch[:size], out=counts[:size] if k else distances[:size])
+                if k:
+                    np.minimum(distances[:size], counts[:size], out=distances[:size])
+            hits, cols = np.nonzero(distances[:size] <= within)
+            found.append(
+                pd.DataFrame(
+                    {
+                        "first": hits + start,
+                        "second": cols,
+                        "distance": distances[hits, cols],
+                        "cropped": cropped,
+                    }
+                ).astype(np.int64)
+            )
+    return found
+
+
 def crop_pairs(
     first: tuple[np.ndarray, np.ndarray], second: tuple[np.ndarray, np.ndarray], within: int
 ) -> pd.DataFrame:
@@ -143,32 +187,20 @@ def crop_pairs(
     hash of a centred crop of the other: `first` and `second` are each (plain hashes (n,),
     crop hashes (n, len(CROPS))). Columns `first` and `second` (positions), `distance`, and
     `cropped` (FIRST_CROPPED when first[i] is a crop of second[j], else SECOND_CROPPED); a pair
-    found at several crops is listed once, at its smallest distance."""
+    found at several crops is listed once, at its smallest distance; sorted by `first`, then
+    `second`. The rows are shared among one thread a core (NumPy's XOR and bit counts release
+    the GIL)."""
     found = [pd.DataFrame(columns=["first", "second", "distance", "cropped"], dtype=np.int64)]
-    plain_1, crops_1 = first
-    plain_2, crops_2 = second
-    for start in range(0, len(plain_1), BLOCK // 2):  # (BLOCK/2, n) distances at a time
-        stop = start + BLOCK // 2
-        for cropped, sides in (
-            (FIRST_CROPPED, [(plain_1[start:stop, None], crop[None, :]) for crop in crops_2.T]),
-            (SECOND_CROPPED, [(crop[start:stop, None], plain_2[None, :]) for crop in crops_1.T]),
-        ):
-            distances = np.bitwise_count(sides[0][0] ^ sides[0][1])
-            for left, right in sides[1:]:
-                np.minimum(distances, np.bitwise_count(left ^ right), out=distances)
-            rows, cols = np.nonzero(distances <= within)
-            found.append(
-                pd.DataFrame(
-                    {
-                        "first": rows + start,
-                        "second": cols,
-                        "distance": distances[rows, cols],
-                        "cropped": cropped,
-                    }
-                ).astype(np.int64)
-            )
+    count = len(first[0])
+    workers = max(1, min(os.cpu_count() or 1, count // (BLOCK // 2)))
+    bounds = np.linspace(0, count, workers + 1).astype(int)
+    parts = [range(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for part in pool.map(partial(_crop_rows, first, second, within), parts):
+            found.extend(part)
     pairs = pd.concat(found, ignore_index=True).sort_values(["distance", "cropped"])
-    return pairs.drop_duplicates(["first", "second"]).sort_index().reset_index(drop=True)
+    pairs = pairs.drop_duplicates(["first", "second"])
+    return pairs.sort_values(["first", "second"]).reset_index(drop=True)
 
 
 def group_ids(count: int, pairs: np.ndarray) -> np.ndarray:

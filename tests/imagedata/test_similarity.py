@@ -32,6 +32,37 @@ def test_close_pairs_are_every_pair_within_the_distance_across_blocks():
     assert {tuple(pair) for pair in found.tolist()} == expected
 
 
+def test_crop_pairs_are_every_pair_within_the_distance_across_blocks_and_threads(monkeypatch):
+    """Brute force over every plain-against-crop distance, both ways, against the blocked,
+    threaded search (blocks of 4 rows, so each of the two threads runs several)."""
+    monkeypatch.setattr(similarity, "BLOCK", 8)
+    monkeypatch.setattr(similarity.os, "cpu_count", lambda: 2)
+    rng = np.random.default_rng(1)
+    plain_1, crops_1 = (
+        rng.integers(0, 2**63, 30, dtype=np.uint64),
+        rng.integers(0, 2**63, (30, 3), dtype=np.uint64),
+    )
+    plain_2, crops_2 = (
+        rng.integers(0, 2**63, 50, dtype=np.uint64),
+        rng.integers(0, 2**63, (50, 3), dtype=np.uint64),
+    )
+    plain_1[::3] = crops_2[::5, 1][:10] ^ np.uint64(0b11)  # first is a crop of second
+    crops_1[1::3, 2] = plain_2[1::5][:10] ^ np.uint64(0b1)  # second is a crop of first
+    crops_1[0, 0] = plain_2[0] ^ np.uint64(0b1111)  # both ways for one pair: the closer wins
+    expected = {}
+    for cropped, distances in (
+        (FIRST_CROPPED, np.bitwise_count(plain_1[:, None, None] ^ crops_2[None, :, :]).min(2)),
+        (SECOND_CROPPED, np.bitwise_count(crops_1[:, None, :] ^ plain_2[None, :, None]).min(2)),
+    ):
+        for i, j in zip(*np.nonzero(distances <= 4), strict=True):
+            if (i, j) not in expected or distances[i, j] < expected[(i, j)][0]:
+                expected[(i, j)] = (int(distances[i, j]), cropped)
+    found = crop_pairs((plain_1, crops_1), (plain_2, crops_2), 4)
+    assert len(found) == len(expected) >= 20
+    assert {(f, s): (d, c) for f, s, d, c in found.values.tolist()} == expected
+    assert [tuple(pair) for pair in found[["first", "second"]].values.tolist()] == sorted(expected)
+
+
 def test_groups_are_the_connected_images():
     ids = group_ids(5, np.array([[0, 1], [1, 3]]))
     assert ids[0] == ids[1] == ids[3] and len({ids[0], ids[2], ids[4]}) == 3
