@@ -257,6 +257,9 @@ class EarlyStoppingParams(_Section):
     monitor: Literal["val_loss", "val_accuracy"]
     patience: int = Field(ge=1)
     restore_best_weights: bool
+    # epochs before stopping may begin (Keras' start_from_epoch); auto: half the epochs of a
+    # cosine schedule from scratch (training.shape), else 0
+    start_from_epoch: Literal["auto"] | Annotated[int, Field(ge=0)]
 
 
 class TrainParams(_Section):

@@ -78,7 +78,7 @@ from pipeline.training.resume import (
     start_from_chief_state,
     state_folder,
 )
-from pipeline.training.shape import resolve_input, resolve_training
+from pipeline.training.shape import resolve_input, resolve_training, resolved_params
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,8 @@ def train(params: Params, gate: ValidationResult, rows: tuple[pd.DataFrame, pd.D
     classes = labels.classes
     shape = resolve_input(params, rows[0], split_channels(SPLIT_DIR))
     log.info(f"{shape.describe()}; {cfg.epochs} epochs of batch {cfg.batch_size} (train.epochs "
-             f"{params.train.epochs}, train.batch_size {params.train.batch_size})")  # fmt: skip
+             f"{params.train.epochs}, train.batch_size {params.train.batch_size}); early "
+             f"stopping from epoch {cfg.early_stopping.start_from_epoch + 1}")  # fmt: skip
     base = shape.applied(params.base)
     key = fingerprint(params, SPLIT_MANIFEST)
     inputs = training_inputs(base, cfg, dist, classes, rows, key, folder)
@@ -199,7 +200,7 @@ def train(params: Params, gate: ValidationResult, rows: tuple[pd.DataFrame, pd.D
             blocks = transfer.blocks if transfer is not None else None
             log_training_start(
                 load_raw_params(),
-                dist.log_params() | shape.as_params() | {"train.epochs_resolved": cfg.epochs},
+                dist.log_params() | shape.as_params() | resolved_params(cfg),
                 run_tags(setup, dist, inputs, classes, params),
                 model, blocks, gate,
             )  # fmt: skip

@@ -40,6 +40,8 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             patience=patience,
             restore_best_weights=cfg.restore_best_weights,
             verbose=1,
+            # auto is resolved before training (training.shape); unresolved, none is waited for
+            start_from_epoch=cfg.start_from_epoch if cfg.start_from_epoch != "auto" else 0,
         )
         self.phase = phase
         self.state_file = folder / "early_stopping.json"
@@ -66,7 +68,7 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         if self.best_epoch == epoch and self.restore_best_weights:
             save_weights(self.model, self.weights_file)
         state = {
-            "best": float(self.best),
+            "best": None if self.best is None else float(self.best),  # None before the start
             "best_epoch": self.best_epoch,
             "wait": self.wait,
             "phase": self.phase,

@@ -19,6 +19,12 @@
   AUTO_MAX_EPOCHS (the digits' 63 steps an epoch: 30 epochs; Fashion-MNIST's 399: 10). The
   schedule is counted in epochs, so it spans whatever this gives.
 
+- early_stopping.start_from_epoch auto: under a cosine schedule from scratch, half the epochs
+  (no stopping while the learning rate is above half its peak), else 0. The validation loss
+  of a cosine schedule falls late, and on a small training set (a few steps an epoch) batch
+  normalisation's moving statistics lag for the first epochs: from epoch 1, patience 8 ended a
+  run on 180 digits at epoch 10 at chance level, where the full 60 epochs reached 0.959.
+
 A number always wins. The resolved shape is printed by the train stage and logged to the run
 (`input.image_size`, `input.channels`); every later stage reads it off the saved model.
 """
@@ -36,6 +42,7 @@ AUTO_STEPS = 400  # batch_size auto: about this many steps an epoch
 AUTO_MIN_BATCH = 20  # batch_size auto: never fewer images a step (the seed article's batch)
 AUTO_TOTAL_STEPS = 8000  # epochs auto: about this many steps in all ...
 AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS = 10, 30  # ... in this many epochs
+COSINE_SCHEDULES = ("cosine", "warmup_cosine")
 
 
 @dataclass(frozen=True)
@@ -109,8 +116,31 @@ def resolve_epochs(setting: int | str, steps_per_epoch: int) -> int:
     return min(AUTO_MAX_EPOCHS, max(AUTO_MIN_EPOCHS, wanted))
 
 
+def resolve_stopping_start(cfg: TrainParams, epochs: int) -> int:
+    """`train.early_stopping.start_from_epoch` for `epochs` epochs (module docstring)."""
+    setting = cfg.early_stopping.start_from_epoch
+    if setting == AUTO:
+        cosine = cfg.optimizer.schedule in COSINE_SCHEDULES and cfg.transfer.base == "none"
+        setting = epochs // 2 if cosine else 0
+    # at most the last epoch: the stopper keeps the best weights only of epochs it watches
+    return min(int(setting), epochs - 1)
+
+
+def resolved_params(cfg: TrainParams) -> dict[str, int]:
+    """What `resolve_training` made of auto, as MLflow params."""
+    return {
+        "train.epochs_resolved": cfg.epochs,
+        "train.early_stopping.start_from_epoch_resolved": cfg.early_stopping.start_from_epoch,
+    }
+
+
 def resolve_training(cfg: TrainParams, train_images: int) -> TrainParams:
-    """`train` with batch_size and epochs auto resolved for `train_images` images."""
+    """`train` with batch_size, epochs and early_stopping.start_from_epoch auto resolved for
+    `train_images` images."""
     batch = resolve_batch_size(cfg.batch_size, train_images)
     epochs = resolve_epochs(cfg.epochs, math.ceil(train_images / batch))
-    return cfg.model_copy(update={"batch_size": batch, "epochs": epochs})
+    start = resolve_stopping_start(cfg, epochs)
+    stopping = cfg.early_stopping.model_copy(update={"start_from_epoch": start})
+    return cfg.model_copy(
+        update={"batch_size": batch, "epochs": epochs, "early_stopping": stopping}
+    )

@@ -5,7 +5,13 @@ import contextlib
 import keras
 import numpy as np
 
-from pipeline.training.callbacks import AtomicBackupAndRestore, AveragedWeights, backed_up_epochs
+from pipeline.params import load_params
+from pipeline.training.callbacks import (
+    AtomicBackupAndRestore,
+    AveragedWeights,
+    ResumableEarlyStopping,
+    backed_up_epochs,
+)
 
 
 def _tiny_model() -> keras.Model:
@@ -131,3 +137,23 @@ def test_the_kept_weights_are_the_average_also_after_early_stopping_and_a_resume
     # which Keras alone does not do: its fit ends by writing the raw weights in
     unfinished, _ = _fit_averaged(tmp_path / "unfinished", epochs=4, stop_at=1, finish=False)
     assert not np.allclose(unfinished.get_weights()[0], two.get_weights()[0])
+
+
+def test_early_stopping_waits_for_its_start_epoch_before_counting_patience(tmp_path):
+    """A validation loss that never improves after the first epoch: patience 1 stops at once
+    from epoch 0, and only after epoch 4 (of the 0-based epochs) when the stopper starts at 3."""
+    cfg = load_params().train.early_stopping
+    x = np.random.default_rng(0).random((16, 4), dtype=np.float32)
+    y = np.eye(2, dtype=np.float32)[np.arange(16) % 2]
+    worse = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: logs.update(val_loss=float(epoch))
+    )  # each epoch's validation loss worse than the last
+    ran = {}
+    for start in (0, 3):
+        stopper = ResumableEarlyStopping(
+            tmp_path / str(start), cfg.model_copy(update={"start_from_epoch": start}), 1, 0
+        )
+        (tmp_path / str(start)).mkdir()
+        history = _tiny_model().fit(x, y, epochs=10, callbacks=[worse, stopper], verbose=0)
+        ran[start] = len(history.history["loss"])
+    assert ran == {0: 2, 3: 5}

@@ -131,6 +131,26 @@ def test_auto_epochs_give_about_8000_steps_in_10_to_30_epochs(images, batch, epo
     assert (fixed.batch_size, fixed.epochs) == (50, 7)  # numbers win
 
 
+def test_early_stopping_starts_half_way_through_a_cosine_schedule_from_scratch():
+    cfg = load_params().train
+    assert cfg.early_stopping.start_from_epoch == "auto"
+    assert resolve_training(cfg, 1257).early_stopping.start_from_epoch == 15  # of 30 epochs
+    constant = cfg.model_copy(
+        update={"optimizer": cfg.optimizer.model_copy(update={"schedule": "constant"})}
+    )
+    assert resolve_training(constant, 1257).early_stopping.start_from_epoch == 0
+    transfer = cfg.model_copy(
+        update={"transfer": cfg.transfer.model_copy(update={"base": "mobilenet_v2"})}
+    )  # the phases of a transfer schedule end at each stall, from the first epoch
+    assert resolve_training(transfer, 1257).early_stopping.start_from_epoch == 0
+    fixed = cfg.model_copy(
+        update={"early_stopping": cfg.early_stopping.model_copy(update={"start_from_epoch": 4})}
+    )
+    assert resolve_training(fixed, 1257).early_stopping.start_from_epoch == 4  # a number wins
+    late = fixed.model_copy(update={"epochs": 3})
+    assert resolve_training(late, 1257).early_stopping.start_from_epoch == 2  # the last epoch
+
+
 def test_auto_epochs_stay_at_10_or_more_when_an_epoch_has_many_steps():
     cfg = load_params().train.model_copy(update={"batch_size": 16})
     assert resolve_training(cfg, 51_000).epochs == 10  # 3,188 steps an epoch: 3 wanted
