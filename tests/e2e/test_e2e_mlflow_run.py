@@ -34,6 +34,8 @@ def test_one_mlflow_run_holds_params_metrics_and_artifacts(project):
         # base.image_size and base.channels as training resolved them (auto: grey digits)
         "input.image_size": str(params["base"]["image_size"]), "input.channels": "1",
         "train.epochs_resolved": str(params["train"]["epochs"]),  # set: as it is
+        # auto: early stopping watched from half-way through the cosine schedule
+        "train.early_stopping.start_from_epoch_resolved": str(params["train"]["epochs"] // 2),
     }  # fmt: skip
     assert run.data.params == runs.flatten_params(params) | resolved
 
