@@ -28,7 +28,7 @@ import psutil
 import yaml
 
 from pipeline.imagedata.sources import SourceNotFoundError, _idx_file, fashion_mnist_folder
-from pipeline.params import load_raw_params, set_param
+from pipeline.params import load_raw_params, set_params
 from pipeline.paths import ROOT
 from tests.projects import make_project
 
@@ -113,12 +113,7 @@ def measured(args: list[str], cwd: Path, env: dict, log: Path, watch: str = "") 
 def overrides(settings: list[str]) -> dict:
     """params.yaml with `ingest.source: fashion-mnist` and each `key=value` (a YAML value)
     set; a key params.yaml does not have is refused, as `make sweep` refuses it."""
-    params = load_raw_params()
-    set_param(params, "ingest.source", "fashion-mnist")
-    for item in settings:
-        key, value = item.split("=", 1)
-        set_param(params, key, yaml.safe_load(value))
-    return params
+    return set_params(load_raw_params(), ["ingest.source=fashion-mnist", *settings])
 
 
 def stages(root: Path) -> list[tuple[str, str]]:

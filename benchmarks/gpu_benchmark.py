@@ -20,12 +20,7 @@ import keras
 import numpy as np
 
 from pipeline.imagedata.sources import _idx_file, fashion_mnist_folder, read_idx
-from pipeline.params import (
-    Params,
-    load_raw_params,
-    parse_params,
-    set_param,
-)
+from pipeline.params import Params, load_raw_params, parse_params, set_params
 from pipeline.training.model import build_model
 from pipeline.training.optimizer import make_optimizer
 from pipeline.training.shape import resolve_training
@@ -48,12 +43,7 @@ def load_fashion(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def variant_params(overrides: str) -> Params:
     """params.yaml with `key=value;key=value` overrides (values in YAML)."""
-    import yaml
-
-    raw = load_raw_params()
-    for item in filter(None, overrides.split(";")):
-        key, value = item.split("=", 1)
-        set_param(raw, key.strip(), yaml.safe_load(value))
+    raw = set_params(load_raw_params(), [item for item in overrides.split(";") if item])
     return parse_params(raw, source=overrides or "params.yaml")
 
 

@@ -20,13 +20,13 @@ from pipeline.imagedata.similarity import (
     COMPARE_SIZE,
     FIRST_CROPPED,
     PLAIN,
-    REGISTRATIONS,
     SECOND_CROPPED,
-    comparable,
+    comparables,
     crop_array,
     crop_hashes,
     crop_pairs,
     hash_array,
+    pair_correlation,
     perceptual_hash,
 )
 from pipeline.imagedata.sources import _idx_file, fashion_mnist_folder, read_idx
@@ -56,11 +56,11 @@ def _copies(pixels: np.ndarray) -> dict[str, Image.Image]:
 
 def _correlation(first: Image.Image, second: Image.Image, cropped: int, size: int) -> float:
     """The gate's comparison (`similarity.pixel_correlations`) of two images in memory."""
-    if cropped == SECOND_CROPPED:
-        first, second, cropped = second, first, FIRST_CROPPED
-    shares = REGISTRATIONS if cropped == FIRST_CROPPED else (0.0,)
-    plain = comparable(first, size)
-    return max(float(plain @ comparable(second, size, share)) for share in shares) / size**2
+    return pair_correlation(
+        comparables(first, size, registered=cropped == SECOND_CROPPED),
+        comparables(second, size, registered=cropped == FIRST_CROPPED),
+        cropped, size,
+    )  # fmt: skip
 
 
 def _hashes(images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:

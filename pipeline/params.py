@@ -442,6 +442,15 @@ def set_param(params: dict, key: str, value: object) -> dict:
     return params
 
 
+def set_params(params: dict, settings: list[str]) -> dict:
+    """`params` with each `key=value` of `settings` set (`set_param`; the value read as
+    YAML, so `3`, `0.5`, `[48, 96]` and `mixed_bfloat16` take their types)."""
+    for item in settings:
+        key, value = item.split("=", 1)
+        set_param(params, key.strip(), yaml.safe_load(value))
+    return params
+
+
 def load_params(path: Path = PARAMS_FILE) -> Params:
     """Read and validate `params.yaml`."""
     return parse_params(read_yaml(path), source=str(path))

@@ -93,13 +93,29 @@ def comparable(image: Image.Image, size: int, share: float = 0.0) -> np.ndarray:
     return (values - values.mean()) / (spread if spread > 1e-3 else 1.0)
 
 
-def _pixels(root: Path, size: int, wanted: tuple[str, bool]) -> np.ndarray:
+def comparables(image: Image.Image, size: int, registered: bool) -> np.ndarray:
     """The image's `comparable` vector, then (when it is the original of a crop candidate)
     those of its REGISTRATIONS: one row each."""
-    path, registered = wanted
     shares = (0.0, *REGISTRATIONS) if registered else (0.0,)
+    return np.stack([comparable(image, size, share) for share in shares])
+
+
+def pair_correlation(first: np.ndarray, second: np.ndarray, cropped: int, size: int) -> float:
+    """The Pearson correlation of two images' `comparables` at `size`; where `cropped` says
+    one is a crop of the other, the best over the other's REGISTRATIONS."""
+    if cropped == FIRST_CROPPED:
+        first, second = second[1:], first
+    elif cropped == SECOND_CROPPED:
+        first = first[1:]
+    else:
+        first = first[:1]
+    return float((first @ second[0]).max()) / (size * size)
+
+
+def _pixels(root: Path, size: int, wanted: tuple[str, bool]) -> np.ndarray:
+    path, registered = wanted
     with Image.open(root / path) as image:
-        return np.stack([comparable(image, size, share) for share in shares])
+        return comparables(image, size, registered)
 
 
 def pixel_correlations(
@@ -114,17 +130,12 @@ def pixel_correlations(
     wanted = sorted((path, path in originals) for path in {p for pair in pairs for p in pair})
     loaded = parallel_map(partial(_pixels, root, size), wanted, "near duplicates: comparing")
     vectors = {path: rows for (path, _), rows in zip(wanted, loaded, strict=True)}
-    correlations = []
-    for (a, b), crop in zip(pairs, cropped, strict=True):
-        first, second = vectors[a], vectors[b]
-        if crop == FIRST_CROPPED:
-            first, second = second[1:], first
-        elif crop == SECOND_CROPPED:
-            first, second = first[1:], second
-        else:
-            first, second = first[:1], second
-        correlations.append(float((first @ second[0]).max()) / (size * size))
-    return np.array(correlations)
+    return np.array(
+        [
+            pair_correlation(vectors[a], vectors[b], crop, size)
+            for (a, b), crop in zip(pairs, cropped, strict=True)
+        ]
+    )
 
 
 def close_pairs(hashes: np.ndarray, within: int) -> np.ndarray:

@@ -40,8 +40,7 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             patience=patience,
             restore_best_weights=cfg.restore_best_weights,
             verbose=1,
-            # auto is resolved before training (training.shape); unresolved, none is waited for
-            start_from_epoch=cfg.start_from_epoch if cfg.start_from_epoch != "auto" else 0,
+            start_from_epoch=cfg.start_from_epoch,  # a number: auto resolved by training.shape
         )
         self.phase = phase
         self.state_file = folder / "early_stopping.json"
