@@ -40,7 +40,9 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             patience=patience,
             restore_best_weights=cfg.restore_best_weights,
             verbose=1,
-            start_from_epoch=cfg.start_from_epoch,  # a number: auto resolved by training.shape
+            # auto is resolved by training.shape before train fits; a caller that fits with the
+            # params as written (the transfer tests) watches from the first epoch
+            start_from_epoch=0 if cfg.start_from_epoch == "auto" else cfg.start_from_epoch,
         )
         self.phase = phase
         self.state_file = folder / "early_stopping.json"
