@@ -16,12 +16,14 @@ from pipeline import CUDA_INIT_FAILED, native_stderr
 from pipeline.common.files import write_csv, write_json
 from pipeline.common.log import run_stage
 from pipeline.contracts import read_labels, read_run_record
+from pipeline.curation.label_issues import read_suspects
 from pipeline.evaluation.metrics import (
     Evaluation,
     confusion_text,
     evaluate_predictions,
     gallery_images,
     summary_metrics,
+    suspect_effect,
     svc_baseline,
 )
 from pipeline.evaluation.tta import predict_tta
@@ -49,6 +51,7 @@ from pipeline.paths import (
     RELIABILITY_PNG,
     ROOT,
     RUN_FILE,
+    SUSPECTS_CSV,
 )
 from pipeline.reporting.html import evaluation_report, write_page
 from pipeline.reporting.plots import (
@@ -139,6 +142,8 @@ def main() -> None:
     true = np.array(label_indices(rows["label"], classes))
     result = evaluate_predictions(rows["path"], true, probabilities, classes, cfg)
     result.metrics["baseline_svc_accuracy"] = svc_baseline(read_split("train"), rows)
+    # the audit's label suspects: is a mistake the model's or the label's?
+    result.metrics |= suspect_effect(result.predictions, read_suspects(SUSPECTS_CSV))
     if cfg.tta != "none":  # beside the plain score, which stays the headline
         averaged = predict_tta(classifier, rows, cfg.batch_size, cfg.tta)
         scored = summary_metrics(true, averaged, len(classes), cfg.top_k, cfg.calibration_bins)
@@ -150,7 +155,7 @@ def main() -> None:
     run_id = read_run_record(RUN_FILE).run_id
     write_page(report_page(result, run_id, cfg.top_k), EVALUATE_REPORT)
     files = EvaluationFiles(
-        EVALUATE_DIR, (CONFUSION_PNG, CONFUSION_CSV, PER_CLASS_CSV, HISTORY_PNG)
+        EVALUATE_DIR, (CONFUSION_PNG, CONFUSION_CSV, PER_CLASS_CSV, HISTORY_PNG), (SUSPECTS_CSV,)
     )
     rule = (params.registered_model, cfg.promote_on)
     text = confusion_text(result.counts, result.metrics["accuracy"])
@@ -168,7 +173,10 @@ def main() -> None:
         f"test accuracy {metrics['accuracy']:.4f} (SVC baseline on the same split "
         f"{metrics['baseline_svc_accuracy']:.4f}), macro F1 {metrics['macro_f1']:.4f}, ECE "
         f"{metrics['expected_calibration_error']:.4f} on {metrics['n_images']} images; {tta}"
-        f"{result.mistakes} mistakes; most over-predicted: {over or 'none'}; "
+        f"{result.mistakes} mistakes, {metrics['mistakes_on_suspects']} of them on the "
+        f"{metrics['test_suspects']} test images suspected of a wrong label (accuracy "
+        f"without them {metrics.get('accuracy_without_suspects', float('nan')):.4f}); "
+        f"most over-predicted: {over or 'none'}; "
         f"report {EVALUATE_REPORT.relative_to(ROOT)} (MLflow run {run_id})"
     )
     alias = f"models:/{params.registered_model}@{promotion.ALIAS}"

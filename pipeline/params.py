@@ -314,6 +314,48 @@ class EvaluateParams(_Section):
     ]
 
 
+IMAGE_CHECKS = (
+    "dark",
+    "light",
+    "blurry",
+    "low_information",
+    "odd_size",
+    "odd_aspect_ratio",
+    "grayscale",
+    "exact_duplicates",
+    "near_duplicates",
+)  # cleanvision's, fmt: skip
+
+
+class AuditParams(_Section):
+    folds: int = Field(ge=2, le=20)  # k of the k-fold cross-fitting
+    epochs: Literal["auto"] | Annotated[int, Field(ge=1)]  # each fold model's
+    batch_size: Literal["auto"] | Annotated[int, Field(ge=1)]
+    image_size: Literal["auto"] | Annotated[int, Field(ge=8, le=256)]
+    filters: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, max_length=4)
+    learning_rate: float = Field(gt=0, le=1)
+    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"]
+    # cleanlab.filter.find_label_issues: which images are issues, and how they are ranked
+    filter_by: Literal[
+        "prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
+        "predicted_neq_given", "low_normalized_margin", "low_self_confidence",
+    ]  # fmt: skip
+    rank_by: Literal["self_confidence", "normalized_margin", "confidence_weighted_entropy"]
+    image_checks: list[Literal[IMAGE_CHECKS]]  # type: ignore[valid-type]
+    review_size: int = Field(ge=1)  # suspects shown on the review page
+
+    @model_validator(mode="after")
+    def _fits(self) -> Self:
+        if self.image_size != AUTO and self.image_size < 2 ** len(self.filters):
+            raise ValueError(
+                f"image_size = {self.image_size} is too small for {len(self.filters)} blocks "
+                f"of 2x2 pooling (filters): it takes {2 ** len(self.filters)} or more"
+            )
+        if len(set(self.image_checks)) != len(self.image_checks):
+            raise ValueError("image_checks names a check twice")
+        return self
+
+
 class VisualizeParams(_Section):
     feature_maps: int = Field(ge=1, le=64)  # strongest maps drawn per convolutional layer
     gradcam_layers: list[str]  # convolutional layers; empty: the last one of every block
@@ -326,6 +368,7 @@ class Params(_Section):
     split: SplitParams
     validate_: ValidateParams = Field(alias="validate")
     train: TrainParams
+    audit: AuditParams
     evaluate: EvaluateParams
     visualize: VisualizeParams
 

@@ -16,6 +16,8 @@ RAW_DIR = DATA_DIR / "raw"
 # ingest's listing of data/raw (path, label, problem, given_split): what validate accounts
 # every file against, without DVC checking the folder's files once more
 RAW_LISTING = DATA_DIR / "raw_listing.csv"
+# label fixes (path, label or drop, reason), committed; the split applies them
+RELABELS_FILE = DATA_DIR / "relabels.csv"
 SPLIT_DIR = DATA_DIR / "split"
 SPLIT_MANIFEST = SPLIT_DIR / "manifest.csv"
 LABELS_FILE = SPLIT_DIR / "labels.json"
@@ -40,6 +42,16 @@ TRAIN_METRICS_FILE = TRAIN_REPORTS_DIR / "metrics.json"
 # Working state outside DVC's outputs (DVC deletes those before a stage runs).
 RESUME_DIR = ROOT / ".resume" / "train"  # backup of an unfinished training
 CACHE_DIR = ROOT / ".cache" / "tf-data"  # decoded images, when train.cache is on disk
+AUDIT_DIR = REPORTS_DIR / "audit"
+OUT_OF_SAMPLE_CSV = AUDIT_DIR / "out_of_sample.csv"  # every placed image's fold and probabilities
+FOLDS_CSV = AUDIT_DIR / "folds.csv"  # per fold: images held out, accuracy, seconds
+SUSPECTS_CSV = AUDIT_DIR / "suspects.csv"  # the label issues, most likely mistakes first
+SUSPECTS_PNG = AUDIT_DIR / "suspects.png"
+IMAGE_ISSUES_CSV = AUDIT_DIR / "image_issues.csv"  # images a cleanvision check flags
+IMAGE_ISSUE_COUNTS_CSV = AUDIT_DIR / "image_issue_counts.csv"  # per class and check
+DUPLICATE_SETS_CSV = AUDIT_DIR / "duplicate_sets.csv"
+REVIEW_PAGE = AUDIT_DIR / "review.html"
+AUDIT_METRICS = AUDIT_DIR / "metrics.json"
 EVALUATE_DIR = REPORTS_DIR / "evaluate"
 METRICS_FILE = EVALUATE_DIR / "metrics.json"
 PREDICTIONS_FILE = EVALUATE_DIR / "predictions.csv"

@@ -5,7 +5,7 @@ manifest, the labels file, a summary per class and every file left out with its 
 
 import logging
 
-from pipeline.common.files import staged_dir
+from pipeline.common.files import file_digest, staged_dir
 from pipeline.common.log import run_stage
 from pipeline.imagedata.assignment import (
     build_split,
@@ -14,8 +14,10 @@ from pipeline.imagedata.assignment import (
     write_split,
 )
 from pipeline.imagedata.manifest import read_raw_listing
+from pipeline.imagedata.relabels import read_relabels
+from pipeline.imagedata.relabels import summary as relabel_summary
 from pipeline.params import load_params
-from pipeline.paths import RAW_DIR, RAW_LISTING, ROOT, SPLIT_DIR, SPLITS
+from pipeline.paths import RAW_DIR, RAW_LISTING, RELABELS_FILE, ROOT, SPLIT_DIR, SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +28,14 @@ def main() -> None:
     previous = previous_assignments(SPLIT_DIR, seed, cfg.fractions)
     listed = read_raw_listing(RAW_LISTING)  # what ingest saw, with what it did not copy
     skipped = listed[listed["problem"] != ""]
-    table = build_split(RAW_DIR, cfg, seed, channels, previous, skipped)
+    relabels = read_relabels(RELABELS_FILE)  # label fixes, committed (README, "Fixing labels")
+    source = RELABELS_FILE.relative_to(ROOT).as_posix()
+    table = build_split(RAW_DIR, cfg, seed, channels, previous, skipped, relabels, source)
     channels = placed_channels(table, channels)
+    digest = file_digest(RELABELS_FILE) if RELABELS_FILE.exists() else None
+    fixes = relabel_summary(table, relabels, digest)
     with staged_dir(SPLIT_DIR) as staging:
-        write_split(table, RAW_DIR, staging, channels, cfg, seed)
+        write_split(table, RAW_DIR, staging, channels, cfg, seed, fixes)
     placed = table[table["split"] != ""]
     counts = placed["split"].value_counts().reindex(list(SPLITS), fill_value=0)
     left_out = table.loc[table["split"] == "", "status"].value_counts()
@@ -44,6 +50,11 @@ def main() -> None:
             else ""
         )
         + (f"; {kept} kept their previous split" if previous else "")
+        + (
+            f"; {source}: {fixes['relabelled']} relabelled, {fixes['dropped']} dropped"
+            if len(relabels)
+            else ""
+        )
         + f"; {'RGB' if channels == 3 else 'grayscale'} (base.channels: {params.base.channels})"
         + f", {int(table['convert'].sum())} converted -> {SPLIT_DIR.relative_to(ROOT)}"
     )

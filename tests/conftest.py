@@ -20,7 +20,11 @@ SHRUNK = {
         "model": {"filters": [4, 8], "convs_per_block": 1, "kernel_size": 3, "dense_units": [16]},
         "early_stopping": {"patience": 2},
     },
-}
+    "audit": {
+        "folds": 3, "epochs": 2, "filters": [4, 8],
+        "image_checks": ["dark", "blurry", "exact_duplicates", "near_duplicates"],
+    },
+}  # fmt: skip
 
 
 def _merge(base: dict, override: dict) -> dict:

@@ -17,7 +17,7 @@ import yaml
 from pipeline.common.processes import CommandError, run_command
 from pipeline.paths import ROOT
 
-PROJECT_FILES = ("pipeline", "dvc.yaml", ".dvcignore")
+PROJECT_FILES = ("pipeline", "dvc.yaml", ".dvcignore", "data/relabels.csv")
 # who commits in the tests' throw-away repositories (a machine may have no git identity)
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "test",
@@ -65,6 +65,7 @@ def make_project(root: Path, overrides: dict, prepared: Path | None = None) -> d
         if source.is_dir():
             shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, root / name)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     (root / "params.yaml").write_text(yaml.safe_dump(_merge(params, overrides), sort_keys=False))

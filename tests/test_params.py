@@ -101,3 +101,25 @@ def test_a_key_given_twice_in_params_yaml_is_an_error_naming_it(tmp_path):
     path.write_text("base:\n  seed: 1\n  seed: 2\n")
     with pytest.raises(ParamsError, match=r"not valid YAML: .*key 'seed' appears twice \(first "):
         load_params(path)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("folds", 1, r"audit\.folds: Input should be greater than or equal to 2"),
+        ("epochs", "many", r"audit\.epochs: Input should be 'auto' or .*"),
+        ("image_size", 4, r"audit\.image_size: Input should be 'auto' or .*"),
+        ("image_size", 8, r"image_size = 8 is too small for 4 blocks .* takes 16 or more"),
+        ("filter_by", "loss", r"audit\.filter_by: Input should be 'prune_by_noise_rate'"),
+        ("rank_by", "loss", r"audit\.rank_by: Input should be 'self_confidence'"),
+        ("image_checks", ["dark", "sharp"], r"audit\.image_checks\.1: Input should be 'dark'"),
+        ("image_checks", ["dark", "dark"], r"image_checks names a check twice"),
+        ("review_size", 0, r"audit\.review_size: Input should be greater than or equal to 1"),
+    ],
+)
+def test_bad_audit_params_are_refused_naming_the_key(raw_params, key, value, message):
+    raw_params["audit"][key] = value
+    if key == "image_size" and value == 8:
+        raw_params["audit"]["filters"] = [8, 8, 8, 8]
+    with pytest.raises(ParamsError, match=message):
+        parse_params(raw_params)

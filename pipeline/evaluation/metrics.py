@@ -190,6 +190,27 @@ def abundance_extremes(abundance: pd.DataFrame, count: int = 3) -> dict[str, lis
     }
 
 
+def suspect_effect(predictions: pd.DataFrame, suspects: pd.DataFrame) -> dict[str, float]:
+    """What the images the audit suspects of a wrong label do to the test score: accuracy
+    without them, and on them how often the model agrees with the given label and how often
+    with the suggested one (agreeing with the suggestion: the mistake is likely the label's)."""
+    suggested = dict(zip(suspects["path"], suspects["suggested_label"], strict=True))
+    flagged = predictions["path"].isin(suggested.keys())
+    correct = predictions["true_label"] == predictions["predicted_label"]
+    agrees = predictions.loc[flagged, "predicted_label"] == predictions.loc[flagged, "path"].map(
+        suggested
+    )
+    effect = {
+        "test_suspects": int(flagged.sum()),
+        "mistakes_on_suspects": int((~correct & flagged).sum()),
+        "suspects_predicted_as_given": int(correct[flagged].sum()),
+        "suspects_predicted_as_suggested": int(agrees.sum()),
+    }
+    if (~flagged).any():
+        effect["accuracy_without_suspects"] = float(correct[~flagged].mean())
+    return effect
+
+
 def confident_errors(predictions: pd.DataFrame, count: int) -> pd.DataFrame:
     """The `count` mistakes the model was surest of, surest first."""
     wrong = predictions[predictions["true_label"] != predictions["predicted_label"]]

@@ -32,6 +32,7 @@ from pipeline.imagedata.images import (
     resolve_channels,
     to_png,
 )
+from pipeline.imagedata.relabels import apply_relabels, carried_over
 from pipeline.imagedata.similarity import (
     PLAIN,
     close_pairs,
@@ -314,7 +315,8 @@ def class_summary(table: pd.DataFrame) -> pd.DataFrame:
     placed = table[table["split"] != ""]
     counts = pd.crosstab(placed["label"], placed["split"]).reindex(columns=list(SPLITS))
     outcome = pd.crosstab(table["label"], table["status"]).reindex(columns=list(mf.STATUSES))
-    summary = counts.reindex(outcome.index).join(outcome[[mf.REJECTED, mf.CONFLICT]])
+    left_out = outcome[[mf.REJECTED, mf.CONFLICT, mf.EXCLUDED]]
+    summary = counts.reindex(outcome.index).join(left_out)
     summary = summary.fillna(0).astype(int)
     status = pd.Series(mf.OK, index=summary.index)
     status[summary[list(SPLITS)].sum(axis=1) == 0] = "no usable image"
@@ -433,13 +435,20 @@ def build_split(
     channels: int | str,
     previous: Mapping,
     skipped: pd.DataFrame | None = None,
+    relabels: pd.DataFrame | None = None,
+    relabels_source: str = "relabels.csv",
 ) -> pd.DataFrame:
     """Every raw file with its status, reason, facts and (when placed) split and output path;
-    `skipped`: what ingest did not copy (`with_skipped`)."""
+    `skipped`: what ingest did not copy (`with_skipped`); `relabels`: label fixes
+    (`imagedata.relabels`), applied before anything is grouped or placed."""
     listing = with_skipped(list_raw(raw_dir), skipped)
     if listing.empty:
         raise SplitError(f"{raw_dir} holds no class folder with files in it")
     table = inspect_files(raw_dir, listing, cfg.max_image_pixels)
+    if relabels is None:
+        relabels = pd.DataFrame(columns=["path", "label", "reason"])
+    table = apply_relabels(table, relabels, relabels_source)
+    previous = carried_over(previous, table)
     table = mark_conflicts(table, cfg.conflicting_labels)
     table, train_only = apply_small_class_policy(table, cfg.small_classes)
     check_rejections(table, cfg.max_rejected_fraction)
@@ -458,7 +467,13 @@ def build_split(
 
 
 def write_split(
-    table: pd.DataFrame, raw_dir: Path, target: Path, channels: int, cfg: SplitParams, seed: int
+    table: pd.DataFrame,
+    raw_dir: Path,
+    target: Path,
+    channels: int,
+    cfg: SplitParams,
+    seed: int,
+    relabels: dict | None = None,
 ) -> None:
     """Link or convert every placed file into `target`, then write the reports beside them."""
     placed = table["split"] != ""
@@ -489,5 +504,7 @@ def write_split(
             "near_duplicate_groups": int(table.loc[placed, "group"].replace("", pd.NA).nunique()),
             "in_near_duplicate_groups": int(table.loc[placed, "group"].ne("").sum()),
             "given_splits": sorted(set(table["given_split"]) - {""}, key=SPLITS.index),
+            # the label fixes applied (imagedata.relabels.summary): their file's SHA-256
+            "relabels": relabels or {},
         },
     )

@@ -241,6 +241,7 @@ def raw_class_accounting(
 ) -> pd.DataFrame:
     """Every class folder in data/raw: in the labels file exactly when some of its images were
     placed, and otherwise every one of its files left out with a reason."""
+    manifest = manifest.assign(label=mf.raw_labels(manifest))  # as data/raw has them
     placed = mf.in_splits(manifest).groupby("label").size()
     left_out = manifest[manifest["split"] == ""].groupby("label").size()
     table = pd.DataFrame({"label": sorted(set(raw["label"]) | set(classes))})

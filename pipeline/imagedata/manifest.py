@@ -19,11 +19,13 @@ REJECTED = "rejected"  # not a usable image (reason says why)
 CONFLICT = "conflict"  # the same bytes under two classes
 DROPPED = "dropped"  # a class too small for every split, dropped by policy
 IGNORED = "ignored"  # a hidden file or OS debris: listed, never counted as rejected
-STATUSES = (OK, TRAIN_ONLY, REJECTED, CONFLICT, DROPPED, IGNORED)
+EXCLUDED = "excluded"  # left out by a fix in data/relabels.csv (`drop`)
+STATUSES = (OK, TRAIN_ONLY, REJECTED, CONFLICT, DROPPED, IGNORED, EXCLUDED)
 
 COLUMNS = [
     "path",  # inside data/split ("" when the file has no split)
     "label",
+    "relabelled_from",  # the class data/raw has it under, when data/relabels.csv moved it
     "split",  # train | validation | test | ""
     "status",
     "reason",
@@ -59,6 +61,12 @@ def read_raw_listing(path: Path = RAW_LISTING) -> pd.DataFrame:
 def in_splits(manifest: pd.DataFrame) -> pd.DataFrame:
     """Rows that were assigned to a split, i.e. the images training and evaluation see."""
     return manifest[manifest["split"] != ""]
+
+
+def raw_labels(manifest: pd.DataFrame) -> pd.Series:
+    """Each row's class as data/raw has it (before data/relabels.csv)."""
+    moved = manifest["relabelled_from"].ne("")
+    return manifest["relabelled_from"].where(moved, manifest["label"])
 
 
 def write_manifest(table: pd.DataFrame, path: Path = SPLIT_MANIFEST) -> None:

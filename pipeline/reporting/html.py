@@ -3,11 +3,13 @@ data URIs, styles in the page), so it opens offline, from an MLflow artifact or 
 """
 
 import base64
+import io
 from pathlib import Path
 
 import jinja2
 import pandas as pd
 from markupsafe import Markup
+from PIL import Image
 
 from pipeline.common.files import staged_file
 
@@ -86,6 +88,13 @@ def evaluation_report(
     ]
     if f"top_{top_k}_accuracy" in metrics:
         headline.append((f"top-{top_k} accuracy", f"{metrics[f'top_{top_k}_accuracy']:.2%}"))
+    if "accuracy_without_suspects" in metrics:
+        headline.append(
+            (
+                f"accuracy without the {metrics['test_suspects']} label suspects",
+                f"{metrics['accuracy_without_suspects']:.2%}",
+            )
+        )
     headline += [
         ("log loss", f"{metrics['log_loss']:.4f}"),
         ("expected calibration error", f"{metrics['expected_calibration_error']:.4f}"),
@@ -154,4 +163,59 @@ def visualization_report(
         else "",
         sharing_table=Markup(sharing.to_html(index=False, border=0)) if len(sharing) else "",
         sharing_cards=cards,
+    )
+
+
+THUMBNAIL = 96  # pixels a side, at most, of a suspect's picture on the review page
+
+
+def thumbnail_uri(path: Path) -> str:
+    """An image file as a small PNG data URI (kept at its own size when smaller: the page
+    scales it up without smoothing)."""
+    with Image.open(path) as image:
+        image = image.convert("RGB" if image.mode not in ("L", "RGB") else image.mode)
+        image.thumbnail((THUMBNAIL, THUMBNAIL))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def review_report(
+    *,
+    dataset: str,
+    metrics: dict,
+    suspects: pd.DataFrame,
+    pairs: pd.DataFrame,
+    checks: pd.DataFrame,
+    conflicts: pd.DataFrame,
+    root: Path,
+) -> str:
+    """The audit's review page: the suspects (`suspects`, already cut to the page's size, with
+    the `reason` their relabels.csv rows give) as thumbnails grouped by class pair, each with
+    the choice that writes its row."""
+    headline = [
+        ("images audited", f"{metrics['images']:,}"),
+        ("suspects", f"{metrics['suspects']:,} ({metrics['suspect_share']:.1%})"),
+        ("out-of-sample accuracy", f"{metrics['cross_fit_accuracy']:.4f}"),
+        ("cross-fitting time", f"{metrics['cross_fit_seconds']:.0f} s"),
+    ]
+    cards = suspects.assign(thumbnail=[thumbnail_uri(root / path) for path in suspects["path"]])
+    groups = [
+        {"given": given, "suggested": suggested, "rows": part.to_dict("records")}
+        for (given, suggested), part in cards.groupby(["given_label", "suggested_label"])
+    ]
+    groups.sort(key=lambda group: (-len(group["rows"]), group["rows"][0]["rank"]))
+    example = suspects["relabel"].iloc[0] if len(suspects) else "path,label,reason"
+    return ENVIRONMENT.get_template("review.html.j2").render(
+        style=style(),
+        dataset=dataset,
+        metrics=metrics,
+        headline=headline,
+        shown=len(suspects),
+        example=example,
+        groups=groups,
+        pairs_table=Markup(_table(pairs)),
+        pair_count=len(pairs),
+        checks_table=Markup(_table(checks)) if len(checks) else "",
+        conflicts_table=Markup(_table(conflicts)) if len(conflicts) else "",
     )

@@ -114,11 +114,15 @@ def reliability_figure(calibration: pd.DataFrame, ece: float) -> Figure:
     return fig
 
 
-def error_gallery_figure(images: list[np.ndarray], captions: list[str], columns: int = 4) -> Figure:
-    """The given mistakes as a grid of images, each captioned with its true and predicted class."""
+def error_gallery_figure(
+    images: list[np.ndarray], captions: list[str], columns: int = 4,
+    title: str = "Most confident mistakes (test split)",
+    empty: str = "No mistakes on the test split",
+) -> Figure:  # fmt: skip
+    """The given images as a grid, each captioned (a mistake: its true and predicted class)."""
     if not images:
         fig, ax = plt.subplots(figsize=(5, 1.5), layout="constrained")
-        ax.text(0.5, 0.5, "No mistakes on the test split", ha="center", va="center", fontsize=12)
+        ax.text(0.5, 0.5, empty, ha="center", va="center", fontsize=12)
         ax.axis("off")
         return fig
     columns = min(columns, len(images))
@@ -135,7 +139,7 @@ def error_gallery_figure(images: list[np.ndarray], captions: list[str], columns:
     for ax, image, caption in zip(axes.flat, images, captions, strict=False):
         ax.imshow(image, cmap="gray" if image.ndim == 2 else None, interpolation="nearest")
         ax.set_title(caption, fontsize=9)
-    fig.suptitle("Most confident mistakes (test split)")
+    fig.suptitle(title)
     return fig
 
 

@@ -4,9 +4,11 @@ from pipeline.common.files import read_json
 from pipeline.common.log import PipelineError, run_stage
 from pipeline.contracts import read_run_record
 from pipeline.paths import (
+    AUDIT_METRICS,
     EVALUATE_DIR,
     METRICS_FILE,
     MODEL_FILE,
+    REVIEW_PAGE,
     ROOT,
     RUN_FILE,
     TRAIN_REPORTS_DIR,
@@ -19,6 +21,13 @@ def summary() -> str:
         raise PipelineError(f"{METRICS_FILE.relative_to(ROOT)} is missing: run `dvc repro` first")
     metrics = read_json(METRICS_FILE)
     run_id = read_run_record(RUN_FILE).run_id if RUN_FILE.exists() else "unknown"
+    audit = "not audited yet"
+    if AUDIT_METRICS.exists():
+        found = read_json(AUDIT_METRICS)
+        audit = f"{found['suspects']} of {found['images']} images"
+        if "accuracy_without_suspects" in metrics:
+            audit += (f", {metrics['test_suspects']} in test (accuracy without them "
+                      f"{metrics['accuracy_without_suspects']:.4f})")  # fmt: skip
     return "\n".join(
         [
             f"Test accuracy: {metrics['accuracy']:.4f}  (macro F1 {metrics['macro_f1']:.4f}, "
@@ -30,6 +39,8 @@ def summary() -> str:
             "tables and pictures beside it)",
             f"Inside the CNN:  {VISUALIZE_REPORT.relative_to(ROOT)}  (filters, feature maps, "
             "Grad-CAM, weight sharing)",
+            f"Label suspects:  {audit}  ({REVIEW_PAGE.relative_to(ROOT)}; fixes go in "
+            "data/relabels.csv)",
             "Compare runs:    make compare  (or make ui)",
             f"MLflow run:      {run_id}  (make ui)",
         ]

@@ -21,6 +21,7 @@ from pipeline.tracking.runs import log_folder, log_sections
 class EvaluationFiles:
     folder: Path  # every file under it goes to the run, in the same folder
     compared: tuple[Path, ...]  # also at the run's top level, where the compare view shows them
+    beside: tuple[Path, ...] = ()  # other stages' reports, each in its own folder
 
 
 def log_evaluation(
@@ -50,6 +51,8 @@ def log_evaluation(
             }
         log_metrics(client, run_id, flat)
         log_folder(files.folder, files.folder.relative_to(ROOT).as_posix(), run_id)
+        for path in files.beside:
+            client.log_artifact(run_id, str(path), path.parent.relative_to(ROOT).as_posix())
         # MLflow's run comparison previews, side by side, only the files at the top of the
         # runs' artifacts: the ones worth comparing between two models go there as well.
         # A wide CSV shows three columns there, so the matrix also goes as plain text.

@@ -17,10 +17,10 @@ import pandas as pd
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
-from pipeline.common.files import file_digest
+from pipeline.common.files import file_digest, read_json
 from pipeline.contracts import ValidationResult
-from pipeline.imagedata.manifest import read_manifest
-from pipeline.paths import ROOT, SPLIT_MANIFEST
+from pipeline.imagedata.manifest import EXCLUDED, STATE_FILE, read_manifest
+from pipeline.paths import ROOT, SPLIT_DIR, SPLIT_MANIFEST
 from pipeline.tracking import lineage, store
 from pipeline.tracking.lineage import DVC_LOCK
 
@@ -116,6 +116,27 @@ def training_run(experiment_id: str, resume_run: str | None) -> Iterator[str]:
         yield run.info.run_id
 
 
+def relabel_tags(split_dir: Path = SPLIT_DIR) -> dict[str, str]:
+    """The version of data/relabels.csv the split applied (its SHA-256, "none" without the
+    file) and what it did, as the split recorded it in split.json."""
+    fixes = read_json(split_dir / STATE_FILE).get("relabels") or {}
+    return {
+        "data.relabels_sha256": fixes.get("sha256") or "none",
+        "data.relabels_rows": str(fixes.get("rows", 0)),
+        "data.relabelled": str(fixes.get("relabelled", 0)),
+        "data.relabels_dropped": str(fixes.get("dropped", 0)),
+    }
+
+
+def log_relabels(manifest: pd.DataFrame) -> None:
+    """The label fixes behind this model's data: tags, and the rows the split applied."""
+    mlflow.set_tags(relabel_tags())
+    applied = manifest[(manifest["relabelled_from"] != "") | (manifest["status"] == EXCLUDED)]
+    if len(applied):
+        columns = ["raw_path", "relabelled_from", "label", "status", "reason", "split"]
+        mlflow.log_text(applied[columns].to_csv(index=False), "lineage/relabels_applied.csv")
+
+
 def log_training_start(
     raw_params: Mapping,
     strategy_params: dict,
@@ -160,6 +181,7 @@ def log_training_start(
     mlflow.log_input(
         dataset, context="training", tags={"raw_dvc_md5": raw_hash} if raw_hash else None
     )
+    log_relabels(read_manifest(SPLIT_MANIFEST))
     mlflow.log_text(model_summary(model), "model_summary.txt")
     if transfer_blocks is not None:  # what each block of the schedule holds
         mlflow.log_dict(transfer_blocks, "transfer_blocks.json")

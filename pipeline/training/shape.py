@@ -10,10 +10,8 @@
   AUTO_MAX_SIZE; a `pipeline` base keeps the earlier model's size. Small images are not
   upscaled past what the model needs.
 
-- batch_size auto: about AUTO_STEPS steps an epoch, as a power of two, and never below
-  AUTO_MIN_BATCH. On a CPU a step costs a fixed overhead besides its arithmetic (a batch of 128
-  ran 2.5 times the images per second of 20 on the default CNN), so a large training set takes
-  large batches; a small one keeps enough steps to learn from (the digits stay at 20).
+- batch_size auto: about 400 steps an epoch, as a power of two, and never below 20
+  (`training.batching`, which the audit's fold models share).
 
 - epochs auto: about AUTO_TOTAL_STEPS steps in all, kept between AUTO_MIN_EPOCHS and
   AUTO_MAX_EPOCHS (the digits' 63 steps an epoch: 30 epochs; Fashion-MNIST's 399: 10). The
@@ -35,11 +33,10 @@ from dataclasses import dataclass
 import pandas as pd
 
 from pipeline.params import AUTO, BASES, MIN_BASE_SIZE, BaseParams, Params, TrainParams
+from pipeline.training.batching import resolve_batch_size
 
 AUTO_MAX_SIZE = 64  # auto never goes above this (larger photos: set base.image_size)
 AUTO_LAST_MAP = 2  # auto: the CNN's last feature map at least this many pixels a side
-AUTO_STEPS = 400  # batch_size auto: about this many steps an epoch
-AUTO_MIN_BATCH = 20  # batch_size auto: never fewer images a step (the seed article's batch)
 AUTO_TOTAL_STEPS = 8000  # epochs auto: about this many steps in all ...
 AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS = 10, 30  # ... in this many epochs
 COSINE_SCHEDULES = ("cosine", "warmup_cosine")
@@ -98,14 +95,6 @@ def resolve_input(params: Params, train_rows: pd.DataFrame, split_channels: int)
             f"the model takes {need} or more, auto stays at most {AUTO_MAX_SIZE}"
         )
     return InputShape(size, channels, "auto: " + "; ".join(notes))
-
-
-def resolve_batch_size(setting: int | str, train_images: int) -> int:
-    """`train.batch_size` for a training set of `train_images` (module docstring)."""
-    if setting != AUTO:
-        return int(setting)
-    wanted = max(train_images / AUTO_STEPS, 1.0)
-    return max(AUTO_MIN_BATCH, 2 ** round(math.log2(wanted)))
 
 
 def resolve_epochs(setting: int | str, steps_per_epoch: int) -> int:

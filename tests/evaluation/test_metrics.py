@@ -122,3 +122,25 @@ def test_confusion_text_is_the_whole_matrix_with_the_mistakes_listed():
     assert confusion_text(perfect, 1.0).endswith("0 mistakes\n")
     one, _ = confusion_tables(np.array([0, 1]), np.array([0, 0]), CLASSES)
     assert f"1 mistake:\n  1 x true {CLASSES[1]} predicted {CLASSES[0]}" in confusion_text(one, 0.5)
+
+
+def test_the_score_without_label_suspects_and_who_the_model_sides_with():
+    from pipeline.evaluation.metrics import suspect_effect
+
+    predictions = pd.DataFrame(
+        {
+            "path": ["a", "b", "c", "d", "e"],
+            "true_label": ["cat", "cat", "dog", "dog", "dog"],
+            "predicted_label": ["cat", "dog", "dog", "cat", "cat"],
+        }
+    )
+    suspects = pd.DataFrame(
+        {"path": ["b", "c", "x"], "suggested_label": ["dog", "cat", "cat"]}  # x: not in test
+    )
+    assert suspect_effect(predictions, suspects) == {
+        "test_suspects": 2,
+        "mistakes_on_suspects": 1,  # b: the model says dog, as the audit does
+        "suspects_predicted_as_given": 1,  # c
+        "suspects_predicted_as_suggested": 1,  # b
+        "accuracy_without_suspects": 1 / 3,  # a right; d, e wrong
+    }

@@ -53,3 +53,42 @@ def test_html_report_is_self_contained(tmp_path):
     assert "<script" not in html
     assert "macro average" in html and "abc123" in html and "75.00%" in html
     assert all(name in html for name in CLASSES)
+
+
+def test_the_review_page_shows_each_suspect_with_the_row_that_fixes_it(tmp_path):
+    from pipeline.curation.label_issues import relabel_line
+    from pipeline.reporting.html import review_report
+    from pipeline.reporting.web_assets import external_loads
+
+    for name in ("a", "b"):
+        (tmp_path / "train/cat").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8), 200, np.uint8)).save(tmp_path / f"train/cat/{name}.png")
+    reason = "audit: p(dog)=0.97, p(given)=0.01"
+    suspects = pd.DataFrame(
+        {
+            "rank": [1, 2], "raw_path": ["cat/a.png", "cat/b.png"],
+            "path": ["train/cat/a.png", "train/cat/b.png"], "split": ["train", "train"],
+            "given_label": ["cat", "cat"], "relabelled_from": ["", "owl"],
+            "suggested_label": ["dog", "owl"],
+            "p_given": [0.01, 0.2], "p_suggested": [0.97, 0.7], "label_quality": [0.01, 0.2],
+            "reason": [reason, "x"],
+        }
+    )  # fmt: skip
+    suspects["relabel"] = [relabel_line("cat/a.png", "dog", reason), "cat/b.png,owl,x"]
+    metrics = {"images": 10, "suspects": 2, "suspect_share": 0.2, "cross_fit_accuracy": 0.9,
+               "cross_fit_seconds": 3.0, "folds": 5, "filter_by": "f", "rank_by": "r"}  # fmt: skip
+    counts = pd.DataFrame({"class": ["cat", "(all)"], "images": [2, 2], "dark": [0, 0]})
+    page = review_report(
+        dataset="pets", metrics=metrics, suspects=suspects,
+        pairs=pd.DataFrame({"given_label": ["cat"], "suggested_label": ["dog"], "suspects": [1]}),
+        checks=counts, conflicts=pd.DataFrame(), root=tmp_path,
+    )  # fmt: skip
+    assert page.count('<img src="data:image/png;base64,') == 2  # self-contained
+    assert external_loads(page) == []
+    assert page.count('class="suspect"') == 2
+    assert 'data-path="cat/a.png" data-suggested="dog"' in page
+    assert f'data-reason="{reason}"' in page
+    assert "given <b>cat</b>, looks like <b>dog</b>" in page
+    assert "echo 'cat/a.png,dog,&#34;audit: p(dog)=0.97, p(given)=0.01&#34;'" in page
+    assert "Image checks (cleanvision)" in page
+    assert page.count("data/relabels.csv moved it from") == 1

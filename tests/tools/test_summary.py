@@ -11,3 +11,26 @@ def test_before_a_run_it_says_to_run_the_pipeline(tmp_path, monkeypatch):
     monkeypatch.setattr(summary, "ROOT", tmp_path)
     with pytest.raises(PipelineError, match=r"reports/evaluate/metrics\.json is missing: run"):
         summary.summary()
+
+
+def test_after_a_run_it_names_the_label_suspects_and_their_page(tmp_path, monkeypatch):
+    from pipeline.common.files import write_json
+
+    metrics, audit = tmp_path / "reports/evaluate/metrics.json", tmp_path / "audit.json"
+    write_json(metrics, {"accuracy": 0.9, "macro_f1": 0.9, "n_images": 10, "test_suspects": 2,
+                         "accuracy_without_suspects": 0.95})  # fmt: skip
+    write_json(audit, {"suspects": 7, "images": 50})
+    places = {
+        "METRICS_FILE": metrics, "AUDIT_METRICS": audit, "ROOT": tmp_path,
+        "REVIEW_PAGE": tmp_path / "reports/audit/review.html",
+        "RUN_FILE": tmp_path / "none.json", "MODEL_FILE": tmp_path / "models/model.keras",
+        "EVALUATE_DIR": tmp_path / "reports/evaluate",
+        "TRAIN_REPORTS_DIR": tmp_path / "reports/train",
+        "VISUALIZE_REPORT": tmp_path / "reports/visualize/report.html",
+    }  # fmt: skip
+    for name, path in places.items():
+        monkeypatch.setattr(summary, name, path)
+    assert (
+        "Label suspects:  7 of 50 images, 2 in test (accuracy without them 0.9500)  "
+        "(reports/audit/review.html; fixes go in data/relabels.csv)"
+    ) in summary.summary()
