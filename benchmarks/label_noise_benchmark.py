@@ -22,7 +22,7 @@ from pipeline.common.files import write_csv
 from pipeline.curation.crossfit import cross_fit
 from pipeline.curation.label_issues import found_against, suspects_table
 from pipeline.imagedata.sources import _idx_file, digits_images, fashion_mnist_folder, read_idx
-from pipeline.params import load_params
+from pipeline.params import load_raw_params, parse_params, set_params
 from pipeline.paths import REPORTS_DIR
 from pipeline.training.devices import cpu_has_bf16
 
@@ -51,8 +51,8 @@ def plant_flips(labels: np.ndarray, share: float, seed: int) -> tuple[np.ndarray
     return noisy, np.sort(flipped)
 
 
-def run(dataset: str, share: float, seed: int) -> dict:
-    cfg = load_params().audit
+def run(dataset: str, share: float, seed: int, settings: list[str]) -> dict:
+    cfg = parse_params(set_params(load_raw_params(), settings)).audit
     keras.mixed_precision.set_global_policy(
         "mixed_bfloat16" if cfg.precision == "auto" and cpu_has_bf16() else
         "float32" if cfg.precision == "auto" else cfg.precision
@@ -95,9 +95,10 @@ def main() -> None:
     parser.add_argument("--datasets", default="digits,fashion-mnist")
     parser.add_argument("--noise", type=float, default=0.03, help="share of labels flipped")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], help="params key=value")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    results = [run(name, args.noise, args.seed) for name in args.datasets.split(",")]
+    results = [run(name, args.noise, args.seed, args.set) for name in args.datasets.split(",")]
     table = pd.DataFrame(results).set_index("dataset").T
     write_csv(table, OUT / "results.csv", index=True)
     print(table.to_markdown(floatfmt=".4g"))

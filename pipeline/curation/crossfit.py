@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.model_selection import StratifiedKFold
 
 from pipeline.common.log import PipelineError
 from pipeline.imagedata.dataset import image_dataset
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # epochs, are what a small dataset lacks: batch normalisation's moving statistics need a few
 # hundred steps before the model predicts well in inference mode (at 100 steps a fold model
 # scored 0.42 on three classes a glance tells apart; at 400, 1.0)
-AUTO_STEPS = 1500
+AUTO_STEPS = 2200
 AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS = 3, 300
 AUTO_MIN_SIZE, AUTO_MAX_SIZE = 8, 32  # image_size auto: the images' own size, kept in here
 
@@ -74,11 +74,15 @@ def fold_ids(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> n
             f"audit.folds = {folds} needs at least {2 * folds} images and 2 a class; the split "
             f"has {len(labels)} images, the smallest class {smallest}"
         )
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    ids = np.full(len(labels), -1)
-    for index, (_, held) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
-        ids[held] = index
-    return ids
+    # the split's groups never mix classes (near duplicates are grouped within a class), so
+    # stratifying the groups by their label stratifies the images: one pass of
+    # StratifiedKFold, where StratifiedGroupKFold loops over 70,000 groups in Python (18 s)
+    _, first, member_of = np.unique(groups, return_index=True, return_inverse=True)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    group_fold = np.full(len(first), -1)
+    for index, (_, held) in enumerate(splitter.split(np.zeros(len(first)), labels[first])):
+        group_fold[held] = index
+    return group_fold[member_of]
 
 
 def small_cnn(shape: tuple[int, int, int], classes: int, filters: list[int]) -> keras.Model:
