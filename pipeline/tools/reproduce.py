@@ -162,7 +162,10 @@ def reproduce(run_id: str, keep: bool = False) -> tuple[str, pd.DataFrame]:
         restored, first = restore_data(folder, env, original.tags.get("data.raw_dvc_md5"))
         log.info(restored)
         # from the restored data on: the source folder may have changed since the run
-        command = ["dvc", "repro", "--no-run-cache", *(["--downstream", first] if first else [])]
+        # the audit works from the split alone, so it is not downstream of validate or train;
+        # evaluate reads its suspects: it runs again too (it is deterministic)
+        from_stage = ["--downstream", first, "audit"] if first else []
+        command = ["dvc", "repro", "--no-run-cache", *from_stage]
         log.info(f"{' '.join(command)} (training again)")
         result = subprocess.run(
             command, cwd=folder, env=env, text=True, stdout=subprocess.PIPE,

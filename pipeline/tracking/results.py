@@ -40,7 +40,8 @@ def log_evaluation(
     name, metric = promotion_rule
     store.configure()
     with store.added_to_run(run_id, "evaluate") as client:
-        log_sections(raw_params, ("evaluate",), run_id)
+        # the audit's section too: the suspects these results count come from it
+        log_sections(raw_params, ("evaluate", "audit"), run_id)
         flat = {f"test_{k}": v for k, v in metrics.items() if not isinstance(v, dict)}
         for row in per_class.itertuples(index=False):
             key = metric_key(row[0])

@@ -41,7 +41,7 @@ def patterns(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture
 def cfg():
     return load_params().audit.model_copy(
-        update={"folds": 3, "epochs": 100, "batch_size": 16, "filters": [8, 16]}
+        update={"folds": 3, "epochs": 100, "batch_size": 8, "filters": [8, 16]}
     )
 
 
