@@ -2,8 +2,9 @@
 run on the same model and the same test images:
 
 - compute bound: the Keras model on uint8 arrays already in memory (batch 64);
-- CLI: `python -m pipeline.tools.predict` on the test split's files (decoding and conversion
-  included; its own count, without the process start), and the whole command's wall time;
+- CLI: `python -m pipeline.tools.predict` on the test split's files, the folder given
+  `--repeat` times (decoding and conversion included; its own count, after the model's start-up),
+  and the whole command's wall time; then the same with each export (`--format`, models/export/);
 - HTTP: `mlflow models serve` (local environment, 127.0.0.1), base64 JSON requests of
   batch 1 and batch 64, one client at a time.
 
@@ -26,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.common.processes import free_port, wait_for_http
-from pipeline.paths import MODEL_FILE, MODEL_LABELS_FILE, ROOT, SPLIT_DIR
+from pipeline.paths import EXPORT_DIR, MODEL_FILE, MODEL_LABELS_FILE, ROOT, SPLIT_DIR
+from pipeline.serving.formats import FILES
 
 
 def compute_bound(files: list[Path], repeats: int) -> float:
@@ -41,13 +43,13 @@ def compute_bound(files: list[Path], repeats: int) -> float:
     return repeats * len(pixels) / (time.perf_counter() - start)
 
 
-def cli(folder: Path) -> tuple[float, float, int]:
+def cli(folder: Path, repeat: int, fmt: str = "keras") -> tuple[float, float, int]:
     """The CLI's own images per second, and images per second over the whole command."""
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
         output = subprocess.run(
-            [sys.executable, "-m", "pipeline.tools.predict", str(folder), "--out",
-             str(Path(scratch) / "p.csv")],
+            [sys.executable, "-m", "pipeline.tools.predict", *[str(folder)] * repeat,
+             "--format", fmt, "--out", str(Path(scratch) / "p.csv")],
             cwd=ROOT, capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
         wall = time.perf_counter() - start
@@ -101,15 +103,18 @@ def local_pyfunc_model(folder: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200, help="HTTP requests of batch 1")
+    parser.add_argument("--repeat", type=int, default=20, help="times the CLI reads the test split")
     args = parser.parse_args()
     if not MODEL_FILE.exists():
         sys.exit(f"{MODEL_FILE} is missing: run `make run` first")
     folder = SPLIT_DIR / "test"
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     rows = [("compute bound (Keras, uint8 in memory, batch 64)", compute_bound(files, 20))]
-    own, whole, count = cli(folder)
+    own, whole, count = cli(folder, args.repeat)
     rows += [(f"CLI, {count} files (decode + convert + predict)", own),
              ("CLI, whole command (with Python and TensorFlow start)", whole)]  # fmt: skip
+    for fmt in [f for f in FILES if (EXPORT_DIR / FILES[f]).exists()]:
+        rows.append((f"CLI --format {fmt}", cli(folder, args.repeat, fmt)[0]))
     with tempfile.TemporaryDirectory() as scratch:
         model = local_pyfunc_model(Path(scratch))
         batch_64 = http(model, files, 64, max(args.requests // 20, 5))

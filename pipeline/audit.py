@@ -17,9 +17,9 @@ from pipeline.common.log import run_stage
 from pipeline.common.names import dataset_name
 from pipeline.contracts import read_labels
 from pipeline.curation import image_checks
-from pipeline.curation.crossfit import CrossFit, audit_image_size, cross_fit, load_images
+from pipeline.curation.crossfit import CrossFit, audit_image_size, cross_fit
 from pipeline.curation.label_issues import pair_counts, suspects_table
-from pipeline.imagedata.dataset import label_indices
+from pipeline.imagedata.dataset import label_indices, load_images
 from pipeline.imagedata.manifest import in_splits, read_manifest, split_channels
 from pipeline.params import load_params
 from pipeline.paths import (

@@ -356,6 +356,30 @@ class AuditParams(_Section):
         return self
 
 
+EXPORT_FORMATS = ("onnx", "tflite", "tflite_int8", "saved_model")
+
+
+class ExportParams(_Section):
+    formats: list[Literal[EXPORT_FORMATS]]  # type: ignore[valid-type]
+    # training images the int8 converter measures activation ranges on (a seeded draw)
+    calibration_images: int = Field(ge=1)
+    # the stage fails when int8 loses more test accuracy than this (0.005: half a point)
+    int8_max_accuracy_drop: float = Field(ge=0, le=1)
+    # and when a float format's probabilities stray further than this from Keras' on any image
+    max_probability_difference: float = Field(gt=0, le=1)
+    batch_size: int = Field(ge=1)  # the runtimes' batches, for parity and speed
+
+    @model_validator(mode="after")
+    def _once(self) -> Self:
+        if len(set(self.formats)) != len(self.formats):
+            raise ValueError("formats names a format twice")
+        return self
+
+
+class CardParams(_Section):
+    intended_use: str  # the model card's; empty: drawn from the data
+
+
 class VisualizeParams(_Section):
     feature_maps: int = Field(ge=1, le=64)  # strongest maps drawn per convolutional layer
     gradcam_layers: list[str]  # convolutional layers; empty: the last one of every block
@@ -370,6 +394,8 @@ class Params(_Section):
     train: TrainParams
     audit: AuditParams
     evaluate: EvaluateParams
+    export: ExportParams
+    card: CardParams
     visualize: VisualizeParams
 
     @property

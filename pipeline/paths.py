@@ -26,6 +26,10 @@ MODELS_DIR = ROOT / "models"
 MODEL_FILE = MODELS_DIR / "model.keras"
 RUN_FILE = MODELS_DIR / "mlflow_run.json"
 MODEL_LABELS_FILE = MODELS_DIR / "labels.json"  # the classes the model's outputs stand for
+# the model in portable formats (serving.formats.FILES), with a copy of labels.json
+EXPORT_DIR = MODELS_DIR / "export"
+EXPORT_SIGNATURE = EXPORT_DIR / "signature.json"  # input shape and type, what the output means
+MODEL_CARD = MODELS_DIR / "model_card.md"
 
 REPORTS_DIR = ROOT / "reports"
 VALIDATE_DIR = REPORTS_DIR / "validate"
@@ -67,6 +71,9 @@ RELIABILITY_PNG = EVALUATE_DIR / "reliability_diagram.png"
 ERRORS_CSV = EVALUATE_DIR / "errors.csv"
 ERROR_GALLERY_PNG = EVALUATE_DIR / "error_gallery.png"
 EVALUATE_REPORT = EVALUATE_DIR / "report.html"
+EXPORT_REPORTS_DIR = REPORTS_DIR / "export"
+PARITY_CSV = EXPORT_REPORTS_DIR / "parity.csv"  # each format against the Keras model
+EXPORT_METRICS = EXPORT_REPORTS_DIR / "metrics.json"
 VISUALIZE_DIR = REPORTS_DIR / "visualize"
 VISUALIZE_PICTURES = VISUALIZE_DIR / "pictures"
 VISUALIZE_REPORT = VISUALIZE_DIR / "report.html"

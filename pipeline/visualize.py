@@ -37,12 +37,11 @@ from pipeline.evaluation.inspection import (
     first_of_each_class,
     grad_cam,
     grad_cam_layers,
-    load_images,
     upsample,
     weight_sharing_metrics,
     weight_sharing_table,
 )
-from pipeline.imagedata.dataset import label_indices, read_split
+from pipeline.imagedata.dataset import label_indices, load_images, read_split
 from pipeline.params import VisualizeParams, load_params, load_raw_params
 from pipeline.paths import (
     LABELS_FILE,

@@ -123,3 +123,12 @@ def test_bad_audit_params_are_refused_naming_the_key(raw_params, key, value, mes
         raw_params["audit"]["filters"] = [8, 8, 8, 8]
     with pytest.raises(ParamsError, match=message):
         parse_params(raw_params)
+
+
+def test_an_export_format_given_twice_or_unknown_is_named(raw_params):
+    raw_params["export"]["formats"] = ["onnx", "onnx"]
+    with pytest.raises(ParamsError, match="export: Value error, formats names a format twice"):
+        parse_params(raw_params)
+    raw_params["export"]["formats"] = ["onnx", "coreml"]
+    with pytest.raises(ParamsError, match=r"export\.formats\.1: Input should be 'onnx'"):
+        parse_params(raw_params)

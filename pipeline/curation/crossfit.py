@@ -11,7 +11,6 @@ are what cleanlab needs to tell a wrong label from a hard image (`curation.label
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -19,9 +18,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
 from pipeline.common.log import PipelineError
-from pipeline.imagedata.dataset import image_dataset
 from pipeline.params import AUTO, AuditParams, ModelParams
-from pipeline.paths import SPLIT_DIR
 from pipeline.training.batching import resolve_batch_size
 from pipeline.training.model import build_model
 
@@ -56,14 +53,6 @@ def audit_image_size(setting: int | str, shorter_sides: pd.Series) -> int:
         return int(setting)
     median = int(shorter_sides.median()) if len(shorter_sides) else AUTO_MIN_SIZE
     return min(AUTO_MAX_SIZE, max(AUTO_MIN_SIZE, median))
-
-
-def load_images(rows: pd.DataFrame, classes: list[str], size: int, channels: int,
-                root: Path = SPLIT_DIR) -> np.ndarray:  # fmt: skip
-    """The images of `rows` as one uint8 array (N x size x size x channels), decoded and
-    resized as training decodes them (`imagedata.dataset`)."""
-    batches = image_dataset(rows, classes, size, channels, 512, root=root, cache="off")
-    return np.concatenate([images.numpy() for images, _ in batches]).astype(np.uint8)
 
 
 def fold_ids(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> np.ndarray:

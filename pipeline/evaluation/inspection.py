@@ -1,8 +1,6 @@
 """Looking inside the trained CNN: the images to show, the NumPy forward pass checked
 against Keras, Grad-CAM, and what weight sharing saves."""
 
-from pathlib import Path
-
 import keras
 import numpy as np
 import pandas as pd
@@ -10,9 +8,7 @@ from PIL import Image
 
 from pipeline.common.log import PipelineError
 from pipeline.evaluation.forward import LayerOutput, compare_with_keras, float32_copy
-from pipeline.imagedata.dataset import image_dataset
 from pipeline.params import VisualizeParams
-from pipeline.paths import SPLIT_DIR
 
 POOLING = ("MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "Flatten")
 
@@ -34,14 +30,6 @@ def first_of_each_class(rows: pd.DataFrame, classes: list[str]) -> tuple[pd.Data
     present = [c for c in classes if c in chosen.index]
     picked = chosen.loc[present].reset_index()[["path", "label"]]
     return picked, [c for c in classes if c not in chosen.index]
-
-
-def load_images(
-    rows: pd.DataFrame, classes: list[str], image_size: int, channels: int, root: Path = SPLIT_DIR
-) -> np.ndarray:
-    """The images exactly as training and evaluation decode them (uint8, model size)."""
-    data = image_dataset(rows, classes, image_size, channels, len(rows), root=root, cache="off")
-    return np.concatenate([x.numpy() for x, _ in data])
 
 
 def conv_representations(outputs: list[LayerOutput]) -> list[tuple[str, np.ndarray]]:

@@ -7,6 +7,7 @@ evaluation and every later report agree on which index means which class.
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import tensorflow as tf
 
@@ -51,11 +52,14 @@ def decode_contents(contents: tf.Tensor, image_size: int, channels: int) -> tf.T
     )
     image.set_shape([None, None, channels])
     height, width = tf.shape(image)[0], tf.shape(image)[1]
-    return tf.cond(  # a source already at the model's size skips the (identity) resize
+    sized = tf.cond(  # a source already at the model's size skips the (identity) resize
         tf.logical_and(tf.equal(height, image_size), tf.equal(width, image_size)),
-        lambda: tf.ensure_shape(image, [image_size, image_size, channels]),
+        lambda: image,
         lambda: resize(image, image_size),
     )
+    # the shape is fixed after the branches, not inside one: in a tf.function (not in a
+    # tf.data map) the branch not taken ran its check too and failed on every resized image
+    return tf.ensure_shape(sized, [image_size, image_size, channels])
 
 
 def _decode_other(contents: tf.Tensor, channels: int) -> tf.Tensor:
@@ -196,3 +200,14 @@ def image_dataset(
     )
     dataset = decoded.batch(batch_size).concatenate(later) if first_epoch == 0 else later
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def load_images(
+    rows: pd.DataFrame, classes: list[str], image_size: int, channels: int, root: Path = SPLIT_DIR
+) -> np.ndarray:
+    """The images of `rows` as one uint8 array (N x size x size x channels), decoded and
+    resized exactly as training and evaluation decode them."""
+    batches = image_dataset(rows, classes, image_size, channels, 512, root=root, cache="off")
+    parts = [images.numpy() for images, _ in batches]
+    empty = np.empty((0, image_size, image_size, channels), np.uint8)
+    return np.concatenate(parts).astype(np.uint8) if parts else empty

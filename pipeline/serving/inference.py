@@ -4,25 +4,35 @@ it takes, predict batches, and build the prediction table. Evaluate, visualize, 
 served pyfunc model and transfer learning all load and predict through here.
 
 New files go through the very conversion the split applies (`images.model_ready`: EXIF
-orientation, transparency composited, CMYK and 16-bit converted) and the training decoder
-(`dataset.decode_contents`), so a picture is seen exactly as the test split was.
+orientation, transparency composited, CMYK and 16-bit converted) and the training decoder's
+arithmetic (`dataset.decode_contents`), so a picture is seen exactly as the test split was.
+Batches are decoded together: a PNG (lossless: Pillow's pixels are TensorFlow's) is read by
+Pillow and resized with the images of its size in one operation, a JPEG by the training
+decoder's own graph (its scaled DCT decoding is TensorFlow's).
+
+The model may also be an export (`.onnx`, `.tflite`, a SavedModel folder), run by its own
+runtime (`serving.runtimes`).
 """
 
+import io
 import re
 import zipfile
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from PIL import Image
 
 from pipeline.common.log import PipelineError
 from pipeline.contracts import DEFAULT_MAX_PIXELS, WHITE, ContractError, Labels, read_labels
-from pipeline.imagedata.dataset import decode_contents, image_dataset
+from pipeline.imagedata.dataset import JPEG_MAGIC, decode_contents, image_dataset, resize
 from pipeline.imagedata.images import model_ready
 from pipeline.paths import SPLIT_DIR
+from pipeline.serving.runtimes import RUNTIMES, format_of, load_exported
 
 MODEL_URI = re.compile(r"[a-z][a-z0-9+.-]*:/")  # runs:/..., models:/..., s3://...
 
@@ -65,15 +75,33 @@ def load_keras_model(path: Path) -> keras.Model:
         ) from error
 
 
+def load_model_file(path: Path):
+    """A `.keras` file (`load_keras_model`), or an export in its runtime."""
+    fmt = format_of(path)
+    if fmt not in RUNTIMES:
+        return load_keras_model(path)
+    if not path.exists():
+        raise ModelNotFoundError(f"exported model {path} is missing: export it with `make run`")
+    try:
+        return load_exported(path)
+    except Exception as error:  # each runtime has its own errors; all mean the same here
+        raise ModelMismatchError(
+            f"exported model {path} cannot be loaded by its runtime ({type(error).__name__}: "
+            f"{error}): export it again with `dvc repro --force export`"
+        ) from error
+
+
 @dataclass
 class Classifier:
     """A trained model with what it needs to take an image file: its class names, its input
-    size and channels, and the background transparent pixels were composited on in its split."""
+    size and channels, and the background transparent pixels were composited on in its split.
+    `model` is a Keras model or an exported one in its runtime (`serving.runtimes`)."""
 
     model: keras.Model
     classes: list[str]
     background: tuple[int, int, int] = WHITE
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are refused before decoding
+    _decode: object = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         _, height, width, self.channels = self.model.input_shape
@@ -90,9 +118,9 @@ class Classifier:
 
     @classmethod
     def from_files(cls, model_file: Path, labels_file: Path | None = None) -> "Classifier":
-        """A `.keras` file and the labels file train wrote beside it."""
+        """A `.keras` file (or an export) and the labels file written beside it."""
         labels_file = labels_file or model_file.with_name("labels.json")
-        model = load_keras_model(model_file)  # names the model file when it is missing
+        model = load_model_file(model_file)  # names the model file when it is missing
         if not labels_file.exists():
             raise ModelNotFoundError(
                 f"class names {labels_file} is missing (the classes of {model_file.name}): "
@@ -130,10 +158,45 @@ class Classifier:
             f"{len(classes)} of {labels_file} ({detail}): retrain with `dvc repro train`"
         )
 
+    def ready(self, data: bytes) -> bytes:
+        """A file's bytes as the split would have written them (`images.model_ready`); raises
+        UnreadableImageError with the reason."""
+        return model_ready(data, self.channels, self.background, self.max_pixels)[0]
+
+    def images(self, contents: list[bytes]) -> np.ndarray:
+        """`ready` files to the (n, size, size, channels) uint8 batch the model takes, each
+        exactly as the training decoder decodes it."""
+        size = self.image_size
+        batch = np.empty((len(contents), size, size, self.channels), np.uint8)
+        by_shape = defaultdict(list)  # PNGs to resize, by their size
+        for row, data in enumerate(contents):
+            if data[:3] == JPEG_MAGIC:
+                batch[row] = self._jpeg(tf.constant(data)).numpy()
+                continue
+            with Image.open(io.BytesIO(data)) as image:
+                pixels = np.asarray(image)
+            pixels = pixels[..., np.newaxis] if pixels.ndim == 2 else pixels
+            if pixels.shape[:2] == (size, size):
+                batch[row] = pixels
+            else:
+                by_shape[pixels.shape].append((row, pixels))
+        for found in by_shape.values():
+            rows, pictures = zip(*found, strict=True)
+            batch[list(rows)] = resize(tf.constant(np.stack(pictures)), size).numpy()
+        return batch
+
+    def _jpeg(self, contents: tf.Tensor) -> tf.Tensor:
+        if self._decode is None:  # traced once, on the first JPEG
+            size, channels = self.image_size, self.channels
+            self._decode = tf.function(
+                lambda data: decode_contents(data, size, channels),
+                input_signature=[tf.TensorSpec([], tf.string)],
+            )
+        return self._decode(contents)
+
     def pixels(self, data: bytes) -> np.ndarray:
         """One file's bytes to the (size, size, channels) uint8 array the model takes."""
-        ready, _ = model_ready(data, self.channels, self.background, self.max_pixels)
-        return decode_contents(tf.constant(ready), self.image_size, self.channels).numpy()
+        return self.images([self.ready(data)])[0]
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """A batch of uint8 images (already at the model's size) to class probabilities."""
@@ -147,7 +210,11 @@ class Classifier:
         data = image_dataset(
             rows, self.classes, self.image_size, self.channels, batch_size, root=root, cache="off"
         )
-        probabilities = self.model.predict(data, verbose=0)
+        if isinstance(self.model, keras.Model):
+            probabilities = self.model.predict(data, verbose=0)
+        else:  # an export: its runtime, batch by batch
+            parts = [self.probabilities(images.numpy()) for images, _ in data]
+            probabilities = np.concatenate(parts) if parts else np.empty((0, len(self.classes)))
         if len(probabilities) != len(rows):
             raise RuntimeError(f"{len(probabilities)} predictions for {len(rows)} images")
         return probabilities
@@ -164,17 +231,18 @@ def load_checked(
 
 
 def load_classifier(source: str | Path) -> Classifier:
-    """A `.keras` file (class names from `labels.json` beside it), a folder holding
-    `model.keras`, or an MLflow model URI (`runs:/<id>/model`, `models:/<name>/<version>`,
-    `models:/<name>@champion`: the pipeline's pyfunc model, or a Keras-flavor model whose
-    run holds `models/labels.json`)."""
+    """A `.keras` file or an export (`.onnx`, `.tflite`, a SavedModel folder; class names from
+    `labels.json` beside it), a folder holding `model.keras`, or an MLflow model URI
+    (`runs:/<id>/model`, `models:/<name>/<version>`, `models:/<name>@champion`: the
+    pipeline's pyfunc model, or a Keras-flavor model whose run holds `models/labels.json`)."""
     if is_model_uri(source):
         from pipeline.tracking import registry
 
         model, labels = registry.load_logged_model(str(source))
         return Classifier.from_labels(model, labels)
     path = Path(source)
-    return Classifier.from_files(path / "model.keras" if path.is_dir() else path)
+    plain_folder = path.is_dir() and format_of(path) is None
+    return Classifier.from_files(path / "model.keras" if plain_folder else path)
 
 
 def load_model(source: str | Path) -> keras.Model:

@@ -115,13 +115,13 @@ class ImageClassifierModel(mlflow.pyfunc.PythonModel):
                 f"the request's images have {total:,} bytes together; at most "
                 f"{MAX_REQUEST_BYTES:,} are taken in one request (send them in several)"
             )
-        images = []
+        ready = []
         for row, data in enumerate(files):
             try:
-                images.append(classifier.pixels(data))
+                ready.append(classifier.ready(data))
             except UnreadableImageError as error:
                 raise BadRequest(f"row {row}: {error}") from None
-        return np.stack(images)
+        return classifier.images(ready)  # the request's images decoded as one batch
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
         try:

@@ -6,7 +6,10 @@ from pipeline.contracts import read_run_record
 from pipeline.paths import (
     AUDIT_METRICS,
     EVALUATE_DIR,
+    EXPORT_DIR,
+    EXPORT_METRICS,
     METRICS_FILE,
+    MODEL_CARD,
     MODEL_FILE,
     REVIEW_PAGE,
     ROOT,
@@ -28,12 +31,22 @@ def summary() -> str:
         if "accuracy_without_suspects" in metrics:
             audit += (f", {metrics['test_suspects']} in test (accuracy without them "
                       f"{metrics['accuracy_without_suspects']:.4f})")  # fmt: skip
+    exports = "not exported yet"
+    if EXPORT_METRICS.exists():
+        found = read_json(EXPORT_METRICS)
+        formats = [k.removesuffix("_agreement") for k in found if k.endswith("_agreement")]
+        formats = [f for f in formats if not f.startswith("keras")]
+        exports = f"{EXPORT_DIR.relative_to(ROOT)}/ ({', '.join(formats)}; " + (
+            "parity in reports/export/parity.csv)"
+        )
     return "\n".join(
         [
             f"Test accuracy: {metrics['accuracy']:.4f}  (macro F1 {metrics['macro_f1']:.4f}, "
             f"{metrics['n_images']} test images; scikit-learn SVC on the same split: "
             f"{metrics.get('baseline_svc_accuracy', float('nan')):.4f})",
-            f"Model:           {MODEL_FILE.relative_to(ROOT)}",
+            f"Model:           {MODEL_FILE.relative_to(ROOT)}  (card: "
+            f"{MODEL_CARD.relative_to(ROOT)})",
+            f"Exports:         {exports}",
             f"Training curves: {TRAIN_REPORTS_DIR.relative_to(ROOT)}/history.csv  (dvc plots show)",
             f"Report:          {EVALUATE_DIR.relative_to(ROOT)}/report.html  (one page; the "
             "tables and pictures beside it)",

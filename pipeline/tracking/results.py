@@ -94,3 +94,40 @@ def log_visualization(run_id: str, raw_params: Mapping, metrics: dict, folder: P
         flat |= {f"weight_sharing_{k}": v for k, v in metrics.get("weight_sharing", {}).items()}
         log_metrics(client, run_id, flat)
         log_folder(folder, folder.relative_to(ROOT).as_posix(), run_id)
+
+
+def log_export(
+    run_id: str, raw_params: Mapping, table: pd.DataFrame, parity_file: Path, exported: Path
+) -> None:
+    """Add the exported models and their parity table to the model's run (its status stays
+    the training's): `export_<format>_<column>` metrics, the table, and every exported file
+    under `export/`."""
+    store.configure()
+    with store.added_to_run(run_id, "export") as client:
+        log_sections(raw_params, ("export",), run_id)
+        columns = [c for c in table.columns if c != "format"]
+        flat = {
+            f"export_{row['format']}_{column}": row[column]
+            for row in table.to_dict("records")
+            for column in columns
+        }
+        log_metrics(client, run_id, flat)
+        client.log_artifact(
+            run_id, str(parity_file), parity_file.parent.relative_to(ROOT).as_posix()
+        )
+        log_folder(exported, "export", run_id)
+
+
+def run_tags(run_id: str) -> dict[str, str]:
+    """The tags of a run (what its training recorded: git.commit, data.*, env.*)."""
+    store.configure()
+    return dict(MlflowClient().get_run(run_id).data.tags)
+
+
+def log_card(run_id: str, card: Path, description: str) -> None:
+    """The model card as an artifact of the model's run, and `description` (the card, short
+    enough for a tag) as the run's description."""
+    store.configure()
+    with store.added_to_run(run_id, "card") as client:
+        client.log_artifact(run_id, str(card))
+        client.set_tag(run_id, "mlflow.note.content", description)

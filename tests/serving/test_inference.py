@@ -117,3 +117,47 @@ def test_a_pickle_a_lambda_layer_and_an_h5_file_are_refused_naming_the_file(tmp_
     _brightness_model([10, 120, 240]).save(h5)
     with pytest.raises(ModelMismatchError, match=rf"{h5} is not a .keras file"):
         load_keras_model(h5)
+
+
+def _encoded(pixels: np.ndarray, fmt: str) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.squeeze() if pixels.shape[-1] == 1 else pixels).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_batch_is_decoded_exactly_as_the_training_decoder_decodes_each_file(channels):
+    """PNGs of the model's size, smaller and larger (resized together, by size), and JPEGs
+    (the training decoder's own graph, DCT scaling included) in one batch."""
+    import tensorflow as tf
+
+    from pipeline.imagedata.dataset import decode_contents
+
+    rng = np.random.default_rng(channels)
+    shapes = [(16, 16), (8, 8), (8, 8), (40, 24), (16, 16), (70, 90)]
+    files = [
+        _encoded(rng.integers(0, 256, (*shape, channels), dtype=np.uint8), fmt)
+        for shape in shapes
+        for fmt in ("PNG", "JPEG")
+    ]
+    model = keras.Sequential([keras.Input((16, 16, channels), dtype="uint8"),
+                              keras.layers.Flatten(), keras.layers.Dense(2)])  # fmt: skip
+    classifier = Classifier(model, ["a", "b"])
+    got = classifier.images([classifier.ready(data) for data in files])
+    expected = [decode_contents(tf.constant(classifier.ready(d)), 16, channels) for d in files]
+    assert got.shape == (len(files), 16, 16, channels)
+    assert np.array_equal(got, np.stack([e.numpy() for e in expected]))
+
+
+def test_the_training_decoder_works_inside_a_tf_function_on_images_it_resizes():
+    """The check of the decoded size sat in the branch that skips the resize; traced in a
+    tf.function (not in a tf.data map) that branch's check ran anyway and failed."""
+    import tensorflow as tf
+
+    from pipeline.imagedata.dataset import decode_contents
+
+    decode = tf.function(lambda data: decode_contents(data, 16, 1))
+    small = _encoded(np.full((8, 8, 1), 7, np.uint8), "PNG")
+    assert decode(tf.constant(small)).shape == (16, 16, 1)

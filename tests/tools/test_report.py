@@ -13,7 +13,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline.paths import AUDIT_METRICS, ROOT, VISUALIZE_METRICS
+from pipeline.paths import AUDIT_METRICS, EXPORT_METRICS, ROOT, VISUALIZE_METRICS
 from pipeline.tools import report
 from tests.projects import GIT_IDENTITY, run
 
@@ -21,6 +21,7 @@ EVALUATE = {"accuracy": 0.90, "macro_f1": 0.89, "log_loss": 0.31, "n_images": 30
             "per_class_f1": {"cat": 0.9, "dog": 0.8, "owl": 0.97}}  # fmt: skip
 VISUALIZE = {"forward_max_abs_difference": 2e-06, "weight_sharing": {"cnn_params": 5000}}
 AUDIT = {"suspects": 3, "images": 50, "cross_fit_accuracy": 0.9}
+EXPORT = {"onnx_agreement": 1.0, "tflite_int8_accuracy": 0.9}
 TRAIN = {"best_val_loss": 0.25, "epochs_run": 12, "training_seconds": 40.0,
          "images_per_second_later_epochs": 800.0}  # fmt: skip
 
@@ -37,6 +38,7 @@ def write_results(root: Path, evaluate: dict, train: dict) -> None:
         (report.TRAIN_METRICS_FILE, train),
         (VISUALIZE_METRICS, VISUALIZE),
         (AUDIT_METRICS, AUDIT),
+        (EXPORT_METRICS, EXPORT),
     )
     for path, data in written:
         target = root / report.relative(path)

@@ -20,6 +20,8 @@ def test_after_a_run_it_names_the_label_suspects_and_their_page(tmp_path, monkey
     write_json(metrics, {"accuracy": 0.9, "macro_f1": 0.9, "n_images": 10, "test_suspects": 2,
                          "accuracy_without_suspects": 0.95})  # fmt: skip
     write_json(audit, {"suspects": 7, "images": 50})
+    write_json(tmp_path / "export.json", {"keras_agreement": 1.0, "onnx_agreement": 1.0,
+                                          "tflite_int8_agreement": 0.99})  # fmt: skip
     places = {
         "METRICS_FILE": metrics, "AUDIT_METRICS": audit, "ROOT": tmp_path,
         "REVIEW_PAGE": tmp_path / "reports/audit/review.html",
@@ -27,6 +29,8 @@ def test_after_a_run_it_names_the_label_suspects_and_their_page(tmp_path, monkey
         "EVALUATE_DIR": tmp_path / "reports/evaluate",
         "TRAIN_REPORTS_DIR": tmp_path / "reports/train",
         "VISUALIZE_REPORT": tmp_path / "reports/visualize/report.html",
+        "MODEL_CARD": tmp_path / "models/model_card.md", "EXPORT_DIR": tmp_path / "models/export",
+        "EXPORT_METRICS": tmp_path / "export.json",
     }  # fmt: skip
     for name, path in places.items():
         monkeypatch.setattr(summary, name, path)
@@ -34,3 +38,5 @@ def test_after_a_run_it_names_the_label_suspects_and_their_page(tmp_path, monkey
         "Label suspects:  7 of 50 images, 2 in test (accuracy without them 0.9500)  "
         "(reports/audit/review.html; fixes go in data/relabels.csv)"
     ) in summary.summary()
+    assert "Exports:         models/export/ (onnx, tflite_int8; parity in" in summary.summary()
+    assert "(card: models/model_card.md)" in summary.summary()

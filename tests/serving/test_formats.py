@@ -1,0 +1,114 @@
+"""Exports of a tiny model in every format, each run by its own runtime: the same classes
+and probabilities as the float32 Keras model, and the traps on the way there."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from pipeline.evaluation.forward import float32_copy
+from pipeline.params import AugmentationParams, ModelParams
+from pipeline.serving.formats import FILES, FLOAT_FORMATS, export_model, inference_model
+from pipeline.serving.inference import Classifier, ModelMismatchError, load_model_file
+from pipeline.serving.runtimes import format_of, load_exported
+from pipeline.training.model import build_model
+
+SIZE, CLASSES = 16, 3
+
+
+@pytest.fixture(scope="module")
+def trained(raw_params_formats):
+    """A tiny CNN with batch normalisation and augmentation layers, fitted a little under
+    mixed bfloat16 (as train runs on this CPU) so that its moving statistics are not the
+    initial ones; and images it sorts."""
+    raw = raw_params_formats["train"]
+    cfg = ModelParams(**{**raw["model"], "filters": [4, 8], "convs_per_block": 1})
+    augment = AugmentationParams(
+        **{**raw["augmentation"], "translation": 0.1, "flip": "horizontal"}
+    )
+    keras.utils.set_random_seed(0)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = build_model((SIZE, SIZE, 1), CLASSES, cfg, augment, seed=0)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (96, SIZE, SIZE, 1), dtype=np.uint8)
+    labels = keras.utils.to_categorical(images.mean(axis=(1, 2, 3)) // 86, CLASSES)
+    model.compile("adam", "categorical_crossentropy")
+    model.fit(images, labels, epochs=2, batch_size=16, verbose=0)
+    return model, images
+
+
+@pytest.fixture(scope="module")
+def raw_params_formats():
+    from pipeline.params import load_raw_params
+
+    return load_raw_params()
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    model, images = trained
+    folder = tmp_path_factory.mktemp("export")
+    reference = inference_model(model)
+    paths = {fmt: export_model(reference, fmt, folder / FILES[fmt], images[:32]) for fmt in FILES}
+    return reference, paths
+
+
+def test_a_plain_call_of_the_trained_model_is_in_training_mode_but_not_the_inference_one(
+    trained,
+):
+    model, images = trained
+    reference = inference_model(model)
+    expected = float32_copy(model).predict_on_batch(images)
+    # the trap: augmentation layers default to training=True, and batch normalisation follows
+    assert np.abs(keras.ops.convert_to_numpy(model(images)) - expected).max() > 1e-2
+    assert np.abs(reference(images).numpy() - expected).max() < 1e-6
+    assert {layer.dtype_policy.name for layer in reference.layers[-1].layers} == {"float32"}
+
+
+@pytest.mark.parametrize("fmt", FLOAT_FORMATS)
+def test_each_float_format_answers_as_keras_in_its_own_runtime(exported, trained, fmt):
+    reference, paths = exported
+    images = trained[1]
+    runtime = load_exported(paths[fmt])
+    assert format_of(paths[fmt]) == fmt
+    assert runtime.input_shape == (None, SIZE, SIZE, 1) and runtime.output_shape[-1] == CLASSES
+    expected = reference.predict_on_batch(images)
+    got = runtime.predict_on_batch(images)
+    assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
+    assert np.abs(got - expected).max() < 1e-4
+    # a batch of another size (the runtime resizes its input), the same answers
+    assert np.allclose(runtime.predict_on_batch(images[:5]), expected[:5], atol=1e-4)
+
+
+def test_int8_is_quantised_and_close(exported, trained):
+    reference, paths = exported
+    images = trained[1]
+    runtime = load_exported(paths["tflite_int8"])
+    tensors = runtime.interpreter.get_tensor_details()
+    assert sum(t["dtype"] == np.int8 for t in tensors) >= 8  # weights and activations
+    got = runtime.predict_on_batch(images)
+    expected = reference.predict_on_batch(images)
+    assert np.mean(got.argmax(axis=1) == expected.argmax(axis=1)) >= 0.9
+    assert np.abs(got - expected).max() < 0.1
+
+
+def test_an_export_predicts_through_the_classifier_with_its_labels(exported, trained, tmp_path):
+    _, paths = exported
+    labels = paths["onnx"].with_name("labels.json")
+    labels.write_text(json.dumps({"classes": ["a", "b", "c"], "background": [255, 255, 255]}))
+    classifier = Classifier.from_files(paths["onnx"])
+    assert classifier.classes == ["a", "b", "c"] and classifier.image_size == SIZE
+    probabilities = classifier.probabilities(trained[1][:4])
+    assert probabilities.shape == (4, CLASSES)
+
+
+def test_a_missing_or_corrupt_export_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"exported model {tmp_path / 'm.onnx'} is missing"):
+        load_model_file(tmp_path / "m.onnx")
+    (tmp_path / "m.tflite").write_bytes(b"not a flatbuffer")
+    with pytest.raises(ModelMismatchError, match=f"exported model {tmp_path / 'm.tflite'} cannot"):
+        load_model_file(tmp_path / "m.tflite")
