@@ -37,6 +37,8 @@ class OnnxModel:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads()
         options.log_severity_level = 3  # errors only
+        # idle threads sleep rather than spin: the CLI reads the next batch on the same cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(
             str(path), options, providers=["CPUExecutionProvider"]
         )

@@ -84,7 +84,7 @@ def test_a_planted_mismatch_stops_the_stage_naming_the_format_and_images(project
 def test_predict_runs_each_export_in_its_runtime_with_the_same_answers(project, tmp_path):
     root, env = project
     answers = {}
-    for fmt in ["keras", *FILES]:
+    for fmt in ["keras", "onnx", "tflite_int8"]:  # the others: tests/serving/test_formats.py
         out = tmp_path / f"{fmt}.csv"
         printed = subprocess.run(
             [sys.executable, "-m", "pipeline.tools.predict", "data/split/test", "--format", fmt,
@@ -93,8 +93,6 @@ def test_predict_runs_each_export_in_its_runtime_with_the_same_answers(project, 
         assert "images classified" in printed
         answers[fmt] = pd.read_csv(out)
     expected = pd.read_csv(root / "reports/evaluate/predictions.csv")
-    for fmt in FLOAT_FORMATS:  # float32 all: the very same classes
-        assert answers[fmt]["predicted"].tolist() == answers["onnx"]["predicted"].tolist(), fmt
     parity = pd.read_csv(root / "reports/export/parity.csv").set_index("format")
     reference = answers["onnx"]["predicted"].astype(str).to_numpy()
     for fmt, table in answers.items():  # the files of the test split, all read

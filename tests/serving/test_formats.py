@@ -5,6 +5,7 @@ import json
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipeline.evaluation.forward import float32_copy
@@ -112,3 +113,25 @@ def test_a_missing_or_corrupt_export_is_named(tmp_path):
     (tmp_path / "m.tflite").write_bytes(b"not a flatbuffer")
     with pytest.raises(ModelMismatchError, match=f"exported model {tmp_path / 'm.tflite'} cannot"):
         load_model_file(tmp_path / "m.tflite")
+
+
+def test_the_cli_predicts_with_an_export_as_with_keras(exported, trained, tmp_path, capsys):
+    from PIL import Image
+
+    from pipeline.tools.predict import main
+
+    reference, paths = exported
+    images = trained[1][:6]
+    folder = tmp_path / "new"
+    folder.mkdir()
+    for index, image in enumerate(images):
+        Image.fromarray(image.squeeze()).save(folder / f"{index}.png")
+    labels = {"classes": ["a", "b", "c"], "background": [255, 255, 255]}
+    expected = reference.predict_on_batch(images).argmax(axis=1)
+    for fmt in ("tflite", "saved_model"):
+        (paths[fmt].parent / "labels.json").write_text(json.dumps(labels))
+        out = tmp_path / f"{fmt}.csv"
+        assert main([str(folder), "--model", str(paths[fmt]), "--out", str(out)]) == 0
+        table = pd.read_csv(out)
+        assert table["predicted"].tolist() == [labels["classes"][i] for i in expected], fmt
+    assert "6 images classified" in capsys.readouterr().out
