@@ -34,13 +34,13 @@ log = logging.getLogger(__name__)
 
 
 def main() -> None:
-    params = load_params()
+    params, raw_params = load_params(), load_raw_params()
     run_id = read_run_record(RUN_FILE).run_id
     inputs = CardInputs(
         name=params.registered_model,
         run_id=run_id,
         run_tags=run_tags(run_id),
-        raw_params=load_raw_params(),
+        raw_params=raw_params,
         split=read_json(SPLIT_DIR / STATE_FILE),
         class_counts=pd.read_csv(SPLIT_DIR / "summary.csv", dtype={"class": str}),
         manifest_sha256=hashlib.sha256(SPLIT_MANIFEST.read_bytes()).hexdigest(),
@@ -56,7 +56,7 @@ def main() -> None:
     text = model_card(inputs)
     with staged_file(MODEL_CARD) as tmp:
         tmp.write_text(text, encoding="utf-8")
-    log_card(run_id, MODEL_CARD, description(text))
+    log_card(run_id, raw_params, MODEL_CARD, description(text))
     log.info(f"model card {MODEL_CARD.relative_to(ROOT)} (the description of MLflow run {run_id})")
 
 

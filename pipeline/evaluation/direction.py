@@ -2,6 +2,13 @@
 
 LOWER_WORDS = ("loss", "error", "seconds")  # losses, calibration error, durations
 NEUTRAL = frozenset({"epochs_run", "n_images"})  # counts that are neither better nor worse
+# durations and speeds: they vary with the machine and its load, not with the model
+TIMING_WORDS = ("seconds", "per_second")
+
+
+def is_timing(metric: str) -> bool:
+    """`training_seconds`, `images_per_second_later_epochs`, `export_onnx_images_per_second`."""
+    return any(word in metric for word in TIMING_WORDS)
 
 
 def lower_is_better(metric: str) -> bool:

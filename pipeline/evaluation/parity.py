@@ -2,16 +2,29 @@
 image, the same class, how far apart the probabilities are, the test accuracy, the file size
 and the speed, one row per format; and which rows break the rules the stage enforces."""
 
+import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from pipeline.common.log import PipelineError
+from pipeline.serving.formats import FILES, FLOAT_FORMATS, export_model, inference_model, size_bytes
+from pipeline.serving.inference import Classifier
+from pipeline.serving.runtimes import load_exported
+
+log = logging.getLogger(__name__)
 
 COLUMNS = [
     "format", "agreement", "disagreements", "max_probability_difference", "accuracy",
     "accuracy_change", "size_bytes", "images_per_second",
 ]  # fmt: skip
+
+
+class ParityError(PipelineError, ValueError):
+    """An exported model does not answer as the Keras model does."""
 
 
 def timed_predictions(
@@ -100,3 +113,52 @@ def disagreeing(
             "exported": names[predicted[apart]],
         }
     )
+
+
+def export_and_compare(
+    classifier: Classifier, formats: list[str], folder: Path, images: np.ndarray,
+    true: np.ndarray, calibration: np.ndarray, batch_size: int, keras_bytes: int,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:  # fmt: skip
+    """Export the model in every format into `folder` and run each export in its runtime on
+    `images` against the float32 Keras model: the parity table, and each row's probabilities.
+    The `.keras` model as trained is a row of its own when it computes in mixed precision."""
+    reference_model = inference_model(classifier.model)
+    reference, speed = timed_predictions(reference_model.predict_on_batch, images, batch_size)
+    rows = [parity_row("keras", reference, reference, true, keras_bytes, speed)]
+    found = {"keras": reference}
+    mixed = {layer.dtype_policy.name for layer in classifier.model.layers} - {"float32"}
+    if mixed:
+        trained, speed = timed_predictions(classifier.probabilities, images, batch_size)
+        rows.append(parity_row("keras_as_trained", trained, reference, true, keras_bytes, speed))
+        log.info(f"the .keras file computes in {', '.join(sorted(mixed))}; the exports in float32")
+    for fmt in formats:
+        path = export_model(reference_model, fmt, folder / FILES[fmt], calibration)
+        runtime = load_exported(path)
+        found[fmt], speed = timed_predictions(runtime.predict_on_batch, images, batch_size)
+        rows.append(parity_row(fmt, found[fmt], reference, true, size_bytes(path), speed))
+        log.info(f"{fmt}: {path.name}, {rows[-1]['agreement']:.4f} agreement with Keras")
+    return pd.DataFrame(rows, columns=COLUMNS), found
+
+
+def check_parity(
+    table: pd.DataFrame, probabilities: dict[str, np.ndarray], paths: pd.Series,
+    classes: list[str], max_probability_difference: float, int8_max_accuracy_drop: float,
+    table_file: str,
+) -> None:  # fmt: skip
+    """Raise ParityError naming what the table breaks, the first images that differ and where
+    the table is (`table_file`)."""
+    failures = parity_failures(
+        table, FLOAT_FORMATS, max_probability_difference, int8_max_accuracy_drop
+    )
+    if not failures:
+        return
+    exported = [fmt for fmt in probabilities if fmt != "keras"]
+    apart = pd.concat(
+        disagreeing(paths, probabilities[fmt], probabilities["keras"], classes).assign(format=fmt)
+        for fmt in exported
+    )
+    raise ParityError(
+        "the exports do not answer as the Keras model does:\n  " + "\n  ".join(failures)
+        + f"\nfirst images that differ:\n{apart.head(5).to_string(index=False)}"
+        + f"\n(table: {table_file})"
+    )  # fmt: skip

@@ -12,16 +12,20 @@ rebuilds it in float32 with `training=False` fixed in the graph; that float32 mo
 reference the exports are checked against (`evaluation.parity`).
 """
 
+import logging
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from pipeline import native_stderr
 from pipeline.common.log import PipelineError
 from pipeline.evaluation.forward import float32_copy
+from pipeline.serving.runtimes import LITERT_NOISE
 
 # each format, and the name it gets in the export folder
 FILES = {
@@ -59,6 +63,9 @@ def calibration_batches(images: np.ndarray) -> Callable[[], Iterator[list[np.nda
     return batches
 
 
+logging.getLogger("tf2onnx").setLevel(logging.ERROR)  # its notes on every conversion
+
+
 def export_model(
     model: keras.Model, fmt: str, path: Path, calibration: np.ndarray | None = None
 ) -> Path:
@@ -86,7 +93,10 @@ def export_model(
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
         written = Path(scratch) / path.name
         try:
-            model.export(str(written), verbose=False, **options[fmt])
+            with native_stderr(LITERT_NOISE), warnings.catch_warnings():
+                # Keras' tf2onnx patch checks for np.object, which NumPy 2 warns about
+                warnings.simplefilter("ignore", FutureWarning)
+                model.export(str(written), verbose=False, **options[fmt])
         except Exception as error:  # a converter's failure, whatever its type: name the format
             raise ExportError(
                 f"exporting the model to {fmt} failed ({type(error).__name__}: "
@@ -96,6 +106,18 @@ def export_model(
             shutil.rmtree(path)
         written.replace(path)
     return path
+
+
+def signature(image_size: int, channels: int, classes: int, formats: list[str]) -> dict:
+    """What a deployment needs to call the exports (models/export/signature.json)."""
+    return {
+        "input": {"name": "image", "shape": [None, image_size, image_size, channels],
+                  "dtype": "uint8",
+                  "pixels": "0-255, resized as the training decoder resizes (bilinear)"},
+        "output": {"shape": [None, classes], "dtype": "float32",
+                   "meaning": "class probabilities, in the order of labels.json"},
+        "files": {fmt: FILES[fmt] for fmt in formats},
+    }  # fmt: skip
 
 
 def size_bytes(path: Path) -> int:

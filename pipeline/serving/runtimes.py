@@ -7,13 +7,19 @@ predicting with the `.keras` file. Each runtime is imported when its format is f
 """
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
+from pipeline import native_stderr
+
 # the formats a path stands for, by its name; a folder holding saved_model.pb is a SavedModel
 SUFFIXES = {".onnx": "onnx", ".tflite": "tflite", ".keras": "keras"}
 SAVED_MODEL_FILE = "saved_model.pb"
+# what LiteRT and its converter print from C++ whatever goes right (the delegate it created, the
+# quantiser's settings); a real error still shows
+LITERT_NOISE = re.compile(rb"^INFO: Created TensorFlow Lite|^fully_quantize: \d")
 
 
 def format_of(path: Path) -> str | None:
@@ -71,7 +77,8 @@ class LiteRtModel:
         interpreter = self.interpreter
         if len(images) != self.batch:
             interpreter.resize_tensor_input(self.given["index"], images.shape, strict=True)
-            interpreter.allocate_tensors()
+            with native_stderr(LITERT_NOISE):  # "INFO: Created ... XNNPACK delegate"
+                interpreter.allocate_tensors()
             self.answer = interpreter.get_output_details()[0]
             self.batch = len(images)
         interpreter.set_tensor(self.given["index"], images.astype(self.given["dtype"]))

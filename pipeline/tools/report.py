@@ -27,7 +27,7 @@ from scmrepo.exceptions import RevError
 
 from pipeline.common.files import staged_dir, write_csv
 from pipeline.common.log import PipelineError, run_stage
-from pipeline.evaluation.direction import higher_is_better
+from pipeline.evaluation.direction import higher_is_better, is_timing
 from pipeline.paths import (
     CI_REPORT_DIR,
     CONFUSION_CSV,
@@ -52,7 +52,6 @@ HEADLINE = (
     (TRAIN_METRICS_FILE, "best_val_accuracy", "best validation accuracy"),
     (TRAIN_METRICS_FILE, "epochs_run", "epochs run"),
 )
-TIMINGS = ("training_seconds", "images_per_second")  # vary with the machine, not the model
 PICTURES = (
     (CONFUSION_PNG, "Confusion matrix (test)"),
     (HISTORY_PNG, "Training curves"),
@@ -136,10 +135,6 @@ def compare(root: Path, base: str) -> Comparison:
     return Comparison(
         base, base_commit, head_commit, diff_table(metrics, "metric"), params_table, absent
     )
-
-
-def is_timing(metric: str) -> bool:
-    return any(word in metric for word in TIMINGS)
 
 
 def number(value: object, signed: bool = False) -> str:

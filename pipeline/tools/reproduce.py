@@ -24,6 +24,7 @@ import pandas as pd
 from pipeline.common.log import PipelineError, run_stage
 from pipeline.common.processes import CommandError, run_command
 from pipeline.contracts import read_run_record
+from pipeline.evaluation.direction import is_timing
 from pipeline.paths import ROOT
 from pipeline.tracking.records import (
     RecordedRun,
@@ -36,7 +37,6 @@ from pipeline.tracking.records import (
 
 log = logging.getLogger(__name__)
 
-TIMINGS = ("training_seconds", "images_per_second_first_epoch", "images_per_second_later_epochs")
 LINEAGE_TAGS = ("git.commit", "git.dirty", "data.raw_dvc_md5", "env.uv_lock_sha256")
 
 
@@ -112,7 +112,7 @@ def side_by_side(original: RecordedRun, new: RecordedRun) -> pd.DataFrame:
     rows = []
     for name in names:
         a, b = original.metrics.get(name), new.metrics.get(name)
-        if name in TIMINGS:
+        if is_timing(name):
             verdict = "timing"
         elif name.startswith("champion_"):  # the registry's state then, not the model's
             verdict = "registry"

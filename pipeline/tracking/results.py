@@ -124,10 +124,11 @@ def run_tags(run_id: str) -> dict[str, str]:
     return dict(MlflowClient().get_run(run_id).data.tags)
 
 
-def log_card(run_id: str, card: Path, description: str) -> None:
+def log_card(run_id: str, raw_params: Mapping, card: Path, description: str) -> None:
     """The model card as an artifact of the model's run, and `description` (the card, short
     enough for a tag) as the run's description."""
     store.configure()
     with store.added_to_run(run_id, "card") as client:
+        log_sections(raw_params, ("card",), run_id)
         client.log_artifact(run_id, str(card))
         client.set_tag(run_id, "mlflow.note.content", description)

@@ -157,3 +157,25 @@ def test_an_mlflow_uri_brings_the_run_s_class_names(tmp_path, monkeypatch, messy
     assert table["predicted"].tolist() == expected["predicted"].tolist()
     with pytest.raises(ModelNotFoundError, match="no model at runs:/nope/model"):
         load_classifier("runs:/nope/model")
+
+
+def test_a_file_pillow_reads_but_the_decoder_cannot_gets_its_reason(
+    messy_split, classifier, monkeypatch
+):
+    """The batch is decoded again file by file, so the one file is named and the rest kept."""
+    import tensorflow as tf
+
+    root = messy_split[0]
+    files = [root / "tiny" / "a.png", root / "tiny" / "b.png"]
+    bad = classifier.ready(files[1].read_bytes())
+    decode = classifier.images
+
+    def images(contents: list[bytes]) -> np.ndarray:
+        if bad in contents:
+            raise tf.errors.InvalidArgumentError(None, None, "Invalid PNG data, size 57")
+        return decode(contents)
+
+    monkeypatch.setattr(classifier, "images", images)
+    table = predict_files(classifier, files)
+    assert table["error"].tolist() == ["", "Invalid PNG data, size 57"]
+    assert table["predicted"].notna().tolist() == [True, False]
