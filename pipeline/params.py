@@ -69,6 +69,13 @@ class SplitParams(_Section):
     # at this pixel correlation; the split keeps each group in one split, the gate checks it
     near_duplicate_distance: int = Field(ge=0, le=64)
     near_duplicate_correlation: float = Field(gt=0, le=1)
+    # a class whose near-duplicate groups cannot give every split its share: stop, keep the
+    # class in train only, or split its largest groups (imagedata.assignment.spread_classes)
+    inseparable_groups: Literal["error", "train_only", "split"]
+    min_images_per_split: int = Field(ge=1)
+    class_fraction_tolerance: float = Field(gt=0, lt=1)
+    min_image_size: int = Field(ge=1)  # a shorter side below it: rejected
+    max_image_size: int = Field(ge=1)  # a longer side above it: stored scaled down to it
     background: Annotated[  # a YAML list of three (the values themselves strict)
         tuple[
             Annotated[int, Field(ge=0, le=255, strict=True)],
@@ -85,6 +92,11 @@ class SplitParams(_Section):
                 f"validation + test = {self.validation + self.test:g} must stay below 1 "
                 "so that some images are left for training"
             )
+        if self.min_image_size > self.max_image_size:
+            raise ValueError(
+                f"min_image_size = {self.min_image_size} is above "
+                f"max_image_size = {self.max_image_size}"
+            )
         return self
 
     @property
@@ -97,9 +109,7 @@ class SplitParams(_Section):
 
 
 class ValidateParams(_Section):
-    min_images_per_split: int = Field(ge=1)
     fraction_tolerance: float = Field(gt=0, lt=1)
-    class_fraction_tolerance: float = Field(gt=0, lt=1)
     max_near_duplicate_share: float = Field(ge=0, le=1)
     max_class_imbalance: float = Field(ge=1)
     # what a class balance beyond max_class_imbalance does: report it (training's class weights
@@ -108,17 +118,6 @@ class ValidateParams(_Section):
     # when the source gives its own splits: what the same content (or a near duplicate) in two
     # of them does: report it (the splits stay as given) or stop
     given_split_leaks: Literal["report", "error"]
-    min_image_size: int = Field(ge=1)
-    max_image_size: int = Field(ge=1)
-
-    @model_validator(mode="after")
-    def _size_bounds_in_order(self) -> Self:
-        if self.min_image_size > self.max_image_size:
-            raise ValueError(
-                f"min_image_size = {self.min_image_size} is above "
-                f"max_image_size = {self.max_image_size}"
-            )
-        return self
 
 
 class OptimizerParams(_Section):

@@ -22,8 +22,8 @@ def main() -> None:
     source = load_params().ingest.source
     found = fingerprint(source)
     write_json(SOURCE_FILE, found)
-    files = f"{found['files']} files, " if "files" in found else ""
-    log.info(f"{source}: {files}fingerprint -> {SOURCE_FILE.relative_to(ROOT)}")
+    entries = f"{found['entries']} entries, " if "entries" in found else ""
+    log.info(f"{source}: {entries}fingerprint -> {SOURCE_FILE.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

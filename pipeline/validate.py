@@ -18,6 +18,7 @@ from pipeline.common.files import staged_dir, write_csv
 from pipeline.common.log import run_stage
 from pipeline.contracts import ValidationResult, expectation_name, read_labels, write_validation
 from pipeline.imagedata import manifest as mf
+from pipeline.imagedata.images import Rules
 from pipeline.imagedata.checks import (
     ValidationFailed,
     build_checks,
@@ -87,12 +88,10 @@ def main() -> None:
     raw = mf.read_raw_listing(RAW_LISTING)
     given = raw["given_split"].ne("").any()  # the source gave its splits
     channels = mf.split_channels(SPLIT_DIR)
-    facts = image_facts(SPLIT_DIR, placed["path"].tolist(), channels)
+    rules = Rules.of(params.split)  # what the split decided by, verified here with it
+    facts = image_facts(SPLIT_DIR, placed["path"].tolist(), channels, rules)
     near = confirm_near_duplicates(SPLIT_DIR, placed, facts, params.split)
-    checks = build_checks(
-        manifest, raw, facts, near, classes, params.split.fractions,
-        channels, cfg, given,
-    )  # fmt: skip
+    checks = build_checks(manifest, raw, facts, near, classes, params.split, channels, cfg, given)
     with staged_dir(DATA_DOCS_DIR) as docs:
         outcomes = run_checks(checks, docs)
         try:

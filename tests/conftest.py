@@ -82,7 +82,7 @@ def split(image_tree, tmp_path) -> dict:
     from pipeline.imagedata import manifest as mf
     from pipeline.imagedata.assignment import build_split, write_split
     from pipeline.imagedata.checks import confirm_near_duplicates, image_facts
-    from pipeline.imagedata.images import list_raw
+    from pipeline.imagedata.images import Rules, list_raw
     from pipeline.params import load_params
 
     cfg = load_params().split.model_copy(update={"validation": 0.2, "test": 0.2})
@@ -91,12 +91,12 @@ def split(image_tree, tmp_path) -> dict:
     write_split(table, image_tree, out, channels=1, cfg=cfg, seed=0)
     manifest = mf.read_manifest(out / "manifest.csv")
     placed = mf.in_splits(manifest)
-    facts = image_facts(out, placed["path"].tolist(), channels=1)
+    facts = image_facts(out, placed["path"].tolist(), channels=1, rules=Rules.of(cfg))
     return {
         "manifest": manifest,
         "raw": list_raw(image_tree),
         "facts": facts,
-        "near": confirm_near_duplicates(out, placed, facts, load_params().split),
+        "near": confirm_near_duplicates(out, placed, facts, cfg),
         "classes": ["cat", "dog", "owl"],
         "out": out,
         "root": image_tree,

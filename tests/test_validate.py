@@ -22,9 +22,8 @@ def test_a_failed_expectation_stops_the_stage(split, tmp_path, monkeypatch, raw_
         out / "manifest.csv", index=False
     )
     raw_params["base"]["channels"] = 1
-    raw_params["split"].update(validation=0.2, test=0.2)
+    raw_params["split"].update(validation=0.2, test=0.2, class_fraction_tolerance=0.5)
     raw_params["validate"]["fraction_tolerance"] = 0.5
-    raw_params["validate"]["class_fraction_tolerance"] = 0.5
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params))
     reports = tmp_path / "reports"
     monkeypatch.setattr(validate, "load_params", lambda: load_params(tmp_path / "params.yaml"))

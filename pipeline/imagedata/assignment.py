@@ -25,18 +25,22 @@ from pipeline.contracts import Labels, write_labels
 from pipeline.imagedata import manifest as mf
 from pipeline.imagedata.images import (
     ImageFacts,
+    Rules,
+    file_problem,
     inspect_image,
     is_ignored,
     list_raw,
     needs_conversion,
     resolve_channels,
+    seen_grey,
+    stored_size,
     to_png,
 )
 from pipeline.imagedata.relabels import apply_relabels, carried_over
 from pipeline.imagedata.similarity import (
     PLAIN,
     close_pairs,
-    compare_size,
+    compare_sizes,
     crop_array,
     crop_pairs,
     group_ids,
@@ -80,14 +84,15 @@ def _rank(seed: int, digest: str) -> str:
     return hashlib.sha256(f"{seed}:{digest}".encode()).hexdigest()
 
 
-def _units(rows: pd.DataFrame, seed: int) -> list[list[str]]:
+def _units(rows: pd.DataFrame, seed: int, spread: Iterable[str] = ()) -> list[list[str]]:
     """The distinct contents of one class as units that go to one split together: each group
-    of near duplicates (column `group`, "" for none) and each other content on its own.
-    Groups come first, largest first, so the contents alone can even out the sizes after
-    them; within a size, in seeded-hash order."""
+    of near duplicates (column `group`, "" for none) and each other content on its own, as
+    are the members of the groups in `spread`. Groups come first, largest first, so the
+    contents alone can even out the sizes after them; within a size, in seeded-hash order."""
     distinct = rows.drop_duplicates("sha256")
     group = distinct["group"] if "group" in distinct else pd.Series("", index=distinct.index)
-    unit = group.where(group != "", distinct["sha256"])
+    alone = (group == "") | group.isin(set(spread))
+    unit = group.where(~alone, distinct["sha256"])
     members = distinct["sha256"].groupby(unit.to_numpy()).agg(sorted)
     order = sorted(members.index, key=lambda u: (-len(members[u]), _rank(seed, u)))
     return [members[u] for u in order]
@@ -99,6 +104,7 @@ def split_assignments(
     seed: int,
     previous: Mapping[tuple[str, str], str] | None = None,
     train_only: Iterable[str] = (),
+    spread: Iterable[str] = (),
 ) -> dict[tuple[str, str], str]:
     """The split of every distinct (label, sha256) in `contents`, stratified by label, with
     each group of near duplicates (`_units`) in one split.
@@ -112,7 +118,7 @@ def split_assignments(
     train_only = set(train_only)
     assignment: dict[tuple[str, str], str] = {}
     for label, rows in contents.groupby("label", sort=True):
-        units = [[(label, digest) for digest in unit] for unit in _units(rows, seed)]
+        units = [[(label, digest) for digest in unit] for unit in _units(rows, seed, spread)]
         if label in train_only:
             assignment.update(dict.fromkeys((key for unit in units for key in unit), "train"))
             continue
@@ -134,8 +140,8 @@ def split_assignments(
     return assignment
 
 
-def _inspect(raw_dir: Path, max_pixels: int, relative: str) -> ImageFacts:
-    return inspect_image(raw_dir / relative, perceptual=True, max_pixels=max_pixels)
+def _inspect(raw_dir: Path, rules: Rules, relative: str) -> ImageFacts:
+    return inspect_image(raw_dir / relative, perceptual=True, rules=rules)
 
 
 def _status(reason: str) -> str:
@@ -144,11 +150,12 @@ def _status(reason: str) -> str:
     return mf.IGNORED if is_ignored(reason) else mf.REJECTED
 
 
-def inspect_files(raw_dir: Path, listing: pd.DataFrame, max_pixels: int) -> pd.DataFrame:
+def inspect_files(raw_dir: Path, listing: pd.DataFrame, rules: Rules) -> pd.DataFrame:
     """One row per listed file with its facts, a status (ok, rejected, or ignored for debris)
-    and the reason. No file declaring more than `max_pixels` is decoded."""
+    and the reason (`images.file_problem`). No file declaring more than `rules.max_pixels`
+    is decoded."""
     readable = listing[listing["problem"].isna()]
-    work = partial(_inspect, raw_dir, max_pixels)
+    work = partial(_inspect, raw_dir, rules)
     facts = dict(
         zip(
             readable.index,
@@ -160,7 +167,7 @@ def inspect_files(raw_dir: Path, listing: pd.DataFrame, max_pixels: int) -> pd.D
     for index, entry in listing.iterrows():
         fact = facts.get(index)
         listed_problem = entry["problem"] if pd.notna(entry["problem"]) else None
-        reason = listed_problem or (fact.problem if fact else None) or ""
+        reason = listed_problem or (file_problem(fact, rules) if fact else None) or ""
         details = fact.as_row() if fact else {}
         details.pop("problem", None)
         rows.append(
@@ -179,29 +186,50 @@ def inspect_files(raw_dir: Path, listing: pd.DataFrame, max_pixels: int) -> pd.D
     return table
 
 
-def mark_conflicts(table: pd.DataFrame, policy: str) -> pd.DataFrame:
-    """The same bytes under two or more classes: every copy excluded, or the stage stopped."""
+def _conflicts(table: pd.DataFrame, near: pd.DataFrame) -> dict[int, str]:
+    """Every usable row whose picture is also under another class, with why: the same bytes
+    (its sha256 under several labels), or a near duplicate (`near`: confirmed pairs of row
+    indices) of an image of another class, named with its class."""
     usable = table["status"] == mf.OK
     labels = table[usable].groupby("sha256")["label"].agg(lambda names: sorted(set(names)))
     conflicted = labels[labels.map(len) > 1]
-    if conflicted.empty:
+    found = {
+        index: "same content under classes " + ", ".join(repr(n) for n in conflicted[digest])
+        for index, digest in table.loc[usable & table["sha256"].isin(conflicted.index), "sha256"].items()
+    }  # fmt: skip
+    label, path = table["label"], table["raw_path"]
+    across = near[label.loc[near["first"]].to_numpy() != label.loc[near["second"]].to_numpy()]
+    for a, b in across[["first", "second"]].itertuples(index=False):
+        for row, other in ((a, b), (b, a)):
+            found.setdefault(row, f"near duplicate of {path[other]} (class {label[other]!r}) "
+                                  f"under class {label[row]!r}")  # fmt: skip
+    return found
+
+
+def mark_conflicts(table: pd.DataFrame, policy: str, near: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The same picture under two or more classes (the same bytes, or near duplicates:
+    `near`, confirmed pairs of row indices): every copy of it excluded, or the stage stopped.
+    Identical copies of a conflicted file share its fate."""
+    near = near if near is not None else pd.DataFrame(columns=["first", "second"], dtype=int)
+    found = _conflicts(table, near)
+    if not found:
         return table
-    rows = usable & table["sha256"].isin(conflicted.index)
+    digests = {table.at[i, "sha256"]: i for i in found}
+    rows = (table["status"] == mf.OK) & table["sha256"].isin(digests)
+    reasons = [found.get(i) or found[digests[table.at[i, "sha256"]]] for i in table.index[rows]]
     if policy == "error":
-        listed = "\n".join(
-            f"  {path} ({label})"
-            for path, label in table.loc[rows, ["raw_path", "label"]].itertuples(index=False)
-        )
+        lines = [f"  {path} ({label}): {reason}" for path, label, reason
+                 in zip(table.loc[rows, "raw_path"], table.loc[rows, "label"], reasons, strict=True)]  # fmt: skip
+        if len(lines) > MESSAGE_LINES:
+            lines[MESSAGE_LINES:] = [f"  ... and {len(lines) - MESSAGE_LINES} more"]
         raise SplitError(
-            f"{len(conflicted)} image(s) appear under more than one class (conflicting labels; "
-            f"set split.conflicting_labels: exclude to leave them out):\n{listed}"
+            f"{len(lines)} image(s) show a picture also filed under another class (conflicting "
+            f"labels; set split.conflicting_labels: exclude to leave them out, or fix the "
+            "labels in data/relabels.csv):\n" + "\n".join(lines)
         )
     table = table.copy()
     table.loc[rows, "status"] = mf.CONFLICT
-    table.loc[rows, "reason"] = [
-        "same content under classes " + ", ".join(repr(n) for n in conflicted[digest])
-        for digest in table.loc[rows, "sha256"]
-    ]
+    table.loc[rows, "reason"] = reasons
     return table
 
 
@@ -294,15 +322,13 @@ def output_paths(table: pd.DataFrame) -> pd.Series:
     return paths
 
 
-def _materialise(
-    raw_dir: Path, target_dir: Path, channels: int, background: tuple[int, int, int], job: tuple
-) -> str:
+def _materialise(raw_dir: Path, target_dir: Path, channels: int, rules: Rules, job: tuple) -> str:
     raw_path, path, convert = job
     source, target = raw_dir / raw_path, target_dir / path
     if not convert:
         link_or_copy(source, target)
         return "linked"
-    png, actions = to_png(source.read_bytes(), channels, background)
+    png, actions = to_png(source.read_bytes(), channels, rules.background, rules.max_side)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(png)
     return "converted: " + "; ".join(actions)
@@ -327,7 +353,7 @@ def class_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _candidates(part: pd.DataFrame, within: int) -> pd.DataFrame:
-    """The near-duplicate candidates among one class's rows (`imagedata.similarity`): columns
+    """The near-duplicate candidates among `part`'s rows (`imagedata.similarity`): columns
     `first` and `second` (table indices) and `cropped`."""
     plain = hash_array(part["phash"])
     close = pd.DataFrame(close_pairs(plain, within), columns=["first", "second"])
@@ -341,30 +367,49 @@ def _candidates(part: pd.DataFrame, within: int) -> pd.DataFrame:
     ]
 
 
-def near_duplicate_groups(
+def near_duplicate_pairs(
     raw_dir: Path, table: pd.DataFrame, among: pd.Series, cfg: SplitParams
-) -> pd.Series:
-    """For every row in `among`, the group of near duplicates within its class it belongs to
-    (`imagedata.similarity`): named by the group's smallest sha256, "" for a content with no
-    near duplicate. Identical files need no group: they share a sha256."""
+) -> pd.DataFrame:
+    """Every pair of near duplicates (`imagedata.similarity`) among the distinct (label,
+    content) rows in `among`, in one class or across two: columns `first` and `second`, the
+    table indices of one row of each. Each image is judged as the model will see it
+    (`images.seen_grey`), which is how the gate judges the files the split writes."""
+    rows = table[among].drop_duplicates(["label", "sha256"])
+    candidates = _candidates(rows, cfg.near_duplicate_distance) if len(rows) > 1 else []
+    if not len(candidates):
+        return pd.DataFrame(columns=["first", "second"], dtype=np.int64)
+    rules = Rules.of(cfg)
+    shorter = pd.Series(
+        [min(stored_size(w, h, rules.max_side)) for w, h in zip(rows["width"], rows["height"], strict=True)],
+        index=rows.index,
+    )  # fmt: skip
+    sizes = compare_sizes(shorter[candidates["first"]].to_numpy(), shorter[candidates["second"]].to_numpy())
+    paths = table["raw_path"]
+    pairs = list(zip(paths.loc[candidates["first"]], paths.loc[candidates["second"]], strict=True))
+    view = partial(seen_grey, rules=rules)
+    correlations = pixel_correlations(raw_dir, pairs, sizes, candidates["cropped"].to_numpy(), view)
+    confirmed = candidates.loc[correlations >= cfg.near_duplicate_correlation, ["first", "second"]]
+    return confirmed.drop_duplicates().reset_index(drop=True)
+
+
+def near_duplicate_groups(table: pd.DataFrame, pairs: pd.DataFrame, among: pd.Series) -> pd.Series:
+    """For every row in `among`, the group of near duplicates within its class it belongs to:
+    the connected components of `pairs` (`near_duplicate_pairs`) of one class, so that no
+    pair of near duplicates is ever split (the gate checks pairs); named by the group's
+    smallest sha256, "" for a content with no near duplicate. Identical files need no group:
+    they share a sha256."""
     group = pd.Series("", index=table.index, dtype=object)
     rows = table[among].drop_duplicates(["label", "sha256"])
-    found = [_candidates(part, cfg.near_duplicate_distance) for _, part in rows.groupby("label")]
-    candidates = pd.concat(found, ignore_index=True) if found else pd.DataFrame()
-    if not len(candidates):
+    label = table["label"]
+    inside = pairs[
+        pairs["first"].isin(rows.index) & pairs["second"].isin(rows.index)
+        & (label.reindex(pairs["first"]).to_numpy() == label.reindex(pairs["second"]).to_numpy())
+    ]  # fmt: skip
+    if not len(inside):
         return group
-    paths = table["raw_path"]
-    size = compare_size(rows[["width", "height"]].min(axis=1))
-    pairs = list(zip(paths.loc[candidates["first"]], paths.loc[candidates["second"]], strict=True))
-    correlations = pixel_correlations(raw_dir, pairs, size, candidates["cropped"].to_numpy())
-    confirmed = candidates.loc[
-        correlations >= cfg.near_duplicate_correlation, ["first", "second"]
-    ].to_numpy()
     position = pd.Series(np.arange(len(rows)), index=rows.index)
-    component = pd.Series(
-        group_ids(len(rows), position[confirmed.ravel()].to_numpy().reshape(-1, 2)),
-        index=rows.index,
-    )
+    linked = position[inside.to_numpy().ravel()].to_numpy().reshape(-1, 2)
+    component = pd.Series(group_ids(len(rows), linked), index=rows.index)
     named = rows["sha256"].groupby(component).transform("min")
     named = named.where(component.map(component.value_counts()) > 1, "")
     by_content = dict(zip(zip(rows["label"], rows["sha256"], strict=True), named, strict=True))
@@ -387,6 +432,85 @@ def ours_to_split(table: pd.DataFrame, placed: pd.Series) -> pd.Series:
     return placed & (given == "train") & ("validation" not in set(given))
 
 
+def unmet_classes(
+    rows: pd.DataFrame, splits: list[str], fractions: Mapping[str, float], cfg: SplitParams
+) -> list[str]:
+    """The classes of `rows` (placed in `splits`) whose split breaks the promise the gate
+    checks (`manifest.class_shares`)."""
+    placed = pd.DataFrame({"label": rows["label"].to_numpy(), "split": splits})
+    counts = placed.value_counts().rename("count").reset_index()
+    tolerance, least = cfg.class_fraction_tolerance, cfg.min_images_per_split
+    shares = mf.class_shares(counts, fractions, tolerance, least)
+    return sorted(set(shares.loc[~shares["met"], "label"]))
+
+
+def _described(rows: pd.DataFrame, label: str, splits: pd.Series) -> str:
+    part = rows[rows["label"] == label]
+    distinct = part.drop_duplicates("sha256")
+    sizes = distinct.loc[distinct["group"] != "", "group"].value_counts()
+    counts = splits[part.index].value_counts().reindex(list(SPLITS), fill_value=0)
+    largest = (
+        f"; the largest {sizes.iloc[0]} images, such as "
+        + ", ".join(part.loc[part["group"] == sizes.index[0], "raw_path"].head(2))
+        if len(sizes) else ""
+    )  # fmt: skip
+    return (
+        f"{label!r}: {len(part)} images in {len(sizes)} near-duplicate group(s) and "
+        f"{int((distinct['group'] == '').sum())} image(s) alike to no other{largest}; "
+        "it would split " + ", ".join(f"{name} {counts[name]}" for name in SPLITS)
+    )
+
+
+def spread_assignments(
+    rows: pd.DataFrame,
+    fractions: Mapping[str, float],
+    seed: int,
+    kept: Mapping[tuple[str, str], str],
+    train_only: set[str],
+    cfg: SplitParams,
+) -> tuple[dict[tuple[str, str], str], set[str], set[str]]:
+    """`split_assignments`, and for each class whose near-duplicate groups keep it from its
+    shares (`unmet_classes`) the `split.inseparable_groups` policy: stop naming the class
+    and its groups, keep it in train only, or split its largest groups one at a time until
+    it meets them. The assignment, the classes kept in train only and the groups split up."""
+    spread: set[str] = set()
+    train_only = set(train_only)
+    grouped_in_train: set[str] = set()
+    while True:
+        assignment = split_assignments(rows, fractions, seed, kept, train_only, spread)
+        splits = pd.Series(_looked_up(assignment, rows), index=rows.index)
+        placed = ~rows["label"].isin(train_only)
+        unmet = unmet_classes(rows[placed], splits[placed].tolist(), fractions, cfg)
+        if not unmet:
+            return assignment, grouped_in_train, spread
+        described = "\n".join(f"  {_described(rows, label, splits)}" for label in unmet)
+        policy = cfg.inseparable_groups
+        breakable = {
+            label: rows.loc[(rows["label"] == label) & (rows["group"] != "")
+                            & ~rows["group"].isin(spread), "group"].value_counts()
+            for label in unmet
+        }  # fmt: skip
+        if policy == "error" or (policy == "split" and not all(map(len, breakable.values()))):
+            remedy = (
+                "Set split.inseparable_groups to train_only (keep the class in train only) or "
+                "split (split its largest groups: its held-out images then have near "
+                "duplicates in train, which the gate reports), or add distinct images"
+            )
+            if policy == "split":
+                remedy = "Delete data/split to re-split afresh (images keep their last split)"
+            raise SplitError(
+                f"class(es) whose near duplicates cannot give every split its share "
+                f"(split.class_fraction_tolerance {cfg.class_fraction_tolerance}, at least "
+                f"{cfg.min_images_per_split} image(s) a split):\n{described}\n{remedy}"
+            )
+        log.warning(f"split.inseparable_groups: {policy}, applied to:\n{described}")
+        if policy == "train_only":
+            train_only |= set(unmet)
+            grouped_in_train |= set(unmet)
+        else:
+            spread |= {sizes.index[0] for sizes in breakable.values()}
+
+
 def assign_splits(
     table: pd.DataFrame,
     placed: pd.Series,
@@ -394,22 +518,26 @@ def assign_splits(
     seed: int,
     previous: Mapping[tuple[str, str], str],
     train_only: set[str],
-) -> pd.Series:
-    """Each row's split ("" when not placed). Given splits are kept as they are; when no
-    validation split is given, `split.validation` of the given train images is carved from
-    it (stratified, by content hash, stable as a split of our own)."""
+) -> tuple[pd.Series, set[str], set[str]]:
+    """Each row's split ("" when not placed), with the classes kept in train only and the
+    groups split up by `split.inseparable_groups` (`spread_assignments`). Given splits are
+    kept as they are; when no validation split is given, `split.validation` of the given
+    train images is carved from it (stratified, by content hash, stable as a split of our
+    own)."""
     split = pd.Series("", index=table.index, dtype=object)
     split[placed] = table.loc[placed, "given_split"]
     ours = ours_to_split(table, placed)
     if not ours.any():
-        return split
+        return split, set(), set()
     fractions, kept = cfg.fractions, previous
     if table["given_split"].ne("").any():
         fractions = {"train": 1 - cfg.validation, "validation": cfg.validation, "test": 0.0}
         kept = {key: name for key, name in previous.items() if name != "test"}
-    assignment = split_assignments(table[ours], fractions, seed, kept, train_only)
+    assignment, grouped, spread = spread_assignments(
+        table[ours], fractions, seed, kept, train_only, cfg
+    )
     split[ours] = _looked_up(assignment, table[ours])
-    return split
+    return split, grouped, spread
 
 
 def placed_channels(table: pd.DataFrame, channels: int | str) -> int:
@@ -444,12 +572,15 @@ def build_split(
     listing = with_skipped(list_raw(raw_dir), skipped)
     if listing.empty:
         raise SplitError(f"{raw_dir} holds no class folder with files in it")
-    table = inspect_files(raw_dir, listing, cfg.max_image_pixels)
+    rules = Rules.of(cfg)
+    table = inspect_files(raw_dir, listing, rules)
+    log_notes(table)
     if relabels is None:
         relabels = pd.DataFrame(columns=["path", "label", "reason"])
     table = apply_relabels(table, relabels, relabels_source)
     previous = carried_over(previous, table)
-    table = mark_conflicts(table, cfg.conflicting_labels)
+    near = near_duplicate_pairs(raw_dir, table, table["status"] == mf.OK, cfg)
+    table = mark_conflicts(table, cfg.conflicting_labels, near)
     table, train_only = apply_small_class_policy(table, cfg.small_classes)
     check_rejections(table, cfg.max_rejected_fraction)
     placed = table["status"].isin([mf.OK, mf.TRAIN_ONLY])
@@ -457,13 +588,34 @@ def build_split(
         raise SplitError(f"no usable image in {raw_dir}")
     channels = placed_channels(table, channels)
     table["convert"] = [
-        placed[i] and needs_conversion(fact, channels) for i, fact in table.pop("facts").items()
+        placed[i] and needs_conversion(fact, channels, rules.max_side)
+        for i, fact in table.pop("facts").items()
     ]
-    table["group"] = near_duplicate_groups(raw_dir, table, ours_to_split(table, placed), cfg)
-    table["split"] = assign_splits(table, placed, cfg, seed, previous, train_only)
+    table["group"] = near_duplicate_groups(table, near, ours_to_split(table, placed))
+    table["split"], grouped, spread = assign_splits(table, placed, cfg, seed, previous, train_only)
+    in_train = placed & table["label"].isin(grouped)
+    table.loc[in_train, "status"] = mf.TRAIN_ONLY
+    table.loc[in_train, "reason"] = (
+        "its near-duplicate groups cannot give every split its share "
+        "(split.inseparable_groups: train_only)"
+    )
+    table.loc[placed & table["group"].isin(spread), "reason"] = mf.SPREAD
     table["path"] = output_paths(table)
     table["action"] = ""
     return table
+
+
+def log_notes(table: pd.DataFrame) -> None:
+    """What Pillow warned of while reading the raw files, with the files it concerns."""
+    if "notes" not in table:
+        return
+    noted = table[table["notes"].fillna("") != ""]
+    for note, rows in noted.groupby("notes"):
+        shown = ", ".join(rows["raw_path"].head(3)) + (
+            f" and {len(rows) - 3} more" if len(rows) > 3 else ""
+        )
+        log.info(f"Pillow, reading {len(rows)} file(s) ({shown}): {note} (handled: every image "
+                 "is normalised to the model's colour model)")  # fmt: skip
 
 
 def write_split(
@@ -480,7 +632,7 @@ def write_split(
     jobs = list(
         table.loc[placed, ["raw_path", "path", "convert"]].itertuples(index=False, name=None)
     )
-    work = partial(_materialise, raw_dir, target, channels, tuple(cfg.background))
+    work = partial(_materialise, raw_dir, target, channels, Rules.of(cfg))
     table.loc[placed, "action"] = parallel_map(work, jobs, "split: writing")
     for column in ("width", "height", "bytes"):
         table[column] = table[column].astype("Int64") if column in table else pd.NA

@@ -21,16 +21,15 @@ from PIL import Image
 from pipeline.common.log import PipelineError
 from pipeline.common.parallel import parallel_map
 from pipeline.imagedata import manifest as mf
+from pipeline.imagedata.images import Rules, file_problem, inspect_image, seen_grey, stored_size
 from pipeline.imagedata.similarity import (
     FIRST_CROPPED,
     PLAIN,
     SECOND_CROPPED,
-    compare_size,
+    compare_sizes,
     crop_array,
-    crop_hashes,
     crop_pairs,
     hash_array,
-    perceptual_hash,
     pixel_correlations,
 )
 from pipeline.params import SplitParams, ValidateParams
@@ -57,31 +56,37 @@ class Check:
 # ---- facts about the images in the split -----------------------------------------------------
 
 
-def _image_facts(split_dir: Path, path: str) -> dict:
-    try:
-        with Image.open(split_dir / path) as image:
-            image.load()
-            return {
-                "path": path,
-                "readable": True,
-                "channels": len(image.getbands()),
-                "width": image.width,
-                "height": image.height,
-                "phash": perceptual_hash(image),
-                "phash_crops": crop_hashes(image),
-            }
-    except Exception as error:  # any failure to decode is a finding, not a crash
-        return {"path": path, "readable": False, "error": f"{error.__class__.__name__}: {error}"}
+def _image_facts(split_dir: Path, rules: Rules, path: str) -> dict:
+    """One file of the split judged by the rule the split decided by (`images.file_problem`),
+    so that a file it would have rejected is refused here with the same reason."""
+    facts = inspect_image(split_dir / path, perceptual=True, rules=rules)
+    problem = file_problem(facts, rules)
+    if facts.problem:
+        return {"path": path, "problem": problem, "error": problem}
+    width, height = facts.width, facts.height
+    return {
+        "path": path,
+        "problem": problem,
+        "channels": Image.getmodebands(facts.mode),
+        "width": width,
+        "height": height,
+        "oversized": stored_size(width, height, rules.max_side) != (width, height),
+        "phash": facts.phash,
+        "phash_crops": facts.phash_crops,
+    }
 
 
-def image_facts(split_dir: Path, paths: list[str], channels: int) -> pd.DataFrame:
-    """Decode every image of the split: readable, channels, size, 64-bit perceptual hash;
-    and `decodes`: whether the training decoder itself reads it at the split's `channels`
-    (a file it refuses would otherwise fail inside training, naming no file)."""
-    rows = parallel_map(partial(_image_facts, split_dir), paths, "validate: decoding")
-    columns = ["path", "readable", "decodes", "channels", "width", "height", "phash"]
-    columns += ["phash_crops", "error"]
+def image_facts(split_dir: Path, paths: list[str], channels: int, rules: Rules) -> pd.DataFrame:
+    """Judge every image of the split as the split judged the raw files (`_image_facts`):
+    its problem if any, channels, size, whether it is larger than the split stores images,
+    its perceptual hashes; and `decodes`: whether the training decoder itself reads it at
+    the split's `channels` (a file it refuses would otherwise fail inside training, naming no
+    file)."""
+    rows = parallel_map(partial(_image_facts, split_dir, rules), paths, "validate: decoding")
+    columns = ["path", "problem", "decodes", "channels", "width", "height", "oversized"]
+    columns += ["phash", "phash_crops", "error"]
     facts = pd.DataFrame(rows).reindex(columns=columns)
+    facts["oversized"] = facts["oversized"].astype("boolean")
     # TensorFlow only now, after the worker processes are gone: a fork of a process holding
     # it copies its threads' state and counts its memory once per worker
     from pipeline.imagedata.dataset import decoder_failures
@@ -149,24 +154,41 @@ def confirm_near_duplicates(
 ) -> pd.DataFrame:
     """`hash_neighbours`, with each held-out image's candidates (training images within
     `split.near_duplicate_distance` bits, or a crop of one or cropped from one) compared
-    pixel by pixel (`similarity`). The best candidate is kept, with its `correlation` and
-    which image of the pair is `cropped` ("held-out", "training" or ""); at or above
-    `split.near_duplicate_correlation` the pair is a `confirmed` near duplicate."""
+    pixel by pixel as the split compared them (`similarity.pixel_correlations` through
+    `images.seen_grey`). The best candidate is kept, with its `correlation` and which image
+    of the pair is `cropped` ("held-out", "training" or ""); at or above
+    `split.near_duplicate_correlation` the pair is a `confirmed` near duplicate, a `leak`
+    unless both images are of a group the split spread over the splits on purpose
+    (`split.inseparable_groups: split`: `spread` says so), and `other_class` when the two
+    images are of different classes (the split excludes those as conflicting labels)."""
     by_path = facts.set_index("path")
     near, candidates = hash_neighbours(
         placed, by_path["phash"], cfg.near_duplicate_distance, by_path["phash_crops"]
     )
     near["correlation"] = np.nan
     near["cropped"] = ""
+    near["spread"] = False
     if len(candidates):
         train = placed[placed["split"] == "train"]
+        held_out = placed[placed["split"] != "train"]
         held_paths = near["path"].to_numpy()[candidates["held"]]
         train_paths = train["path"].to_numpy()[candidates["train"]]
-        size = compare_size(facts[["width", "height"]].min(axis=1))
+        shorter = by_path[["width", "height"]].min(axis=1)
+        sizes = compare_sizes(shorter[held_paths].to_numpy(), shorter[train_paths].to_numpy())
         pairs = list(zip(held_paths, train_paths, strict=True))
-        correlations = pixel_correlations(split_dir, pairs, size, candidates["cropped"])
+        view = partial(seen_grey, rules=Rules.of(cfg))
+        correlations = pixel_correlations(split_dir, pairs, sizes, candidates["cropped"], view)
         candidates["correlation"] = correlations.round(4)
-        best = candidates.sort_values(["correlation", "distance"], ascending=[True, False])
+        spread_groups = set(placed.loc[placed["reason"] == mf.SPREAD, "group"])
+        held_group = held_out["group"].to_numpy()[candidates["held"]]
+        candidates["spread"] = (held_group == train["group"].to_numpy()[candidates["train"]]) & (
+            pd.Series(held_group).isin(spread_groups).to_numpy()
+        )
+        threshold = cfg.near_duplicate_correlation
+        candidates["leak"] = (candidates["correlation"] >= threshold) & ~candidates["spread"]
+        best = candidates.sort_values(
+            ["leak", "correlation", "distance"], ascending=[True, True, False]
+        )  # of each held-out image: a leak if there is one, else the closest
         best = best.groupby("held").tail(1)
         rows = best["held"].to_numpy()
         near.loc[rows, "nearest_train_path"] = train["path"].to_numpy()[best["train"]]
@@ -174,24 +196,23 @@ def confirm_near_duplicates(
         near.loc[rows, "distance"] = best["distance"].to_numpy()
         near.loc[rows, "correlation"] = best["correlation"].to_numpy()
         near.loc[rows, "cropped"] = best["cropped"].map(CROPPED_NAMES).to_numpy()
+        near.loc[rows, "spread"] = best["spread"].to_numpy()
     near["confirmed"] = near["correlation"].fillna(-1.0) >= cfg.near_duplicate_correlation
+    near["leak"] = near["confirmed"] & ~near["spread"]
+    near["other_class"] = near["confirmed"] & (near["label"] != near["nearest_train_label"])
     return near
 
 
 # ---- the tables and their expectations --------------------------------------------------------
 
 
-def class_split_counts(placed: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
-    """Images per (class, split), with a zero row for every pair that has none.
-
-    Classes that the split kept in train only, by the `split.small_classes` policy, are
-    expected nowhere else and are left out of this table.
-    """
-    train_only = set(placed.loc[placed["status"] == mf.TRAIN_ONLY, "label"])
-    classes = [name for name in classes if name not in train_only]
-    counts = placed.groupby(["label", "split"]).size()
-    full = pd.MultiIndex.from_product([classes, SPLITS], names=["label", "split"])
-    return counts.reindex(full, fill_value=0).rename("count").reset_index()
+def class_shares(placed: pd.DataFrame, fractions: dict[str, float], cfg: SplitParams) -> pd.DataFrame:
+    """Each class's images per split against its share, judged by the rule the split kept
+    (`manifest.class_shares`). Classes the split kept in train only (`split.small_classes`,
+    `split.inseparable_groups`) are expected nowhere else and are left out."""
+    regular = placed[placed["status"] == mf.OK]
+    counts = regular.groupby(["label", "split"]).size().rename("count").reset_index()
+    return mf.class_shares(counts, fractions, cfg.class_fraction_tolerance, cfg.min_images_per_split)
 
 
 def split_fraction_deviation(placed: pd.DataFrame, fractions: dict[str, float]) -> pd.DataFrame:
@@ -200,23 +221,6 @@ def split_fraction_deviation(placed: pd.DataFrame, fractions: dict[str, float]) 
     table = pd.DataFrame({"split": SPLITS, "fraction": shares.to_numpy()})
     table["expected"] = table["split"].map(fractions)
     table["deviation"] = (table["fraction"] - table["expected"]).abs()
-    return table
-
-
-def class_fraction_deviation(
-    placed: pd.DataFrame, fractions: dict[str, float], tolerance: float
-) -> pd.DataFrame:
-    """Each class's share in each split against the configured share. The allowance is the
-    tolerance plus one image, the rounding no split of a whole number of images can avoid."""
-    regular = placed[placed["status"] == mf.OK]
-    counts = pd.crosstab(regular["label"], regular["split"]).reindex(columns=list(SPLITS))
-    counts = counts.fillna(0)
-    sizes = counts.sum(axis=1)
-    table = (counts.div(sizes, axis=0)).stack().rename("fraction").reset_index()
-    table.columns = ["label", "split", "fraction"]
-    table["expected"] = table["split"].map(fractions)
-    table["deviation"] = (table["fraction"] - table["expected"]).abs()
-    table["allowed"] = tolerance + 1 / table["label"].map(sizes)
     return table
 
 
@@ -278,7 +282,7 @@ def build_checks(
     facts: pd.DataFrame,
     near: pd.DataFrame,
     classes: list[str],
-    fractions: dict[str, float],
+    split: SplitParams,
     channels: int,
     cfg: ValidateParams,
     given: bool = False,
@@ -286,7 +290,7 @@ def build_checks(
     """Every table to check, with the expectations it must meet: the split's, then the
     images' and the accounting of every raw file. Splits the source gave (`given`) are not
     held to the configured shares."""
-    checks = split_checks(manifest, near, classes, fractions, cfg) | data_checks(
+    checks = split_checks(manifest, near, classes, split, cfg) | data_checks(
         manifest, raw, facts, classes, channels, cfg
     )
     if given:
@@ -306,7 +310,7 @@ def reported_only(outcome: dict, cfg: ValidateParams, given: bool) -> bool:
     table, column = outcome["table"], outcome["kwargs"].get("column")
     if table in REPORTABLE:
         return getattr(cfg, REPORTABLE[table]) == "report"
-    leak = table in GIVEN_SPLIT_LEAKS and column in ("n_splits", "confirmed")
+    leak = table in GIVEN_SPLIT_LEAKS and column in ("n_splits", "leak")
     return given and leak and cfg.given_split_leaks == "report"
 
 
@@ -316,12 +320,14 @@ def split_checks(
     manifest: pd.DataFrame,
     near: pd.DataFrame,
     classes: list[str],
-    fractions: dict[str, float],
+    split: SplitParams,
     cfg: ValidateParams,
 ) -> dict[str, Check]:
     """The split: every placed file valid and once, every class in every split at its
     share, no content in two splits or under two labels, no near-duplicate leakage."""
     placed = mf.in_splits(manifest)
+    fractions = split.fractions
+    shares = class_shares(placed, fractions, split)
     near_share_allowed = 1 - cfg.max_near_duplicate_share
     return {
         "manifest": Check(
@@ -340,9 +346,13 @@ def split_checks(
             ],
         ),
         "class_split_counts": Check(
-            class_split_counts(placed, classes),
+            shares[["label", "split", "count"]],
             ["label", "split"],
-            [gxe.ExpectColumnValuesToBeBetween(column="count", min_value=cfg.min_images_per_split)],
+            [
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="count", min_value=split.min_images_per_split
+                )
+            ],
         ),
         "split_fractions": Check(
             split_fraction_deviation(placed, fractions),
@@ -354,13 +364,9 @@ def split_checks(
             ],
         ),
         "class_split_fractions": Check(
-            class_fraction_deviation(placed, fractions, cfg.class_fraction_tolerance),
+            shares,
             ["label", "split"],
-            [
-                gxe.ExpectColumnPairValuesAToBeGreaterThanB(
-                    column_A="allowed", column_B="deviation", or_equal=True
-                )
-            ],
+            [gxe.ExpectColumnValuesToBeInSet(column="within", value_set=[True])],
         ),
         "content": Check(
             content_spread(placed),
@@ -375,8 +381,9 @@ def split_checks(
             ["path", "nearest_train_path"],
             [
                 gxe.ExpectColumnValuesToBeInSet(
-                    column="confirmed", value_set=[False], mostly=near_share_allowed
-                )
+                    column="leak", value_set=[False], mostly=near_share_allowed
+                ),
+                gxe.ExpectColumnValuesToBeInSet(column="other_class", value_set=[False]),
             ],
         ),
     }
@@ -390,7 +397,8 @@ def data_checks(
     channels: int,
     cfg: ValidateParams,
 ) -> dict[str, Check]:
-    """The images (readable, channels, size), class balance, and every raw file accounted for."""
+    """The images (usable by the split's own rule, decoded by the training decoder, channels,
+    no larger than the split stores them), class balance, and every raw file accounted for."""
     placed = mf.in_splits(manifest)
     sizes = class_sizes(placed)
     largest = int(sizes["count"].max()) if len(sizes) else 0
@@ -399,15 +407,10 @@ def data_checks(
             facts,
             ["path"],
             [
-                gxe.ExpectColumnValuesToBeInSet(column="readable", value_set=[True]),
+                gxe.ExpectColumnValuesToBeNull(column="problem"),  # images.file_problem
                 gxe.ExpectColumnValuesToBeInSet(column="decodes", value_set=[True]),
                 gxe.ExpectColumnValuesToBeInSet(column="channels", value_set=[channels]),
-                gxe.ExpectColumnValuesToBeBetween(
-                    column="width", min_value=cfg.min_image_size, max_value=cfg.max_image_size
-                ),
-                gxe.ExpectColumnValuesToBeBetween(
-                    column="height", min_value=cfg.min_image_size, max_value=cfg.max_image_size
-                ),
+                gxe.ExpectColumnValuesToBeInSet(column="oversized", value_set=[False]),
             ],
         ),
         "class_balance": Check(

@@ -10,6 +10,7 @@ import io
 import os
 import stat
 import unicodedata
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from pipeline.common.files import write_csv
 from pipeline.common.log import PipelineError
 from pipeline.contracts import DEFAULT_MAX_PIXELS
 from pipeline.imagedata.similarity import crop_hashes, perceptual_hash
+from pipeline.params import SplitParams
 from pipeline.paths import SPLITS
 
 # Folders that tools and file systems create beside real data (macOS archives, Synology
@@ -43,6 +45,7 @@ SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 # Pillow modes without colour: with base.channels auto, a split of only these stays grayscale
 GREY_MODES = frozenset({"1", "L", "LA", "La", "F", *SIXTEEN_BIT_MODES})
+STORED_RESAMPLING = Image.Resampling.LANCZOS  # a large image scaled down to its stored size
 
 
 def is_junk(name: str) -> bool:
@@ -258,21 +261,36 @@ class ImageFacts:
     phash_crops: str | None = None  # the hashes of its centred crops, with the phash
     frames: int = 1  # an animated GIF or PNG, a multi-page TIFF: more than one
     transparency: bool = False  # an alpha channel, or a palette or colour-key transparency
+    notes: str = ""  # what Pillow warned of while reading it ("; "-separated)
 
     def as_row(self) -> dict:
         return asdict(self)
 
 
-def inspect_image(
-    path: Path, perceptual: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> ImageFacts:
+@dataclass(frozen=True)
+class Rules:
+    """The per-file rules the split decides by and the gate verifies with (`file_problem`,
+    `stored_size`, `seen_grey`): the split's params."""
+
+    max_pixels: int = DEFAULT_MAX_PIXELS  # split.max_image_pixels: refused before decoding
+    min_side: int = 1  # split.min_image_size: a shorter side below it is too small to use
+    max_side: int | None = None  # split.max_image_size: stored scaled down to this longer side
+    background: tuple[int, int, int] = (255, 255, 255)  # split.background
+
+    @classmethod
+    def of(cls, cfg: SplitParams) -> "Rules":
+        return cls(cfg.max_image_pixels, cfg.min_image_size, cfg.max_image_size,
+                   tuple(cfg.background))  # fmt: skip
+
+
+def inspect_image(path: Path, perceptual: bool = False, rules: Rules = Rules()) -> ImageFacts:
     """Hash the file and decode it fully; a file that cannot be trained on says why.
-    `perceptual`: its perceptual hash too. A special file (a pipe, a device) is refused
-    from its metadata, never opened."""
+    `perceptual`: its perceptual hashes too, of the image as the model sees it (`seen_grey`).
+    A special file (a pipe, a device) is refused from its metadata, never opened."""
     special = not_regular(path)
     if special:
         return ImageFacts("", 0, problem=special)
-    return inspect_bytes(path.read_bytes(), perceptual, max_pixels)
+    return inspect_bytes(path.read_bytes(), perceptual, rules)
 
 
 def _too_large(width: int, height: int, max_pixels: int) -> str | None:
@@ -284,18 +302,25 @@ def _too_large(width: int, height: int, max_pixels: int) -> str | None:
     )
 
 
-def inspect_bytes(
-    data: bytes, perceptual: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> ImageFacts:
+def inspect_bytes(data: bytes, perceptual: bool = False, rules: Rules = Rules()) -> ImageFacts:
     """`inspect_image` for an image already in memory (an upload, a request body). The size
-    the header declares is checked against `max_pixels` before anything is decoded."""
+    the header declares is checked against `rules.max_pixels` before anything is decoded.
+    What Pillow warns of is kept in `notes`, for the stage to log with the file's name."""
     digest = hashlib.sha256(data).hexdigest()
     if not data:
         return ImageFacts(digest, 0, problem="empty file")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        facts = _decoded(data, digest, perceptual, rules)
+    notes = "; ".join(sorted({str(w.message) for w in caught}))
+    return ImageFacts(**{**facts.as_row(), "notes": notes}) if notes else facts
+
+
+def _decoded(data: bytes, digest: str, perceptual: bool, rules: Rules) -> ImageFacts:
     try:
         with Image.open(io.BytesIO(data)) as image:  # reads the header only
             fmt, mode, (width, height) = image.format, image.mode, image.size
-            too_large = _too_large(width, height, max_pixels)
+            too_large = _too_large(width, height, rules.max_pixels)
             if too_large:
                 return ImageFacts(digest, len(data), fmt, mode, width, height, problem=too_large)
             orientation = int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
@@ -303,8 +328,9 @@ def inspect_bytes(
             transparent = mode in ALPHA_MODES or "transparency" in image.info
             image.load()  # a truncated or corrupt file fails here, not at training time
             hashed = perceptual and width and height
-            phash = perceptual_hash(image) if hashed else None
-            crops = crop_hashes(image) if hashed else None
+            grey = seen_grey(image, rules) if hashed else None
+            phash = perceptual_hash(grey) if hashed else None
+            crops = crop_hashes(grey) if hashed else None
     except UnidentifiedImageError:
         return ImageFacts(digest, len(data), problem="not an image (no known image format)")
     except Image.DecompressionBombError as error:
@@ -324,6 +350,41 @@ def inspect_bytes(
     return facts
 
 
+def size_problem(width: int, height: int, min_side: int) -> str | None:
+    """Why an image is too small to show anything (a side below `split.min_image_size`)."""
+    if min(width, height) >= min_side:
+        return None
+    return f"too small: {width}x{height} pixels, a side below split.min_image_size ({min_side})"
+
+
+def file_problem(facts: ImageFacts, rules: Rules) -> str | None:
+    """Why a file cannot be trained on, or None: the one rule for every file, which the
+    split decides by and the gate verifies with (not an image, corrupt, truncated, more
+    pixels than allowed, an empty picture, too small)."""
+    if facts.problem:
+        return facts.problem
+    return size_problem(facts.width, facts.height, rules.min_side)
+
+
+def stored_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """The size the split stores an image at: its own, or scaled down so that its longer side
+    is `max_side` (a large image is kept, at a size training can afford)."""
+    if max_side is None or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def seen_grey(image: Image.Image, rules: Rules) -> Image.Image:
+    """The image as the model sees it, in grey: normalised (`normalise`: first frame, EXIF
+    orientation, transparency on the background) at the size the split stores it at. The
+    split hashes and compares raw files through it, the gate the files the split wrote
+    (where it changes nothing), so both judge the same pixels."""
+    grey, _ = normalise(image, 1, rules.background)
+    size = stored_size(*grey.size, rules.max_side)
+    return grey if size == grey.size else grey.resize(size, STORED_RESAMPLING)
+
+
 def resolve_channels(channels: int | str, modes: pd.Series) -> int:
     """`base.channels` for images of these Pillow `modes`: a number stays; auto is 1 when
     every image is grayscale (no RGB copy of grey pixels), else 3."""
@@ -332,12 +393,13 @@ def resolve_channels(channels: int | str, modes: pd.Series) -> int:
     return 1 if modes.isin(GREY_MODES).all() else 3
 
 
-def needs_conversion(facts: ImageFacts, channels: int) -> bool:
+def needs_conversion(facts: ImageFacts, channels: int, max_side: int | None = None) -> bool:
     """Whether the file must be re-encoded before training, or may be linked as it is: only
     a single-frame PNG or JPEG already in the model's colour model, upright, with no
-    transparency, is linked."""
+    transparency and no side beyond `max_side`, is linked."""
     return (
-        facts.format not in TRAINABLE_FORMATS
+        stored_size(facts.width, facts.height, max_side) != (facts.width, facts.height)
+        or facts.format not in TRAINABLE_FORMATS
         or facts.mode != MODE_FOR_CHANNELS[channels]
         or facts.orientation != 1
         or facts.frames > 1
@@ -398,14 +460,23 @@ class UnreadableImageError(ValueError):
     """The bytes are not an image the model can be given; the message says why."""
 
 
-def to_png(data: bytes, channels: int, background: tuple[int, int, int]) -> tuple[bytes, list[str]]:
-    """The image normalised (`normalise`) and re-encoded as PNG, and what was done."""
+def to_png(
+    data: bytes, channels: int, background: tuple[int, int, int], max_side: int | None = None
+) -> tuple[bytes, list[str]]:
+    """The image normalised (`normalise`), scaled down to `stored_size` and re-encoded as
+    PNG, and what was done."""
     out = io.BytesIO()
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        fmt = image.format
-        converted, actions = normalise(image, channels, background)
-        converted.save(out, format="PNG")  # one frame: save_all is off
+    with warnings.catch_warnings():  # what Pillow warns of was logged when it was inspected
+        warnings.simplefilter("ignore")
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            fmt = image.format
+            converted, actions = normalise(image, channels, background)
+            size = stored_size(*converted.size, max_side)
+            if size != converted.size:
+                actions.append(f"{converted.width}x{converted.height} scaled to {size[0]}x{size[1]}")
+                converted = converted.resize(size, STORED_RESAMPLING)
+            converted.save(out, format="PNG")  # one frame: save_all is off
     if fmt != "PNG":
         actions.insert(0, f"{fmt} re-encoded as PNG")
     return out.getvalue(), actions
@@ -421,7 +492,7 @@ def model_ready(
     them: the file itself when it is already a format and colour model the decoder reads as
     trained, else the normalised image as PNG. Raises UnreadableImageError with the reason
     (an image declaring more than `max_pixels` is refused before it is decoded)."""
-    facts = inspect_bytes(data, max_pixels=max_pixels)
+    facts = inspect_bytes(data, rules=Rules(max_pixels=max_pixels))
     if facts.problem:
         raise UnreadableImageError(facts.problem)
     if not needs_conversion(facts, channels):

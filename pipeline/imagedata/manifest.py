@@ -2,13 +2,14 @@
 stage and every stage after it; and ingest's listing of `data/raw`, which the gate accounts
 every file against."""
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
 from pipeline.common.files import read_json, write_csv
 from pipeline.contracts import ContractError
-from pipeline.paths import RAW_LISTING, SPLIT_DIR, SPLIT_MANIFEST
+from pipeline.paths import RAW_LISTING, SPLIT_DIR, SPLIT_MANIFEST, SPLITS
 
 STATE_FILE = "split.json"  # how the split was made: seed, fractions, channels, counts
 
@@ -21,6 +22,9 @@ DROPPED = "dropped"  # a class too small for every split, dropped by policy
 IGNORED = "ignored"  # a hidden file or OS debris: listed, never counted as rejected
 EXCLUDED = "excluded"  # left out by a fix in data/relabels.csv (`drop`)
 STATUSES = (OK, TRAIN_ONLY, REJECTED, CONFLICT, DROPPED, IGNORED, EXCLUDED)
+# the reason of a placed image whose near-duplicate group the split spread over the splits
+# (split.inseparable_groups: split): its near duplicates across splits are reported, not leaks
+SPREAD = "near-duplicate group spread over the splits (split.inseparable_groups: split)"
 
 COLUMNS = [
     "path",  # inside data/split ("" when the file has no split)
@@ -61,6 +65,30 @@ def read_raw_listing(path: Path = RAW_LISTING) -> pd.DataFrame:
 def in_splits(manifest: pd.DataFrame) -> pd.DataFrame:
     """Rows that were assigned to a split, i.e. the images training and evaluation see."""
     return manifest[manifest["split"] != ""]
+
+
+def class_shares(
+    counts: pd.DataFrame, fractions: Mapping[str, float], tolerance: float, min_per_split: int
+) -> pd.DataFrame:
+    """The promise every class's split keeps, which the split decides by and the gate verifies
+    with: from `counts` (columns label, split, count; a class's splits it lacks count 0),
+    one row per (class, split) with its `fraction` of the class, the `expected` share, the
+    `deviation` and the `allowed` one (`tolerance` plus one image of rounding), `within` it,
+    and `met`: within it, with at least `min_per_split` images where the share is above 0.
+    """
+    labels = sorted(set(counts["label"]))
+    full = pd.MultiIndex.from_product([labels, SPLITS], names=["label", "split"])
+    table = counts.groupby(["label", "split"])["count"].sum().reindex(full, fill_value=0)
+    table = table.reset_index()
+    sizes = table.groupby("label")["count"].transform("sum")
+    table["fraction"] = table["count"] / sizes.clip(lower=1)
+    table["expected"] = table["split"].map(fractions)
+    table["deviation"] = (table["fraction"] - table["expected"]).abs()
+    table["allowed"] = tolerance + 1 / sizes.clip(lower=1)
+    enough = (table["count"] >= min_per_split) | (table["expected"] == 0)
+    table["within"] = table["deviation"] <= table["allowed"]
+    table["met"] = enough & table["within"]
+    return table
 
 
 def raw_labels(manifest: pd.DataFrame) -> pd.Series:

@@ -15,6 +15,7 @@ gate checks that none crosses from training to validation or test.
 
 import itertools
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -76,10 +77,10 @@ def crop_array(hashes: pd.Series) -> np.ndarray:
     )
 
 
-def compare_size(sides: pd.Series) -> int:
-    """The common size pairs are compared at: COMPARE_SIZE, or the smallest side if smaller."""
-    smallest = pd.to_numeric(sides, errors="coerce").min()
-    return int(min(COMPARE_SIZE, smallest)) if pd.notna(smallest) else COMPARE_SIZE
+def compare_sizes(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """The size each pair is compared at: COMPARE_SIZE, or the pair's smallest side if
+    smaller (`first`, `second`: each image's shorter side)."""
+    return np.minimum(COMPARE_SIZE, np.minimum(first, second)).astype(np.int64)
 
 
 def comparable(image: Image.Image, size: int, share: float = 0.0) -> np.ndarray:
@@ -112,28 +113,40 @@ def pair_correlation(first: np.ndarray, second: np.ndarray, cropped: int, size: 
     return float((first @ second[0]).max()) / (size * size)
 
 
-def _pixels(root: Path, size: int, wanted: tuple[str, bool]) -> np.ndarray:
-    path, registered = wanted
+def _pixels(root: Path, view: Callable | None, wanted: tuple[str, tuple[int, ...], bool]) -> dict:
+    path, sizes, registered = wanted
     with Image.open(root / path) as image:
-        return comparables(image, size, registered)
+        seen = view(image) if view else image
+        return {size: comparables(seen, size, registered) for size in sizes}
 
 
 def pixel_correlations(
-    root: Path, pairs: list[tuple[str, str]], size: int, cropped: np.ndarray | None = None
+    root: Path,
+    pairs: list[tuple[str, str]],
+    sizes: np.ndarray,
+    cropped: np.ndarray | None = None,
+    view: Callable[[Image.Image], Image.Image] | None = None,
 ) -> np.ndarray:
-    """The Pearson correlation of each pair of images (paths under `root`) in grey at
-    `size` x `size`; where `cropped` (one per pair: PLAIN, FIRST_CROPPED or SECOND_CROPPED)
-    says one image is a crop of the other, the best over the other's REGISTRATIONS."""
+    """The Pearson correlation of each pair of images (paths under `root`, each seen through
+    `view`: `images.seen_grey`, so the split's raw files and the gate's stored ones are
+    judged as the model sees them) in grey at its size (`sizes`, `compare_sizes`); where
+    `cropped` (one per pair: PLAIN, FIRST_CROPPED or SECOND_CROPPED) says one image is a crop
+    of the other, the best over the other's REGISTRATIONS."""
     cropped = np.full(len(pairs), PLAIN) if cropped is None else np.asarray(cropped)
     originals = {b for (_, b), c in zip(pairs, cropped, strict=True) if c == FIRST_CROPPED}
     originals |= {a for (a, _), c in zip(pairs, cropped, strict=True) if c == SECOND_CROPPED}
-    wanted = sorted((path, path in originals) for path in {p for pair in pairs for p in pair})
-    loaded = parallel_map(partial(_pixels, root, size), wanted, "near duplicates: comparing")
-    vectors = {path: rows for (path, _), rows in zip(wanted, loaded, strict=True)}
+    needed: dict[str, set[int]] = {}
+    for (a, b), size in zip(pairs, sizes, strict=True):
+        needed.setdefault(a, set()).add(int(size))
+        needed.setdefault(b, set()).add(int(size))
+    wanted = sorted((p, tuple(sorted(s)), p in originals) for p, s in needed.items())
+    work = partial(_pixels, root, view)
+    loaded = parallel_map(work, wanted, "near duplicates: comparing")
+    vectors = {path: rows for (path, _, _), rows in zip(wanted, loaded, strict=True)}
     return np.array(
         [
-            pair_correlation(vectors[a], vectors[b], crop, size)
-            for (a, b), crop in zip(pairs, cropped, strict=True)
+            pair_correlation(vectors[a][int(size)], vectors[b][int(size)], crop, int(size))
+            for (a, b), size, crop in zip(pairs, sizes, cropped, strict=True)
         ]
     )
 

@@ -274,6 +274,20 @@ def _folder_listing(folder: Path) -> Iterator[str]:
             yield _stat_line(path, path.relative_to(folder).as_posix())
 
 
+def _source_listing(folder: Path) -> Iterator[str]:
+    """Ingest's own listing of a source folder (`list_raw`: every file, and every entry it
+    does not copy with why, an empty class folder among them), a line per entry, with the
+    size and modification time of what is there: ingest sees a change exactly when this
+    does. Hidden files and the OS's small files are left out (ingest ignores them, and a
+    `.DS_Store` written by a file browser is no reason to split again)."""
+    for row in list_raw(folder).itertuples():
+        path = folder / row.path
+        if is_junk(path.name) and is_ignored(row.problem):
+            continue
+        stat = _stat_line(path, row.path) if path.is_file() else f"{row.path}\t-\t-"
+        yield f"{stat}\t{row.label}\t{row.given_split}\t{row.problem or ''}"
+
+
 def _stat_line(path: Path, name: str) -> str:
     stat = path.lstat()
     return f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}"
@@ -282,15 +296,17 @@ def _stat_line(path: Path, name: str) -> str:
 def fingerprint(source: str) -> dict:
     """What `ingest.source` names, summed up so that adding, removing, renaming or changing
     any file of it changes the digest (by size and modification time, as DVC itself tells a
-    changed file): the folder's files, Fashion-MNIST's IDX files, or the scikit-learn
-    release that bundles the digits."""
+    changed file): a folder's listing as ingest makes it (`_source_listing`: an empty class
+    folder added or removed counts), Fashion-MNIST's IDX files, or the scikit-learn release
+    that bundles the digits."""
     if source == DIGITS:
         from sklearn import __version__
 
         return {"source": source, "scikit-learn": __version__}
-    folder = fashion_mnist_folder() if source == FASHION_MNIST else resolve_source(source)
-    if folder.is_dir():
-        lines = _folder_listing(folder)
+    if source == FASHION_MNIST:
+        lines, folder = _folder_listing(fashion_mnist_folder()), fashion_mnist_folder()
+    elif (folder := resolve_source(source)).is_dir():
+        lines = _source_listing(folder)
     else:  # a labels file: its own bytes, and the files it lists
         table = read_labels_file(folder)
         lines = [file_digest(folder)] + [_stat_line(folder.parent / p, p) for p in table["path"]]
@@ -298,4 +314,4 @@ def fingerprint(source: str) -> dict:
     for line in lines:
         digest.update(line.encode() + b"\n")
         count += 1
-    return {"source": source, "path": str(folder), "files": count, "sha256": digest.hexdigest()}
+    return {"source": source, "path": str(folder), "entries": count, "sha256": digest.hexdigest()}

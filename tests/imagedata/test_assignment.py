@@ -461,7 +461,7 @@ def test_too_many_bad_files_stop_the_stage_with_the_list(image_tree):
 
 def test_conflicts_can_stop_the_stage(image_tree):
     (image_tree / "dog" / "same.png").write_bytes((image_tree / "cat" / "0.png").read_bytes())
-    with pytest.raises(SplitError, match=r"1 image\(s\) appear under more than one class"):
+    with pytest.raises(SplitError, match=r"2 image\(s\) show a picture also filed under another"):
         build_split(image_tree, split_params(conflicting_labels="error"), 0, 3, {})
 
 

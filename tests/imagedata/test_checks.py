@@ -13,13 +13,17 @@ from pipeline.imagedata.checks import (
     reported_only,
     run_checks,
 )
-from pipeline.imagedata.images import list_images
+from pipeline.imagedata.images import Rules, list_images
 from pipeline.imagedata.similarity import FIRST_CROPPED, SECOND_CROPPED, pixel_correlations
 from pipeline.params import load_params
 from tests.conftest import write_png
 
-FRACTIONS = {"train": 0.6, "validation": 0.2, "test": 0.2}
 CLASSES = ["cat", "dog", "owl"]
+
+
+def split_params():
+    """The split's params as the `split` fixture made it: 60/20/20."""
+    return load_params().split.model_copy(update={"validation": 0.2, "test": 0.2})
 
 
 def failures(split: dict, table: str, **changes) -> list[dict]:
@@ -28,14 +32,14 @@ def failures(split: dict, table: str, **changes) -> list[dict]:
     params = {k: v for k, v in changes.items() if k not in inputs}
     inputs |= {k: v for k, v in changes.items() if k in inputs}
     cfg = load_params().validate_.model_copy(update=params)
-    checks = build_checks(**inputs, fractions=FRACTIONS, channels=1, cfg=cfg)
+    checks = build_checks(**inputs, split=split_params(), channels=1, cfg=cfg)
     return [o for o in run_checks({table: checks[table]}) if not o["success"]]
 
 
 def test_a_clean_split_meets_every_expectation(split, tmp_path):
     cfg = load_params().validate_
     inputs = {k: split[k] for k in ("manifest", "raw", "facts", "near", "classes")}
-    checks = build_checks(**inputs, fractions=FRACTIONS, channels=1, cfg=cfg)
+    checks = build_checks(**inputs, split=split_params(), channels=1, cfg=cfg)
     outcomes = run_checks(checks, tmp_path / "docs")
     assert [o for o in outcomes if not o["success"]] == []
     assert len(outcomes) == 24
@@ -112,7 +116,7 @@ def test_near_duplicates_above_the_share_fail_with_both_files(split):
     for path in held.iloc[:3]:
         (out / path).unlink()  # a hard link to the raw file: replaced, not written through
         (out / path).write_bytes((out / train_path).read_bytes())
-    facts = image_facts(out, placed["path"].tolist(), channels=1)
+    facts = image_facts(out, placed["path"].tolist(), channels=1, rules=Rules.of(split_params()))
     near = confirm_near_duplicates(out, placed, facts, load_params().split)
     confirmed = near[near["confirmed"]]
     assert set(confirmed["path"]) == set(held.iloc[:3])
@@ -145,7 +149,9 @@ def test_copies_correlate_above_the_threshold_and_look_alikes_below(tmp_path):
     Image.fromarray((thing * 0.8 + 20).astype(np.uint8)).save(tmp_path / "flat.png")
     Image.fromarray(other.astype(np.uint8)).save(tmp_path / "look-alike.png")
     names = ["resized.png", "reencoded.jpg", "bright.png", "flat.png", "look-alike.png"]
-    correlations = pixel_correlations(tmp_path, [(name, "train.png") for name in names], 32)
+    correlations = pixel_correlations(
+        tmp_path, [(name, "train.png") for name in names], np.full(len(names), 32)
+    )
     threshold = load_params().split.near_duplicate_correlation
     assert (correlations[:4] >= threshold).all(), correlations
     assert correlations[4] < threshold, correlations
@@ -161,9 +167,9 @@ def test_a_cropped_copy_correlates_once_registered_on_the_original(tmp_path):
     Image.fromarray(_smooth(2)).save(tmp_path / "other.png")
     pairs = [("cropped.png", "train.png"), ("train.png", "cropped.png"), ("other.png", "train.png")]
     threshold = load_params().split.near_duplicate_correlation
-    plain = pixel_correlations(tmp_path, pairs[:1], 32)
+    plain = pixel_correlations(tmp_path, pairs[:1], np.array([32]))
     registered = pixel_correlations(
-        tmp_path, pairs, 32, np.array([FIRST_CROPPED, SECOND_CROPPED, FIRST_CROPPED])
+        tmp_path, pairs, np.full(3, 32), np.array([FIRST_CROPPED, SECOND_CROPPED, FIRST_CROPPED])
     )
     assert plain[0] < threshold <= registered[:2].min(), (plain, registered)
     assert registered[2] < threshold, registered
@@ -182,18 +188,17 @@ def test_nearest_training_image_distance_is_the_hamming_distance():
 
 def test_unreadable_wrong_channel_and_tiny_images_fail(split):
     facts = split["facts"].copy()
-    facts.loc[0, ["readable", "channels", "width", "height"]] = [False, np.nan, np.nan, np.nan]
+    facts.loc[0, ["problem", "channels", "width", "height"]] = ["corrupt", np.nan, np.nan, np.nan]
     facts.loc[1, "channels"] = 3
-    facts.loc[2, ["width", "height"]] = [4, 4]
+    facts.loc[2, "oversized"] = True
     found = {
         (f["kwargs"]["column"], f["offending"][0]["path"])
         for f in failures(split, "images", facts=facts)
     }
     assert found == {
-        ("readable", facts.loc[0, "path"]),
+        ("problem", facts.loc[0, "path"]),
         ("channels", facts.loc[1, "path"]),
-        ("width", facts.loc[2, "path"]),
-        ("height", facts.loc[2, "path"]),
+        ("oversized", facts.loc[2, "path"]),
     }
 
 
@@ -230,8 +235,8 @@ def test_failure_message_names_expectation_observation_and_offenders(split):
 def test_given_splits_are_not_held_to_the_configured_shares(split):
     inputs = {k: split[k] for k in ("manifest", "raw", "facts", "near", "classes")}
     cfg = load_params().validate_
-    ours = build_checks(**inputs, fractions=FRACTIONS, channels=1, cfg=cfg)
-    given = build_checks(**inputs, fractions=FRACTIONS, channels=1, cfg=cfg, given=True)
+    ours = build_checks(**inputs, split=split_params(), channels=1, cfg=cfg)
+    given = build_checks(**inputs, split=split_params(), channels=1, cfg=cfg, given=True)
     assert set(ours) - set(given) == {"split_fractions", "class_split_fractions"}
 
 
@@ -263,9 +268,10 @@ def test_the_gate_confirms_a_cropped_copy_across_splits_and_names_the_crop(tmp_p
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(values).save(tmp_path / path)
     placed = pd.DataFrame(
-        {"path": paths, "split": ["train", "train", "test", "test"], "label": ["a"] * 4}
-    )
-    facts = pd.DataFrame([_image_facts(tmp_path, path) for path in paths])
+        {"path": paths, "split": ["train", "train", "test", "test"], "label": ["a"] * 4,
+         "group": "", "reason": ""}
+    )  # fmt: skip
+    facts = pd.DataFrame([_image_facts(tmp_path, Rules(), path) for path in paths])
     near = confirm_near_duplicates(tmp_path, placed, facts, load_params().split).set_index("path")
     copy = near.loc["test/a/copy.png"]
     assert copy["confirmed"] and copy["cropped"] == "held-out", copy

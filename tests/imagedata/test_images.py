@@ -152,7 +152,9 @@ def test_a_decompression_bomb_is_refused_from_its_header_before_any_decoding(mon
     monkeypatch.setattr(Image.Image, "load", no_decoding)
     with warnings.catch_warnings():  # Pillow warns above 89 megapixels; the limit decides
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        facts = images.inspect_bytes(_png_header_only(12_000, 10_000), max_pixels=100_000_000)
+        facts = images.inspect_bytes(
+            _png_header_only(12_000, 10_000), rules=images.Rules(max_pixels=100_000_000)
+        )
     assert facts.problem == (
         "declared size 12000x10000 (120 megapixels) is more than split.max_image_pixels "
         "(100 megapixels): not decoded"
