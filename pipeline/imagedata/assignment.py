@@ -286,7 +286,8 @@ def check_rejections(table: pd.DataFrame, max_fraction: float) -> None:
 def previous_assignments(
     split_dir: Path, seed: int, fractions: Mapping[str, float]
 ) -> dict[tuple[str, str], str]:
-    """The last split's placements, if it was made with the same seed and fractions."""
+    """The last split's placements, if it was made with the same seed and fractions (those of
+    classes kept in train only by a policy are not remembered: they were never drawn)."""
     try:
         state = read_json(split_dir / mf.STATE_FILE)
         previous = mf.read_manifest(split_dir / "manifest.csv")
@@ -295,6 +296,7 @@ def previous_assignments(
     if state.get("seed") != seed or state.get("fractions") != dict(fractions):
         return {}
     placed = mf.in_splits(previous)
+    placed = placed[placed["status"] == mf.OK]  # in train by a policy, not by the split's draw
     return dict(
         zip(zip(placed["label"], placed["sha256"], strict=True), placed["split"], strict=True)
     )

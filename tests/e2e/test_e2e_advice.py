@@ -1,0 +1,79 @@
+"""Advice that works when followed: for each expected failure of the split whose message tells
+the user what to do, the real `dvc repro` is run, the test does exactly what the message says
+(deletes a folder, sets the param it names) and runs `dvc repro` again, which must then get past
+that point (docs/data.md, "When the split stops"). One folder, planted with every case at once,
+walked through them in the order the split meets them."""
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.e2e.conftest import edited_params
+from tests.projects import make_project
+from tests.projects import run as _run
+
+pytestmark = pytest.mark.slow
+
+
+def _smooth(seed: int, size: int = 48) -> np.ndarray:
+    """A photo-like grey image (smooth random shapes): distinct seeds, distinct pictures."""
+    coarse = np.random.default_rng(seed).random((6, 6)) * 255
+    image = Image.fromarray(coarse.astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
+    return np.asarray(image, dtype=np.float64)
+
+
+def _save(pixels: np.ndarray, path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
+
+
+def _folder(root):
+    for c, label in enumerate(["cat", "dog", "owl"]):
+        for i in range(10):
+            _save(_smooth(100 * c + i), root / label / f"{i}.png")
+    for i in range(10):  # one picture, lit ten ways: one group of near duplicates
+        _save(_smooth(999) * (0.8 + 0.02 * i) + i, root / "frames" / f"{i}.png")
+    # the same picture under a second class, re-encoded (not the same bytes)
+    Image.open(root / "cat" / "0.png").save(root / "dog" / "cat-copy.jpg", quality=90)
+    (root / "Empty Class").mkdir()
+
+
+def _repro(root, env) -> tuple[bool, str]:
+    try:
+        return True, _run(["dvc", "repro", "validate"], root, env, logs=True)
+    except AssertionError as error:
+        return False, str(error)
+
+
+def test_each_message_of_the_split_followed_gets_the_pipeline_past_it(tmp_path):
+    source = tmp_path / "images"
+    _folder(source)
+    root = tmp_path / "project"
+    root.mkdir()
+    env = make_project(root, {"ingest": {"source": str(source)},
+                              "split": {"conflicting_labels": "error"}})  # fmt: skip
+
+    ok, output = _repro(root, env)  # 1. the same picture under two classes
+    assert not ok
+    assert "dog/cat-copy.jpg (dog): near duplicate of cat/0.png (class 'cat')" in output
+    assert "set split.conflicting_labels: exclude" in output
+    with edited_params(root, {"split": {"conflicting_labels": "exclude"}}):
+        ok, output = _repro(root, env)  # 2. an empty class folder
+        assert not ok
+        assert "'Empty Class' (no usable image). Add images, or set split.small_classes" in output
+        shutil.rmtree(source / "Empty Class")  # as told: add images, or... here: remove it
+        ok, output = _repro(root, env)  # 3. a class of one picture
+        assert "Running stage 'ingest'" in output  # the folder's removal was seen
+        assert not ok
+        assert "'frames': 10 images in 1 near-duplicate group(s)" in output
+        assert "Set split.inseparable_groups to train_only" in output
+        for policy in ("train_only", "split"):
+            with edited_params(root, {"split": {"inseparable_groups": policy}}):
+                ok, output = _repro(root, env)
+                assert ok, output
+                assert "all 24 expectations met" in output
+                assert f"split.inseparable_groups: {policy}, applied to:" in output
+    rejected = (root / "data/split/rejected.csv").read_text()
+    assert "cat/0.png,cat,conflict" in rejected and "dog/cat-copy.jpg,dog,conflict" in rejected
