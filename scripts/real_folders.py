@@ -7,8 +7,8 @@ pipeline on as a new user would (docs/data.md, "Real folders"):
 - `drawings`: Openclipart's colour drawings (`openclipart-png`) in their nested category
   folders (3 to 1,582 a category), with transparency, tiny and huge files.
 - `stamps`: Tux Paint's stamps (`tuxpaint-stamps-default`): four categories, an empty class
-  folder, a class of 30 variations of one drawing (shifted, resized, recoloured) and three
-  drawings filed, resized, under a second class too.
+  folder, a class of 30 near-identical variations of one drawing (shifted, resized,
+  recoloured a little) and three drawings filed, resized, under a second class too.
 
     apt-get install oxygen-icon-theme openclipart-png tuxpaint-stamps-default
     python scripts/real_folders.py /tmp/real    # then ingest.source: /tmp/real/icons, ...
@@ -48,14 +48,15 @@ def drawings(target: Path) -> None:
 
 
 def _variation(drawing: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """The drawing scaled by up to 15%, shifted by up to 8% of its side and its hue turned."""
-    scale = rng.uniform(0.85, 1.15)
+    """The drawing scaled by up to 3%, shifted by up to 2% of its side and its hue turned
+    a little: near-identical variations, as a re-render or a video's frames are."""
+    scale = rng.uniform(0.97, 1.03)
     size = (round(drawing.width * scale), round(drawing.height * scale))
     moved = Image.new("RGBA", drawing.size, (0, 0, 0, 0))
-    shift = rng.integers(-drawing.width // 12, drawing.width // 12 + 1, size=2)
+    shift = rng.integers(-drawing.width // 50, drawing.width // 50 + 1, size=2)
     moved.paste(drawing.resize(size), (int(shift[0]), int(shift[1])))
     hsv = np.asarray(moved.convert("RGB").convert("HSV")).copy()
-    hsv[..., 0] = (hsv[..., 0].astype(int) + int(rng.integers(0, 256))) % 256
+    hsv[..., 0] = (hsv[..., 0].astype(int) + int(rng.integers(-12, 13))) % 256
     recoloured = Image.fromarray(hsv, "HSV").convert("RGB").convert("RGBA")
     recoloured.putalpha(moved.getchannel("A"))
     return recoloured

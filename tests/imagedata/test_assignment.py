@@ -646,3 +646,124 @@ def test_a_carved_validation_split_keeps_groups_in_train_or_validation(tmp_path)
             assert row.loc[["train/" + m for m in members], "split"].nunique() == 1
         assert (table[table["given_split"] == "test"]["split"] == "test").all()
         assert (table[table["given_split"] == "test"]["group"] == "").all()  # not ours
+
+
+# ---- one rule per decision: the split decides, the gate verifies with the same function ----
+
+
+def _smooth(seed: int, size: int = 48) -> np.ndarray:
+    """A photo-like grey image (smooth random shapes): distinct seeds, distinct pictures."""
+    coarse = np.random.default_rng(seed).random((6, 6)) * 255
+    image = Image.fromarray(coarse.astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
+    return np.asarray(image, dtype=np.float64)
+
+
+def _save(pixels: np.ndarray, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def test_the_split_and_the_gate_give_each_planted_file_the_same_verdict_and_reason(image_tree):
+    """One file per per-file rule, planted in the raw folder: the split's reason for leaving it
+    out is the gate's reason for refusing it when an edited split holds it."""
+    from pipeline.imagedata.checks import _image_facts
+    from pipeline.imagedata.images import Rules
+
+    cat = image_tree / "cat"
+    (cat / "corrupt.png").write_bytes((cat / "0.png").read_bytes()[:60])
+    (cat / "empty.png").write_bytes(b"")
+    (cat / "text.png").write_text("not an image")
+    write_png(cat / "tiny.png", 7, size=4)
+    cfg = split_params(max_rejected_fraction=0.5, max_image_pixels=5000)
+    table = build_split(image_tree, cfg, 0, 1, {}).set_index("raw_path")
+    planted = ["cat/corrupt.png", "cat/empty.png", "cat/text.png", "cat/tiny.png"]
+    for path in planted:
+        assert table.loc[path, "status"] == mf.REJECTED, path
+        gate = _image_facts(image_tree, Rules.of(cfg), path)
+        assert gate["problem"] == table.loc[path, "reason"], path
+    assert table.loc["cat/tiny.png", "reason"] == (
+        "too small: 4x4 pixels, a side below split.min_image_size (8)"
+    )
+    # a placed file passes the gate's rule, by construction
+    placed = table[table["split"] != ""].index
+    assert all(_image_facts(image_tree, Rules.of(cfg), p)["problem"] is None for p in placed)
+
+
+def test_a_large_image_is_kept_and_stored_at_the_largest_side_the_gate_allows(image_tree, tmp_path):
+    from pipeline.imagedata.checks import image_facts
+    from pipeline.imagedata.images import Rules
+
+    write_png(image_tree / "cat" / "large.png", 11, size=40)
+    cfg = split_params(max_image_size=16)
+    table = build_split(image_tree, cfg, 0, 1, {})
+    large = table[table["raw_path"] == "cat/large.png"].iloc[0]
+    assert large["status"] == mf.OK and large["convert"]
+    out = tmp_path / "split"
+    write_split(table, image_tree, out, 1, cfg, 0)
+    with Image.open(out / large["path"]) as stored:
+        assert stored.size == (16, 16)
+    facts = image_facts(out, [large["path"]], 1, Rules.of(cfg))
+    assert not facts["oversized"].any() and facts["problem"].isna().all()
+    assert "40x40 scaled to 16x16" in mf.read_manifest(out / "manifest.csv").set_index(
+        "raw_path"
+    ).loc["cat/large.png", "action"]
+
+
+def test_a_near_duplicate_under_two_classes_is_a_conflict_listed_with_both(image_tree):
+    _save(_smooth(1), image_tree / "cat" / "photo.png")
+    Image.open(image_tree / "cat" / "photo.png").resize((40, 40)).save(image_tree / "dog" / "x.jpg")
+    table = build_split(image_tree, split_params(), 0, 1, {}).set_index("raw_path")
+    assert table.loc["dog/x.jpg", "status"] == mf.CONFLICT
+    assert table.loc["dog/x.jpg", "reason"] == (
+        "near duplicate of cat/photo.png (class 'cat') under class 'dog'"
+    )
+    assert table.loc["cat/photo.png", "reason"] == (
+        "near duplicate of dog/x.jpg (class 'dog') under class 'cat'"
+    )
+
+
+def _variations(root: Path, label: str = "frames", count: int = 10) -> None:
+    for i in range(count):  # one picture, lit `count` ways: one group of near duplicates
+        _save(_smooth(999) * (0.8 + 0.02 * i) + i, root / label / f"{i}.png")
+
+
+def test_a_class_of_one_picture_stops_the_split_naming_the_class_and_its_group(image_tree):
+    _variations(image_tree)
+    with pytest.raises(SplitError) as stop:
+        build_split(image_tree, split_params(), 0, 1, {})
+    message = str(stop.value)
+    assert "'frames': 10 images in 1 near-duplicate group(s) and 0 image(s) alike to no other; " \
+        "the largest 10 images, such as frames/0.png, frames/1.png; it would split train 10, " \
+        "validation 0, test 0" in message  # fmt: skip
+    assert "Set split.inseparable_groups to train_only" in message
+
+
+def test_inseparable_groups_kept_in_train_or_spread_as_the_policy_says(image_tree):
+    _variations(image_tree)
+    table = build_split(image_tree, split_params(inseparable_groups="train_only"), 0, 1, {})
+    frames = table[table["label"] == "frames"]
+    assert set(frames["split"]) == {"train"} and set(frames["status"]) == {mf.TRAIN_ONLY}
+    table = build_split(image_tree, split_params(inseparable_groups="split"), 0, 1, {})
+    frames = table[table["label"] == "frames"]
+    assert frames["split"].value_counts().to_dict() == split_sizes(10, split_params().fractions)
+    assert set(frames["reason"]) == {mf.SPREAD} and set(frames["status"]) == {mf.OK}
+    others = table[table["label"] != "frames"]
+    assert set(others["reason"]) == {""}
+
+
+def test_a_transparent_palette_image_warns_nothing_unnamed(tmp_path):
+    """Pillow's 'Palette images with Transparency expressed in bytes' warning is not printed
+    raw: the image is converted to RGBA before anything else reads it."""
+    import warnings
+
+    from pipeline.imagedata.images import inspect_image
+
+    image = Image.new("P", (16, 16))
+    image.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    image.info["transparency"] = bytes([0, 255])
+    image.save(tmp_path / "palette.png", transparency=bytes([0, 255]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        facts = inspect_image(tmp_path / "palette.png", perceptual=True)
+    assert facts.problem is None and facts.transparency
