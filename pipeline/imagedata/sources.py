@@ -200,6 +200,8 @@ def _listed_problems(table: pd.DataFrame, folder: Path) -> Iterator[tuple]:
                         f"maybe validation) only, and both of train and test")  # fmt: skip
     for row in table.itertuples():
         problem = unsafe_name(row.label) if row.label else "empty label"
+        # the copy keeps the file's name only (copy_listed): that name must be safe too
+        problem = problem or unsafe_name(Path(row.path).name)
         if problem:
             yield row, problem
         elif not (folder / row.path).is_file():
@@ -285,7 +287,8 @@ def _source_listing(folder: Path) -> Iterator[str]:
         if is_junk(path.name) and is_ignored(row.problem):
             continue
         stat = _stat_line(path, row.path) if path.is_file() else f"{row.path}\t-\t-"
-        yield f"{stat}\t{row.label}\t{row.given_split}\t{row.problem or ''}"
+        problem = row.problem if isinstance(row.problem, str) else ""  # None or NaN: none
+        yield f"{stat}\t{row.label}\t{row.given_split}\t{problem}"
 
 
 def _stat_line(path: Path, name: str) -> str:

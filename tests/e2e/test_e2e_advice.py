@@ -1,10 +1,11 @@
 """Advice that works when followed: for each expected failure of the split whose message tells
 the user what to do, the real `dvc repro` is run, the test does exactly what the message says
 (deletes a folder, sets the param it names) and runs `dvc repro` again, which must then get past
-that point (docs/data.md, "When the split stops"). One folder, planted with every case at once,
+that point (README, "When the split stops"). One folder, planted with every case at once,
 walked through them in the order the split meets them."""
 
 import shutil
+import unicodedata
 
 import numpy as np
 import pytest
@@ -38,6 +39,11 @@ def _folder(root):
     # the same picture under a second class, re-encoded (not the same bytes)
     Image.open(root / "cat" / "0.png").save(root / "dog" / "cat-copy.jpg", quality=90)
     (root / "Empty Class").mkdir()
+    for form, seeds in (("NFC", range(500, 505)), ("NFD", range(505, 510))):  # one class twice
+        for seed in seeds:
+            _save(_smooth(seed), root / unicodedata.normalize(form, "Müsli") / f"{seed}.png")
+    for i in range(4):  # broken files: 4 of 55, over split.max_rejected_fraction (5%)
+        (root / "owl" / f"broken-{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(i))
 
 
 def _repro(root, env) -> tuple[bool, str]:
@@ -55,25 +61,42 @@ def test_each_message_of_the_split_followed_gets_the_pipeline_past_it(tmp_path):
     env = make_project(root, {"ingest": {"source": str(source)},
                               "split": {"conflicting_labels": "error"}})  # fmt: skip
 
-    ok, output = _repro(root, env)  # 1. the same picture under two classes
+    ok, output = _repro(root, env)  # 1. one class under two spellings
+    assert not ok and "spelt two ways; rename or merge them" in output
+    nfc, nfd = (source / unicodedata.normalize(form, "Müsli") for form in ("NFC", "NFD"))
+    for file in nfd.iterdir():  # as told: merge them
+        file.rename(nfc / file.name)
+    nfd.rmdir()
+    ok, output = _repro(root, env)  # 2. the same picture under two classes
     assert not ok
     assert "dog/cat-copy.jpg (dog): near duplicate of cat/0.png (class 'cat')" in output
     assert "set split.conflicting_labels: exclude" in output
     with edited_params(root, {"split": {"conflicting_labels": "exclude"}}):
-        ok, output = _repro(root, env)  # 2. an empty class folder
+        ok, output = _repro(root, env)  # 3. an empty class folder
         assert not ok
         assert "'Empty Class' (no usable image). Add images, or set split.small_classes" in output
-        shutil.rmtree(source / "Empty Class")  # as told: add images, or... here: remove it
-        ok, output = _repro(root, env)  # 3. a class of one picture
-        assert "Running stage 'ingest'" in output  # the folder's removal was seen
-        assert not ok
-        assert "'frames': 10 images in 1 near-duplicate group(s)" in output
-        assert "Set split.inseparable_groups to train_only" in output
-        for policy in ("train_only", "split"):
-            with edited_params(root, {"split": {"inseparable_groups": policy}}):
-                ok, output = _repro(root, env)
-                assert ok, output
-                assert "all 24 expectations met" in output
-                assert f"split.inseparable_groups: {policy}, applied to:" in output
+        with edited_params(root, {"split": {"small_classes": "drop"}}):  # as told, one way
+            ok, output = _repro(root, env)  # 4. too many broken files
+            assert not ok and "'Empty Class'" not in output.split("split: error")[-1]
+            assert "4 of 55 files (7.3%) are not usable images, more than " \
+                "split.max_rejected_fraction = 5.0%" in output  # fmt: skip
+            with edited_params(root, {"split": {"max_rejected_fraction": 0.1}}):  # as told
+                ok, output = _repro(root, env)  # 5. a class of one picture
+                assert not ok
+                assert "'frames': 10 images in 1 near-duplicate group(s)" in output
+                assert "Set split.inseparable_groups to train_only" in output
+                for policy in ("train_only", "split"):  # as told, either way
+                    with edited_params(root, {"split": {"inseparable_groups": policy}}):
+                        ok, output = _repro(root, env)
+                        assert ok, output
+                        assert "all 24 expectations met" in output
+                        assert f"split.inseparable_groups: {policy}, applied to:" in output
+        shutil.rmtree(source / "Empty Class")  # as told, the other way: no such class
+        for i in range(4):
+            (source / "owl" / f"broken-{i}.png").unlink()  # and no broken files
+        with edited_params(root, {"split": {"inseparable_groups": "train_only"}}):
+            ok, output = _repro(root, env)
+            assert "Running stage 'ingest'" in output  # the folder's removal was seen
+            assert ok, output
     rejected = (root / "data/split/rejected.csv").read_text()
     assert "cat/0.png,cat,conflict" in rejected and "dog/cat-copy.jpg,dog,conflict" in rejected

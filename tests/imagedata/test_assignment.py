@@ -767,3 +767,15 @@ def test_a_transparent_palette_image_warns_nothing_unnamed(tmp_path):
         warnings.simplefilter("error")
         facts = inspect_image(tmp_path / "palette.png", perceptual=True)
     assert facts.problem is None and facts.transparency
+
+
+def test_a_group_placed_apart_before_is_kept_together_where_most_of_it_was():
+    """A group spread by `split.inseparable_groups: split` before (or joined only now by a new
+    image) must not leak once it is a group again: its members follow the majority."""
+    contents = pd.DataFrame(
+        {"label": ["a"] * 8, "sha256": [f"{i}" for i in range(8)],
+         "group": ["g", "g", "g", ""] + [""] * 4}
+    )  # fmt: skip
+    previous = {("a", "0"): "train", ("a", "1"): "train", ("a", "2"): "test"}
+    assignment = split_assignments(contents, FRACTIONS, 0, previous)
+    assert {assignment[("a", d)] for d in "012"} == {"train"}

@@ -224,3 +224,80 @@ def test_the_fingerprint_of_a_labels_file_follows_its_rows_and_files(tmp_path):
     assert sources.fingerprint(str(path)) == second
     path.write_text("path,label\npictures/a.png,dog\npictures/b.png,dog\n")  # a relabel
     assert sources.fingerprint(str(path))["sha256"] != second["sha256"]
+
+
+def test_an_empty_class_folder_added_or_removed_changes_the_fingerprint(image_tree):
+    """The fingerprint is ingest's own listing: an empty class folder, which ingest lists and
+    the split stops on, counts; a `.DS_Store` does not (BAD_INPUT 23)."""
+    first = sources.fingerprint(str(image_tree))
+    (image_tree / "Empty Class").mkdir()
+    with_empty = sources.fingerprint(str(image_tree))
+    assert with_empty["sha256"] != first["sha256"]
+    assert with_empty["entries"] == first["entries"] + 1
+    (image_tree / "Empty Class").rmdir()
+    assert sources.fingerprint(str(image_tree)) == first
+    (image_tree / "cat" / ".DS_Store").write_bytes(b"junk")
+    assert sources.fingerprint(str(image_tree)) == first
+
+
+def test_unsafe_labels_and_file_names_in_a_labels_file_are_refused_by_row(tmp_path):
+    """`../`, an absolute path or a control character as a label, or a control character in a
+    listed file's name: ingest stops naming each row, and writes nothing (BAD_INPUT 19)."""
+    folder = tmp_path / "listed"
+    write_png(folder / "a.png", 1)
+    write_png(folder / "b\x1b.png", 2)
+    write_png(tmp_path / "elsewhere" / "c.png", 3)
+    (folder / "labels.csv").write_text(
+        "path,label\na.png,../evil\na.png,/abs\na.png,bell\x07\nb\x1b.png,ok\n"
+        "../elsewhere/c.png,fine\n"
+    )
+    target = tmp_path / "project" / "data" / "raw"
+    target.mkdir(parents=True)
+    with pytest.raises(sources.IngestError) as stop:
+        sources.write_source(str(folder / "labels.csv"), target)
+    message = str(stop.value)
+    assert "row 2: name '../evil' could address a path outside the output folder" in message
+    assert "row 3: name '/abs' could address a path outside the output folder" in message
+    assert "row 4: name 'bell\\x07' contains control characters" in message
+    assert "row 5: name 'b\\x1b.png' contains control characters" in message
+    assert "row 6" not in message  # a file outside the labels file's folder may be read
+    assert list(target.iterdir()) == [] and not (tmp_path / "project" / "data" / "evil").exists()
+
+
+def test_a_file_listed_from_elsewhere_is_written_inside_data_raw(tmp_path):
+    folder = tmp_path / "listed"
+    write_png(tmp_path / "elsewhere" / "c.png", 3)
+    folder.mkdir()
+    (folder / "labels.csv").write_text(f"path,label\n../elsewhere/c.png,x\n{tmp_path}/elsewhere/c.png,y\n")
+    target = tmp_path / "raw"
+    target.mkdir()
+    sources.write_source(str(folder / "labels.csv"), target)
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png"))
+    assert written == ["elsewhere/c.png", "raw/x/c.png", "raw/y/c.png"]
+
+
+def test_a_class_folder_or_file_with_a_control_character_is_refused_by_name(image_tree, tmp_path):
+    """Through ingest (not copied, listed with why) and the split (rejected, counted), nothing
+    written outside data/ (BAD_INPUT 19)."""
+    from pipeline.imagedata.assignment import build_split
+    from pipeline.imagedata.images import write_raw_listing
+    from pipeline.imagedata.manifest import read_raw_listing
+    from pipeline.params import load_params
+
+    write_png(image_tree / "bad\x07class" / "0.png", 5)
+    write_png(image_tree / "cat" / "x\x1b.png", 6)
+    target = tmp_path / "data" / "raw"
+    target.mkdir(parents=True)
+    count, skipped = sources.write_source(str(image_tree), target)
+    assert count == 30
+    problems = dict(zip(skipped["path"], skipped["problem"], strict=True))
+    assert problems["bad\x07class"] == "name 'bad\\x07class' contains control characters"
+    assert problems["cat/x\x1b.png"] == "name 'x\\x1b.png' contains control characters"
+    listing = tmp_path / "data" / "raw_listing.csv"
+    write_raw_listing(skipped.assign(given_split=""), listing)
+    listed = read_raw_listing(listing)
+    cfg = load_params().split.model_copy(update={"max_rejected_fraction": 0.5})
+    table = build_split(target, cfg, 0, 1, {}, listed[listed["problem"] != ""])
+    rejected = table.set_index("raw_path").loc[["bad\x07class", "cat/x\x1b.png"]]
+    assert set(rejected["status"]) == {"rejected"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "images"]

@@ -43,6 +43,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         "MLFLOW": str(Path(sys.executable).parent / "mlflow"),
     }
     STATE["dir"] = state
+    STATE["ports"] = (int(env["MLFLOW_SERVER_PORT"]), int(env["POSTGRES_PORT"]))
     started = subprocess.run(
         ["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=900
     )
@@ -59,6 +60,29 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         subprocess.run(["bash", str(SCRIPT), "stop"], env=env, timeout=120)
         logs = (state / "mlflow.log").read_text() if (state / "mlflow.log").exists() else ""
         assert "Traceback" not in logs, logs[-3000:]
+
+
+def listening(port: int) -> set[str]:
+    """The addresses a socket listens on at `port` (IPv4 and IPv6), from the kernel's tables."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        lines = Path(table).read_text().splitlines()[1:] if Path(table).exists() else []
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                if len(address) == 8:  # IPv4, little-endian
+                    found.add(".".join(str(b) for b in reversed(bytes.fromhex(address))))
+                else:  # any IPv6 listener, named by its raw form
+                    found.add(f"ipv6:{address}")
+    return found
+
+
+def test_the_server_and_its_database_listen_on_loopback_only(server):
+    """Not only the URI the script prints: the listening sockets themselves (BAD_INPUT 18)."""
+    mlflow_port, postgres_port = STATE["ports"]
+    assert listening(mlflow_port) == {"127.0.0.1"}
+    assert listening(postgres_port) == {"127.0.0.1"}
 
 
 def _api(uri: str, path: str, body: dict | None = None, auth: bool = True) -> dict:
