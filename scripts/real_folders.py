@@ -71,9 +71,9 @@ def stamps(target: Path) -> None:
     rng = np.random.default_rng(0)
     with Image.open(STAMPS / VARIED) as image:
         drawing = image.convert("RGBA")
-    (target / "flower variations").mkdir()
+    (target / "frog variations").mkdir()
     for i in range(VARIATIONS):
-        _variation(drawing, rng).save(target / "flower variations" / f"flower-{i:02d}.png")
+        _variation(drawing, rng).save(target / "frog variations" / f"frog-{i:02d}.png")
     for stamp in sorted((STAMPS / "clothes").rglob("*.png"))[:3]:  # one drawing, two classes
         with Image.open(stamp) as image:
             image.resize((image.width // 2, image.height // 2)).save(
