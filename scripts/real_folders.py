@@ -30,7 +30,7 @@ CLIPART_CATEGORIES = ("buttons", "containers", "decorations", "education", "plan
                       "signs_and_symbols/flags")  # fmt: skip
 STAMPS = Path("/usr/share/tuxpaint/stamps")
 STAMP_CATEGORIES = ("plants", "vehicles", "clothes", "sports")
-VARIED = "plants/flowers/adeenia.png"  # the drawing the class of variations is made from
+VARIED = "animals/amphibians/frog-1.png"  # in no class of its own: the variations are one
 VARIATIONS = 30
 
 
