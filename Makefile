@@ -94,8 +94,8 @@ bench-gpu: setup ## The default recipe on Fashion-MNIST under Keras' JAX backend
 bench-serve: setup ## Images per second through the predict CLI and over HTTP (batch 1, 64) against the compute bound
 	$(BIN)/python -m benchmarks.serve_benchmark $(ARGS)
 
-bench-leakage: setup ## The near-duplicate gate on Fashion-MNIST: real test images confirmed, planted copies caught
-	$(BIN)/python -m benchmarks.leakage_benchmark
+bench-leakage: setup ## The near-duplicate gate on Fashion-MNIST (or ARGS="--drawings FOLDER"): real test images confirmed, planted copies caught, look-alikes
+	$(BIN)/python -m benchmarks.leakage_benchmark $(ARGS)
 
 bench-fashion: setup ## The default pipeline on Fashion-MNIST (70,000 images): each stage's time and memory, DVC's part, accuracy against the published table (ARGS="--set train.epochs=2")
 	$(BIN)/python -m benchmarks.fashion_benchmark $(ARGS)

@@ -1,21 +1,30 @@
-"""`make bench-leakage`: the near-duplicate gate on Fashion-MNIST's official split.
+"""`make bench-leakage`: the near-duplicate gate on Fashion-MNIST's official split, and on a
+folder of drawings (`ARGS="--drawings FOLDER"`).
 
-How many real test images the gate confirms as near duplicates of a training image, beside
-how many the perceptual hash alone would have flagged, and the share of planted copies it
-catches (resized, JPEG re-encoded, brightened, lower contrast, cropped), with the thresholds
-in params.yaml. Needs the IDX files (`apt-get install dataset-fashion-mnist`, or
+Fashion-MNIST: how many real test images the gate confirms as near duplicates of a training
+image, beside how many the perceptual hash alone would have flagged, and the share of planted
+copies it catches (resized, JPEG re-encoded, brightened, lower contrast, cropped), with the
+thresholds in params.yaml. Needs the IDX files (`apt-get install dataset-fashion-mnist`, or
 FASHION_MNIST_DIR); works on arrays in memory, through the gate's own hash, candidate search
 and comparison.
+
+Drawings (transparent PNGs, such as `scripts/real_folders.py`'s): planted copies of a seeded
+sample (halved, JPEG re-encoded on white, hue turned, darkened, cropped) and two look-alikes
+of each (its silhouette in black; another drawing of the sample cut to its outline), every
+image seen as the model sees it (`images.seen_grey`): the share the gate confirms of each.
 """
 
+import argparse
 import io
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageEnhance
 
 from pipeline.imagedata.checks import hash_neighbours
+from pipeline.imagedata.images import Rules, seen_grey
 from pipeline.imagedata.similarity import (
     COMPARE_SIZE,
     FIRST_CROPPED,
@@ -74,12 +83,84 @@ def _caught(copy: Image.Image, original: Image.Image, within: int, threshold: fl
     kinds = list(crop_pairs(mine, theirs, within)["cropped"])
     if int(np.bitwise_count(mine[0][0] ^ theirs[0][0])) <= within:
         kinds.append(PLAIN)
-    size = min(COMPARE_SIZE, original.width)
+    size = min(COMPARE_SIZE, *original.size, *copy.size)
     return any(_correlation(copy, original, kind, size) >= threshold for kind in kinds)
 
 
+DRAWINGS = 300  # drawings sampled from the folder
+WHITE = (255, 255, 255, 255)
+
+
+def _hue(drawing: Image.Image, turn: int) -> Image.Image:
+    hsv = np.asarray(drawing.convert("RGB").convert("HSV")).copy()
+    hsv[..., 0] = (hsv[..., 0].astype(int) + turn) % 256
+    turned = Image.fromarray(hsv, "HSV").convert("RGBA")
+    turned.putalpha(drawing.getchannel("A"))
+    return turned
+
+
+def _drawing_copies(drawing: Image.Image, other: Image.Image) -> dict[str, Image.Image]:
+    """Copies of an RGBA drawing that are the same picture, then two that are not."""
+    width, height = drawing.size
+    jpeg = io.BytesIO()
+    Image.alpha_composite(Image.new("RGBA", drawing.size, WHITE), drawing).convert("RGB").save(
+        jpeg, "JPEG", quality=75
+    )
+    cut = round(0.035 * width), round(0.035 * height)
+    dark = drawing.copy()
+    dark.paste(ImageEnhance.Brightness(drawing.convert("RGB")).enhance(0.7), mask=None)
+    dark.putalpha(drawing.getchannel("A"))
+    silhouette = Image.new("RGBA", drawing.size, (0, 0, 0, 255))
+    silhouette.putalpha(drawing.getchannel("A"))
+    filled = other.convert("RGBA").resize(drawing.size)
+    filled.putalpha(drawing.getchannel("A"))
+    return {
+        "halved": drawing.resize((width // 2, height // 2), Image.Resampling.BILINEAR),
+        "JPEG quality 75, on white": Image.open(io.BytesIO(jpeg.getvalue())),
+        "hue turned 90 degrees": _hue(drawing, 64),
+        "darkened (brightness 0.7)": dark,
+        "3.5% crop on every side, enlarged back": drawing.crop(
+            (cut[0], cut[1], width - cut[0], height - cut[1])
+        ).resize((width, height)),
+        "look-alike: its silhouette in black": silhouette,
+        "look-alike: another drawing cut to its outline": filled,
+    }
+
+
+def drawings(folder: Path, within: int, threshold: float) -> None:
+    """The planted copies and look-alikes of a seeded sample of the folder's drawings."""
+    files = sorted(folder.rglob("*.png"))
+    rng = np.random.default_rng(0)
+    chosen = [files[i] for i in rng.choice(len(files), min(DRAWINGS, len(files)), replace=False)]
+    rules, caught = Rules(), {}
+    for index, path in enumerate(chosen):
+        with Image.open(path) as image, Image.open(chosen[index - 1]) as other:
+            drawing = image.convert("RGBA")
+            if min(drawing.size) < 2 * COMPARE_SIZE:  # halved, still at the compare size
+                continue
+            original = seen_grey(drawing, rules)
+            for kind, copy in _drawing_copies(drawing, other).items():
+                found = _caught(seen_grey(copy, rules), original, within, threshold)
+                caught.setdefault(kind, []).append(found)
+    count = len(next(iter(caught.values())))
+    print(
+        f"{folder}: {count} drawings of at least {2 * COMPARE_SIZE} px a side, share confirmed "
+        f"(hash within {within} bits, correlation >= {threshold}):"
+    )
+    for kind, found in caught.items():
+        print(f"  {kind:48} {np.mean(found):.1%}")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--drawings", type=Path, help="a folder of drawings instead of Fashion-MNIST"
+    )
+    args = parser.parse_args()
     cfg = load_params().split
+    if args.drawings:
+        drawings(args.drawings, cfg.near_duplicate_distance, cfg.near_duplicate_correlation)
+        return
     within, threshold = cfg.near_duplicate_distance, cfg.near_duplicate_correlation
     folder = fashion_mnist_folder()
     train = read_idx(_idx_file(folder, "train-images-idx3-ubyte"))

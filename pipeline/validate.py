@@ -18,7 +18,6 @@ from pipeline.common.files import staged_dir, write_csv
 from pipeline.common.log import run_stage
 from pipeline.contracts import ValidationResult, expectation_name, read_labels, write_validation
 from pipeline.imagedata import manifest as mf
-from pipeline.imagedata.images import Rules
 from pipeline.imagedata.checks import (
     ValidationFailed,
     build_checks,
@@ -28,6 +27,7 @@ from pipeline.imagedata.checks import (
     reported_only,
     run_checks,
 )
+from pipeline.imagedata.images import Rules
 from pipeline.params import SplitParams, load_params
 from pipeline.paths import (
     DATA_DOCS_DIR,

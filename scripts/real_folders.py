@@ -25,9 +25,20 @@ ICONS = Path("/usr/share/icons/oxygen/base")
 ICON_CONTEXTS = ("devices", "places", "status", "emotes", "categories", "emblems")
 ICON_SIZES = ("16x16", "22x22", "32x32", "48x48", "64x64", "128x128")
 CLIPART = Path("/usr/share/openclipart/png")
-CLIPART_CATEGORIES = ("buttons", "containers", "decorations", "education", "plants",
-                      "buildings", "office", "transportation", "animals", "shapes", "food",
-                      "signs_and_symbols/flags")  # fmt: skip
+CLIPART_CATEGORIES = (
+    "buttons",
+    "containers",
+    "decorations",
+    "education",
+    "plants",
+    "buildings",
+    "office",
+    "transportation",
+    "animals",
+    "shapes",
+    "food",
+    "signs_and_symbols/flags",
+)
 STAMPS = Path("/usr/share/tuxpaint/stamps")
 STAMP_CATEGORIES = ("plants", "vehicles", "clothes", "sports")
 VARIED = "animals/amphibians/frog-1.png"  # in no class of its own: the variations are one

@@ -132,3 +132,18 @@ def test_an_export_format_given_twice_or_unknown_is_named(raw_params):
     raw_params["export"]["formats"] = ["onnx", "coreml"]
     with pytest.raises(ParamsError, match=r"export\.formats\.1: Input should be 'onnx'"):
         parse_params(raw_params)
+
+
+def test_a_transfer_base_on_grayscale_says_to_set_three_channels_and_that_works(raw_params):
+    raw_params["train"]["transfer"]["base"] = "mobilenet_v2"
+    raw_params["base"].update(channels=1, image_size=32)
+    with pytest.raises(ParamsError, match=r"set base\.channels: 3"):
+        parse_params(raw_params)
+    raw_params["base"]["channels"] = 3  # as told
+    assert parse_params(raw_params).base.channels == 3
+
+
+def test_the_split_size_bounds_must_be_in_order(raw_params):
+    raw_params["split"].update(min_image_size=64, max_image_size=32)
+    with pytest.raises(ParamsError, match="min_image_size = 64 is above max_image_size = 32"):
+        parse_params(raw_params)

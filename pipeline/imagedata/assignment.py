@@ -135,8 +135,10 @@ def split_assignments(
             # only now by a new image): together again, where most of them were
             together = max(SPLITS, key=lambda s: (kept.count(s), -SPLITS.index(s)))
             if len(set(kept)) > 1:
-                log.warning(f"class {label!r}: {len(unit)} near duplicates placed apart by an "
-                            f"earlier split are kept together in {together}")  # fmt: skip
+                log.warning(
+                    f"class {label!r}: {len(unit)} near duplicates placed apart by an "
+                    f"earlier split are kept together in {together}"
+                )
             for key in unit:
                 assignment[key] = together if len(set(kept)) > 1 else previous.get(key, kept[0])
                 counts[assignment[key]] += 1
@@ -202,18 +204,25 @@ def _conflicts(table: pd.DataFrame, near: pd.DataFrame) -> dict[int, str]:
     conflicted = labels[labels.map(len) > 1]
     found = {
         index: "same content under classes " + ", ".join(repr(n) for n in conflicted[digest])
-        for index, digest in table.loc[usable & table["sha256"].isin(conflicted.index), "sha256"].items()
-    }  # fmt: skip
+        for index, digest in table.loc[
+            usable & table["sha256"].isin(conflicted.index), "sha256"
+        ].items()
+    }
     label, path = table["label"], table["raw_path"]
     across = near[label.loc[near["first"]].to_numpy() != label.loc[near["second"]].to_numpy()]
     for a, b in across[["first", "second"]].itertuples(index=False):
         for row, other in ((a, b), (b, a)):
-            found.setdefault(row, f"near duplicate of {path[other]} (class {label[other]!r}) "
-                                  f"under class {label[row]!r}")  # fmt: skip
+            found.setdefault(
+                row,
+                f"near duplicate of {path[other]} (class {label[other]!r}) "
+                f"under class {label[row]!r}",
+            )
     return found
 
 
-def mark_conflicts(table: pd.DataFrame, policy: str, near: pd.DataFrame | None = None) -> pd.DataFrame:
+def mark_conflicts(
+    table: pd.DataFrame, policy: str, near: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """The same picture under two or more classes (the same bytes, or near duplicates:
     `near`, confirmed pairs of row indices): every copy of it excluded, or the stage stopped.
     Identical copies of a conflicted file share its fate."""
@@ -225,8 +234,12 @@ def mark_conflicts(table: pd.DataFrame, policy: str, near: pd.DataFrame | None =
     rows = (table["status"] == mf.OK) & table["sha256"].isin(digests)
     reasons = [found.get(i) or found[digests[table.at[i, "sha256"]]] for i in table.index[rows]]
     if policy == "error":
-        lines = [f"  {path} ({label}): {reason}" for path, label, reason
-                 in zip(table.loc[rows, "raw_path"], table.loc[rows, "label"], reasons, strict=True)]  # fmt: skip
+        lines = [
+            f"  {path} ({label}): {reason}"
+            for path, label, reason in zip(
+                table.loc[rows, "raw_path"], table.loc[rows, "label"], reasons, strict=True
+            )
+        ]
         if len(lines) > MESSAGE_LINES:
             lines[MESSAGE_LINES:] = [f"  ... and {len(lines) - MESSAGE_LINES} more"]
         raise SplitError(
@@ -248,8 +261,11 @@ def apply_small_class_policy(table: pd.DataFrame, policy: str) -> tuple[pd.DataF
     # a class folder refused as a whole (an unsafe name, a link) is a rejected entry, counted
     # as one: no image could ever be added to it
     refused = (table["status"] == mf.REJECTED) & (table["raw_path"] == table["label"])
-    classes = sorted(set(table["label"]) - {""} - (set(table.loc[refused, "label"])
-                     - set(table.loc[~refused, "label"])))  # fmt: skip
+    classes = sorted(
+        set(table["label"])
+        - {""}
+        - (set(table.loc[refused, "label"]) - set(table.loc[~refused, "label"]))
+    )
     distinct = table[usable].groupby("label")["sha256"].nunique().reindex(classes, fill_value=0)
     small = distinct[distinct < MIN_CLASS_SIZE]
     if small.empty:
@@ -393,10 +409,15 @@ def near_duplicate_pairs(
         return pd.DataFrame(columns=["first", "second"], dtype=np.int64)
     rules = Rules.of(cfg)
     shorter = pd.Series(
-        [min(stored_size(w, h, rules.max_side)) for w, h in zip(rows["width"], rows["height"], strict=True)],
+        [
+            min(stored_size(w, h, rules.max_side))
+            for w, h in zip(rows["width"], rows["height"], strict=True)
+        ],
         index=rows.index,
-    )  # fmt: skip
-    sizes = compare_sizes(shorter[candidates["first"]].to_numpy(), shorter[candidates["second"]].to_numpy())
+    )
+    sizes = compare_sizes(
+        shorter[candidates["first"]].to_numpy(), shorter[candidates["second"]].to_numpy()
+    )
     paths = table["raw_path"]
     pairs = list(zip(paths.loc[candidates["first"]], paths.loc[candidates["second"]], strict=True))
     view = partial(seen_grey, rules=rules)
@@ -415,9 +436,10 @@ def near_duplicate_groups(table: pd.DataFrame, pairs: pd.DataFrame, among: pd.Se
     rows = table[among].drop_duplicates(["label", "sha256"])
     label = table["label"]
     inside = pairs[
-        pairs["first"].isin(rows.index) & pairs["second"].isin(rows.index)
+        pairs["first"].isin(rows.index)
+        & pairs["second"].isin(rows.index)
         & (label.reindex(pairs["first"]).to_numpy() == label.reindex(pairs["second"]).to_numpy())
-    ]  # fmt: skip
+    ]
     if not len(inside):
         return group
     position = pd.Series(np.arange(len(rows)), index=rows.index)
@@ -465,8 +487,9 @@ def _described(rows: pd.DataFrame, label: str, splits: pd.Series) -> str:
     largest = (
         f"; the largest {sizes.iloc[0]} images, such as "
         + ", ".join(part.loc[part["group"] == sizes.index[0], "raw_path"].head(2))
-        if len(sizes) else ""
-    )  # fmt: skip
+        if len(sizes)
+        else ""
+    )
     return (
         f"{label!r}: {len(part)} images in {len(sizes)} near-duplicate group(s) and "
         f"{int((distinct['group'] == '').sum())} image(s) alike to no other{largest}; "
@@ -499,10 +522,12 @@ def spread_assignments(
         described = "\n".join(f"  {_described(rows, label, splits)}" for label in unmet)
         policy = cfg.inseparable_groups
         breakable = {
-            label: rows.loc[(rows["label"] == label) & (rows["group"] != "")
-                            & ~rows["group"].isin(spread), "group"].value_counts()
+            label: rows.loc[
+                (rows["label"] == label) & (rows["group"] != "") & ~rows["group"].isin(spread),
+                "group",
+            ].value_counts()
             for label in unmet
-        }  # fmt: skip
+        }
         if policy == "error" or (policy == "split" and not all(map(len, breakable.values()))):
             remedy = (
                 "Set split.inseparable_groups to train_only (keep the class in train only) or "
@@ -627,8 +652,10 @@ def log_notes(table: pd.DataFrame) -> None:
         shown = ", ".join(rows["raw_path"].head(3)) + (
             f" and {len(rows) - 3} more" if len(rows) > 3 else ""
         )
-        log.info(f"Pillow, reading {len(rows)} file(s) ({shown}): {note} (handled: every image "
-                 "is normalised to the model's colour model)")  # fmt: skip
+        log.info(
+            f"Pillow, reading {len(rows)} file(s) ({shown}): {note} (handled: every image "
+            "is normalised to the model's colour model)"
+        )
 
 
 def write_split(

@@ -206,13 +206,17 @@ def confirm_near_duplicates(
 # ---- the tables and their expectations --------------------------------------------------------
 
 
-def class_shares(placed: pd.DataFrame, fractions: dict[str, float], cfg: SplitParams) -> pd.DataFrame:
+def class_shares(
+    placed: pd.DataFrame, fractions: dict[str, float], cfg: SplitParams
+) -> pd.DataFrame:
     """Each class's images per split against its share, judged by the rule the split kept
     (`manifest.class_shares`). Classes the split kept in train only (`split.small_classes`,
     `split.inseparable_groups`) are expected nowhere else and are left out."""
     regular = placed[placed["status"] == mf.OK]
     counts = regular.groupby(["label", "split"]).size().rename("count").reset_index()
-    return mf.class_shares(counts, fractions, cfg.class_fraction_tolerance, cfg.min_images_per_split)
+    return mf.class_shares(
+        counts, fractions, cfg.class_fraction_tolerance, cfg.min_images_per_split
+    )
 
 
 def split_fraction_deviation(

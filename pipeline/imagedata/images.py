@@ -279,8 +279,9 @@ class Rules:
 
     @classmethod
     def of(cls, cfg: SplitParams) -> "Rules":
-        return cls(cfg.max_image_pixels, cfg.min_image_size, cfg.max_image_size,
-                   tuple(cfg.background))  # fmt: skip
+        return cls(
+            cfg.max_image_pixels, cfg.min_image_size, cfg.max_image_size, tuple(cfg.background)
+        )
 
 
 def inspect_image(path: Path, perceptual: bool = False, rules: Rules = Rules()) -> ImageFacts:
@@ -474,7 +475,9 @@ def to_png(
             converted, actions = normalise(image, channels, background)
             size = stored_size(*converted.size, max_side)
             if size != converted.size:
-                actions.append(f"{converted.width}x{converted.height} scaled to {size[0]}x{size[1]}")
+                actions.append(
+                    f"{converted.width}x{converted.height} scaled to {size[0]}x{size[1]}"
+                )
                 converted = converted.resize(size, STORED_RESAMPLING)
             converted.save(out, format="PNG")  # one frame: save_all is off
     if fmt != "PNG":

@@ -58,8 +58,9 @@ def test_each_message_of_the_split_followed_gets_the_pipeline_past_it(tmp_path):
     _folder(source)
     root = tmp_path / "project"
     root.mkdir()
-    env = make_project(root, {"ingest": {"source": str(source)},
-                              "split": {"conflicting_labels": "error"}})  # fmt: skip
+    env = make_project(
+        root, {"ingest": {"source": str(source)}, "split": {"conflicting_labels": "error"}}
+    )
 
     ok, output = _repro(root, env)  # 1. one class under two spellings
     assert not ok and "spelt two ways; rename or merge them" in output
@@ -78,8 +79,10 @@ def test_each_message_of_the_split_followed_gets_the_pipeline_past_it(tmp_path):
         with edited_params(root, {"split": {"small_classes": "drop"}}):  # as told, one way
             ok, output = _repro(root, env)  # 4. too many broken files
             assert not ok and "'Empty Class'" not in output.split("split: error")[-1]
-            assert "4 of 55 files (7.3%) are not usable images, more than " \
-                "split.max_rejected_fraction = 5.0%" in output  # fmt: skip
+            assert (
+                "4 of 55 files (7.3%) are not usable images, more than "
+                "split.max_rejected_fraction = 5.0%" in output
+            )
             with edited_params(root, {"split": {"max_rejected_fraction": 0.1}}):  # as told
                 ok, output = _repro(root, env)  # 5. a class of one picture
                 assert not ok

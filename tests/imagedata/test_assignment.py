@@ -560,8 +560,9 @@ def test_a_grown_given_train_keeps_its_carved_validation(tmp_path):
     merged = first.merge(second, on="raw_path", suffixes=("_first", "_second"))
     assert (merged["split_first"] == merged["split_second"]).all()
     assert second.loc[second["raw_path"] == "train/cat/new.png", "split"].item() in (
-        "train", "validation"
-    )  # fmt: skip
+        "train",
+        "validation",
+    )
 
 
 def _planted_folder(root: Path) -> dict[str, list[str]]:
@@ -705,9 +706,12 @@ def test_a_large_image_is_kept_and_stored_at_the_largest_side_the_gate_allows(im
         assert stored.size == (16, 16)
     facts = image_facts(out, [large["path"]], 1, Rules.of(cfg))
     assert not facts["oversized"].any() and facts["problem"].isna().all()
-    assert "40x40 scaled to 16x16" in mf.read_manifest(out / "manifest.csv").set_index(
-        "raw_path"
-    ).loc["cat/large.png", "action"]
+    assert (
+        "40x40 scaled to 16x16"
+        in mf.read_manifest(out / "manifest.csv")
+        .set_index("raw_path")
+        .loc["cat/large.png", "action"]
+    )
 
 
 def test_a_near_duplicate_under_two_classes_is_a_conflict_listed_with_both(image_tree):
@@ -733,9 +737,11 @@ def test_a_class_of_one_picture_stops_the_split_naming_the_class_and_its_group(i
     with pytest.raises(SplitError) as stop:
         build_split(image_tree, split_params(), 0, 1, {})
     message = str(stop.value)
-    assert "'frames': 10 images in 1 near-duplicate group(s) and 0 image(s) alike to no other; " \
-        "the largest 10 images, such as frames/0.png, frames/1.png; it would split train 10, " \
-        "validation 0, test 0" in message  # fmt: skip
+    assert (
+        "'frames': 10 images in 1 near-duplicate group(s) and 0 image(s) alike to no other; "
+        "the largest 10 images, such as frames/0.png, frames/1.png; it would split train 10, "
+        "validation 0, test 0" in message
+    )
     assert "Set split.inseparable_groups to train_only" in message
 
 

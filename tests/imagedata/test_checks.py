@@ -268,9 +268,14 @@ def test_the_gate_confirms_a_cropped_copy_across_splits_and_names_the_crop(tmp_p
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(values).save(tmp_path / path)
     placed = pd.DataFrame(
-        {"path": paths, "split": ["train", "train", "test", "test"], "label": ["a"] * 4,
-         "group": "", "reason": ""}
-    )  # fmt: skip
+        {
+            "path": paths,
+            "split": ["train", "train", "test", "test"],
+            "label": ["a"] * 4,
+            "group": "",
+            "reason": "",
+        }
+    )
     facts = pd.DataFrame([_image_facts(tmp_path, Rules(), path) for path in paths])
     near = confirm_near_duplicates(tmp_path, placed, facts, load_params().split).set_index("path")
     copy = near.loc["test/a/copy.png"]

@@ -268,7 +268,9 @@ def test_a_file_listed_from_elsewhere_is_written_inside_data_raw(tmp_path):
     folder = tmp_path / "listed"
     write_png(tmp_path / "elsewhere" / "c.png", 3)
     folder.mkdir()
-    (folder / "labels.csv").write_text(f"path,label\n../elsewhere/c.png,x\n{tmp_path}/elsewhere/c.png,y\n")
+    (folder / "labels.csv").write_text(
+        f"path,label\n../elsewhere/c.png,x\n{tmp_path}/elsewhere/c.png,y\n"
+    )
     target = tmp_path / "raw"
     target.mkdir()
     sources.write_source(str(folder / "labels.csv"), target)
