@@ -195,29 +195,38 @@ def inspect_files(raw_dir: Path, listing: pd.DataFrame, rules: Rules) -> pd.Data
     return table
 
 
-def _conflicts(table: pd.DataFrame, near: pd.DataFrame) -> dict[int, str]:
-    """Every usable row whose picture is also under another class, with why: the same bytes
-    (its sha256 under several labels), or a near duplicate (`near`: confirmed pairs of row
-    indices) of an image of another class, named with its class."""
+def _conflicts(table: pd.DataFrame, near: pd.DataFrame) -> dict[int, tuple[str, set[int]]]:
+    """Every usable row whose picture is also under another class, with why and the rows it
+    conflicts with: the same bytes (its sha256 under several labels), or a near duplicate
+    (`near`: confirmed pairs of row indices) of an image of another class, named with its
+    class."""
     usable = table["status"] == mf.OK
+    label, path, digest = table["label"], table["raw_path"], table["sha256"]
     labels = table[usable].groupby("sha256")["label"].agg(lambda names: sorted(set(names)))
     conflicted = labels[labels.map(len) > 1]
-    found = {
-        index: "same content under classes " + ", ".join(repr(n) for n in conflicted[digest])
-        for index, digest in table.loc[
-            usable & table["sha256"].isin(conflicted.index), "sha256"
-        ].items()
-    }
-    label, path = table["label"], table["raw_path"]
+    found: dict[int, tuple[str, set[int]]] = {}
+    copies = table[usable & digest.isin(conflicted.index)]
+    for sha, rows in copies.groupby("sha256"):
+        why = "same content under classes " + ", ".join(repr(n) for n in conflicted[sha])
+        for row in rows.index:
+            found[row] = (why, set(rows.index[rows["label"] != label[row]]))
     across = near[label.loc[near["first"]].to_numpy() != label.loc[near["second"]].to_numpy()]
     for a, b in across[["first", "second"]].itertuples(index=False):
         for row, other in ((a, b), (b, a)):
-            found.setdefault(
-                row,
-                f"near duplicate of {path[other]} (class {label[other]!r}) "
-                f"under class {label[row]!r}",
-            )
+            why = f"near duplicate of {path[other]} (class {label[other]!r})"
+            why += f" under class {label[row]!r}"
+            found.setdefault(row, (why, set()))[1].add(other)
     return found
+
+
+def _kept_for_the_given_test(table: pd.DataFrame, found: dict) -> set[int]:
+    """The conflicted rows of a given test split whose conflicts all lie outside it: the
+    source's own test set stays whole (it is what results are compared on), and the copies
+    in training are the ones left out."""
+    given_test = set(table.index[table["given_split"] == "test"])
+    return {
+        row for row, (_, others) in found.items() if row in given_test and not (others & given_test)
+    }
 
 
 def mark_conflicts(
@@ -225,14 +234,22 @@ def mark_conflicts(
 ) -> pd.DataFrame:
     """The same picture under two or more classes (the same bytes, or near duplicates:
     `near`, confirmed pairs of row indices): every copy of it excluded, or the stage stopped.
-    Identical copies of a conflicted file share its fate."""
+    Identical copies of a conflicted file share its fate; an image of a test split the
+    source gave is kept when its conflicts all lie outside that split."""
     near = near if near is not None else pd.DataFrame(columns=["first", "second"], dtype=int)
     found = _conflicts(table, near)
+    kept = _kept_for_the_given_test(table, found)
+    found = {row: why for row, (why, _) in found.items() if row not in kept}
     if not found:
         return table
     digests = {table.at[i, "sha256"]: i for i in found}
-    rows = (table["status"] == mf.OK) & table["sha256"].isin(digests)
+    rows = (table["status"] == mf.OK) & table["sha256"].isin(digests) & ~table.index.isin(kept)
     reasons = [found.get(i) or found[digests[table.at[i, "sha256"]]] for i in table.index[rows]]
+    if kept:
+        log.info(
+            f"{len(kept)} image(s) of the given test split conflict with images outside "
+            "it: those are left out, the test split stays whole"
+        )
     if policy == "error":
         lines = [
             f"  {path} ({label}): {reason}"

@@ -785,3 +785,23 @@ def test_a_group_placed_apart_before_is_kept_together_where_most_of_it_was():
     previous = {("a", "0"): "train", ("a", "1"): "train", ("a", "2"): "test"}
     assignment = split_assignments(contents, FRACTIONS, 0, previous)
     assert {assignment[("a", d)] for d in "012"} == {"train"}
+
+
+def test_a_conflict_with_an_image_of_a_given_test_split_leaves_out_the_training_copy(tmp_path):
+    """The source's own test set stays whole (results are compared on it): of the same picture
+    under two classes, the copy in the given training split is left out."""
+    for split in ("train", "test"):
+        for c, label in enumerate(["cat", "dog", "owl"]):
+            for i in range(5):
+                _save(
+                    _smooth(1000 * (split == "test") + 100 * c + i),
+                    tmp_path / split / label / f"{i}.png",
+                )
+    Image.open(tmp_path / "test/cat/0.png").save(tmp_path / "train/dog/copy.jpg", quality=90)
+    table = build_split(tmp_path, split_params(), 0, 1, {}).set_index("raw_path")
+    assert table.loc["test/cat/0.png", "status"] == mf.OK
+    assert table.loc["test/cat/0.png", "split"] == "test"
+    assert table.loc["train/dog/copy.jpg", "status"] == mf.CONFLICT
+    assert table.loc["train/dog/copy.jpg", "reason"] == (
+        "near duplicate of test/cat/0.png (class 'cat') under class 'dog'"
+    )
