@@ -57,6 +57,21 @@ def write_png(path: Path, value: int, size: int = 8, mode: str = "L") -> Path:
     return path
 
 
+def smooth(seed: int, size: int = 48) -> np.ndarray:
+    """A photo-like grey image as floats (smooth random shapes, not noise): distinct seeds,
+    distinct pictures; scaled or shifted values, the same picture re-lit."""
+    coarse = np.random.default_rng(seed).random((6, 6)) * 255
+    image = Image.fromarray(coarse.astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
+    return np.asarray(image, dtype=np.float64)
+
+
+def save_grey(pixels: np.ndarray, path: Path) -> Path:
+    """`pixels` clipped to 0..255 as a grey PNG (or JPEG, by the suffix) at `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
 @pytest.fixture
 def image_tree(tmp_path: Path) -> Path:
     """`root/<class>/<n>.png`: three classes of ten distinct images each."""

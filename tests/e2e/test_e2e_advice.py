@@ -7,10 +7,10 @@ walked through them in the order the split meets them."""
 import shutil
 import unicodedata
 
-import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import save_grey, smooth
 from tests.e2e.conftest import edited_params
 from tests.projects import make_project
 from tests.projects import run as _run
@@ -18,30 +18,18 @@ from tests.projects import run as _run
 pytestmark = pytest.mark.slow
 
 
-def _smooth(seed: int, size: int = 48) -> np.ndarray:
-    """A photo-like grey image (smooth random shapes): distinct seeds, distinct pictures."""
-    coarse = np.random.default_rng(seed).random((6, 6)) * 255
-    image = Image.fromarray(coarse.astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
-    return np.asarray(image, dtype=np.float64)
-
-
-def _save(pixels: np.ndarray, path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
-
-
 def _folder(root):
     for c, label in enumerate(["cat", "dog", "owl"]):
         for i in range(10):
-            _save(_smooth(100 * c + i), root / label / f"{i}.png")
+            save_grey(smooth(100 * c + i), root / label / f"{i}.png")
     for i in range(10):  # one picture, lit ten ways: one group of near duplicates
-        _save(_smooth(999) * (0.8 + 0.02 * i) + i, root / "frames" / f"{i}.png")
+        save_grey(smooth(999) * (0.8 + 0.02 * i) + i, root / "frames" / f"{i}.png")
     # the same picture under a second class, re-encoded (not the same bytes)
     Image.open(root / "cat" / "0.png").save(root / "dog" / "cat-copy.jpg", quality=90)
     (root / "Empty Class").mkdir()
     for form, seeds in (("NFC", range(500, 505)), ("NFD", range(505, 510))):  # one class twice
         for seed in seeds:
-            _save(_smooth(seed), root / unicodedata.normalize(form, "Müsli") / f"{seed}.png")
+            save_grey(smooth(seed), root / unicodedata.normalize(form, "Müsli") / f"{seed}.png")
     for i in range(4):  # broken files: 4 of 55, over split.max_rejected_fraction (5%)
         (root / "owl" / f"broken-{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(i))
 

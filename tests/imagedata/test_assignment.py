@@ -20,7 +20,7 @@ from pipeline.imagedata.assignment import (
     write_split,
 )
 from pipeline.params import load_params
-from tests.conftest import write_png
+from tests.conftest import save_grey, smooth, write_png
 from tests.messy_folder import MUESLI, build_messy_folder, pattern
 
 FRACTIONS = {"train": 0.7, "validation": 0.15, "test": 0.15}
@@ -652,19 +652,6 @@ def test_a_carved_validation_split_keeps_groups_in_train_or_validation(tmp_path)
 # ---- one rule per decision: the split decides, the gate verifies with the same function ----
 
 
-def _smooth(seed: int, size: int = 48) -> np.ndarray:
-    """A photo-like grey image (smooth random shapes): distinct seeds, distinct pictures."""
-    coarse = np.random.default_rng(seed).random((6, 6)) * 255
-    image = Image.fromarray(coarse.astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
-    return np.asarray(image, dtype=np.float64)
-
-
-def _save(pixels: np.ndarray, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
-    return path
-
-
 def test_the_split_and_the_gate_give_each_planted_file_the_same_verdict_and_reason(image_tree):
     """One file per per-file rule, planted in the raw folder: the split's reason for leaving it
     out is the gate's reason for refusing it when an edited split holds it."""
@@ -715,7 +702,7 @@ def test_a_large_image_is_kept_and_stored_at_the_largest_side_the_gate_allows(im
 
 
 def test_a_near_duplicate_under_two_classes_is_a_conflict_listed_with_both(image_tree):
-    _save(_smooth(1), image_tree / "cat" / "photo.png")
+    save_grey(smooth(1), image_tree / "cat" / "photo.png")
     Image.open(image_tree / "cat" / "photo.png").resize((40, 40)).save(image_tree / "dog" / "x.jpg")
     table = build_split(image_tree, split_params(), 0, 1, {}).set_index("raw_path")
     assert table.loc["dog/x.jpg", "status"] == mf.CONFLICT
@@ -729,7 +716,7 @@ def test_a_near_duplicate_under_two_classes_is_a_conflict_listed_with_both(image
 
 def _variations(root: Path, label: str = "frames", count: int = 10) -> None:
     for i in range(count):  # one picture, lit `count` ways: one group of near duplicates
-        _save(_smooth(999) * (0.8 + 0.02 * i) + i, root / label / f"{i}.png")
+        save_grey(smooth(999) * (0.8 + 0.02 * i) + i, root / label / f"{i}.png")
 
 
 def test_a_class_of_one_picture_stops_the_split_naming_the_class_and_its_group(image_tree):
@@ -793,8 +780,8 @@ def test_a_conflict_with_an_image_of_a_given_test_split_leaves_out_the_training_
     for split in ("train", "test"):
         for c, label in enumerate(["cat", "dog", "owl"]):
             for i in range(5):
-                _save(
-                    _smooth(1000 * (split == "test") + 100 * c + i),
+                save_grey(
+                    smooth(1000 * (split == "test") + 100 * c + i),
                     tmp_path / split / label / f"{i}.png",
                 )
     Image.open(tmp_path / "test/cat/0.png").save(tmp_path / "train/dog/copy.jpg", quality=90)
