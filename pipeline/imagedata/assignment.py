@@ -661,18 +661,15 @@ def build_split(
 
 
 def log_notes(table: pd.DataFrame) -> None:
-    """What Pillow warned of while reading the raw files, with the files it concerns."""
+    """What Pillow warned of while reading the raw files it did not reject (a rejected file's
+    reason says all), with the files it concerns."""
     if "notes" not in table:
         return
-    noted = table[table["notes"].fillna("") != ""]
+    noted = table[(table["notes"].fillna("") != "") & (table["status"] != mf.REJECTED)]
     for note, rows in noted.groupby("notes"):
-        shown = ", ".join(rows["raw_path"].head(3)) + (
-            f" and {len(rows) - 3} more" if len(rows) > 3 else ""
-        )
-        log.info(
-            f"Pillow, reading {len(rows)} file(s) ({shown}): {note} (handled: every image "
-            "is normalised to the model's colour model)"
-        )
+        more = f" and {len(rows) - 3} more" if len(rows) > 3 else ""
+        shown = ", ".join(rows["raw_path"].head(3)) + more
+        log.info(f"Pillow warned, reading {len(rows)} file(s) ({shown}): {note}")
 
 
 def write_split(

@@ -792,3 +792,19 @@ def test_a_conflict_with_an_image_of_a_given_test_split_leaves_out_the_training_
     assert table.loc["train/dog/copy.jpg", "reason"] == (
         "near duplicate of test/cat/0.png (class 'cat') under class 'dog'"
     )
+
+
+def test_what_pillow_warns_of_is_logged_with_the_file(image_tree, monkeypatch, caplog):
+    """A third-party warning goes through the stage's log with the file it concerns, not to
+    standard error with no name."""
+    import logging
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 60 * 60)  # Pillow warns above, fails at 2x
+    write_png(image_tree / "cat" / "big.png", 5, size=64)
+    with caplog.at_level(logging.INFO, logger="pipeline.imagedata.assignment"):
+        table = build_split(image_tree, split_params(), 0, 1, {})
+    assert table.set_index("raw_path").loc["cat/big.png", "status"] == mf.OK
+    assert (
+        "Pillow warned, reading 1 file(s) (cat/big.png): Image size (4096 pixels) exceeds limit "
+        "of 3600 pixels, could be decompression bomb DOS attack." in caplog.text
+    )
