@@ -24,7 +24,7 @@ from pipeline.contracts import read_labels
 from pipeline.imagedata import checks as gate
 from pipeline.imagedata import manifest as mf
 from pipeline.imagedata.assignment import build_split, write_split
-from pipeline.imagedata.images import list_images
+from pipeline.imagedata.images import Rules, list_raw
 from pipeline.imagedata.sources import digits_images
 from pipeline.params import load_params
 from pipeline.paths import ROOT
@@ -118,17 +118,12 @@ def time_validate(raw_dir: Path, split_dir: Path, docs_dir: Path) -> tuple[float
     start = time.perf_counter()
     manifest = mf.read_manifest(split_dir / "manifest.csv")
     placed = mf.in_splits(manifest)
-    facts = gate.image_facts(split_dir, placed["path"].tolist())
-    near = gate.nearest_training_image(placed, facts.set_index("path")["phash"])
+    facts = gate.image_facts(split_dir, placed["path"].tolist(), 3, Rules.of(params.split))
+    near = gate.confirm_near_duplicates(split_dir, placed, facts, params.split)
+    classes = read_labels(split_dir / "labels.json").classes
+    raw = list_raw(raw_dir)
     checks = gate.build_checks(
-        manifest,
-        list_images(raw_dir),
-        facts,
-        near,
-        read_labels(split_dir / "labels.json").classes,
-        params.split.fractions,
-        3,
-        params.validate_,
+        manifest, raw, facts, near, classes, params.split, 3, params.validate_
     )
     outcomes = gate.run_checks(checks, docs_dir)
     localise_pages(docs_dir)

@@ -72,7 +72,7 @@ def pair_figure(near: pd.DataFrame, cfg: SplitParams) -> Figure:
         shown = rows.sample(min(len(rows), PAIRS_SHOWN), random_state=0)
         sections[title] = [
             (_grey(row.path), _grey(row.nearest_train_path),
-             f"{row.path}\n{row.nearest_train_path}\nr = {row.correlation:.3f}, "
+             f"{row.path}\n{row.nearest_train_path}\nr = {row.correlation:.4f}, "
              f"{row.distance} bits" + (f", {row.cropped} cropped" if row.cropped else ""))
             for row in shown.sort_values("correlation", ascending=False).itertuples()
         ]  # fmt: skip

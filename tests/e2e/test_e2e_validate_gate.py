@@ -70,7 +70,7 @@ def test_leaks_across_given_splits_are_reported_or_stop_the_gate_by_param(tmp_pa
     manifest = pd.read_csv(root / "data/split/manifest.csv", dtype=str, keep_default_na=False)
     kept_in_train = (manifest["split"] == "train").sum()  # each has its JPEG copy in test/
     assert report["success"] is True and report["near_duplicates"] == kept_in_train > 30
-    assert "near_duplicates.confirmed" in report["reported"]
+    assert "near_duplicates.leak" in report["reported"]
     assert (root / "reports/validate/near_duplicates.png").exists()
 
     params = yaml.safe_load((root / "params.yaml").read_text())
@@ -79,7 +79,7 @@ def test_leaks_across_given_splits_are_reported_or_stop_the_gate_by_param(tmp_pa
     code, output = repro(root, env, "train")
     assert code != 0
     assert "failed to reproduce 'validate'" in output
-    assert "near_duplicates.confirmed: expect_column_values_to_be_in_set" in output
+    assert "near_duplicates.leak: expect_column_values_to_be_in_set" in output
     assert "nearest_train_path=train/digit " in output
     assert "Running stage 'train'" not in output
     assert not (root / "models" / "model.keras").exists()
