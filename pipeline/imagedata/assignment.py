@@ -1,12 +1,15 @@
 """The split's assignment: a leakage-free, stable, stratified split of a raw folder.
 
 Every file is hashed and fully decoded (in parallel). Files that are not usable images are
-rejected with a reason; the same bytes under two classes are conflicting labels. Each class is
-split on its own, by a seeded hash of each file's content, into sizes that meet the configured
-fractions as closely as the class size allows; identical files always share a split. The split
-remembers: when the folder changes, images already split keep their split and only new images
-are placed (to fill the splits that are short), so adding images never moves another one.
-Images already in the model's colour model are hard-linked; the others are converted to PNG.
+rejected with their reason (`images.file_problem`, the rule the gate verifies with); the same
+picture under two classes, as the same bytes or as near duplicates, is a conflicting label.
+Each class is split on its own, by a seeded hash of each file's content, into sizes that meet
+the configured fractions as closely as the class size allows; identical files and each group of
+near duplicates always share a split, and a class whose groups keep it from its shares
+(`manifest.class_shares`) gets the `split.inseparable_groups` policy. The split remembers: when
+the folder changes, images already split keep their split and only new images are placed (to
+fill the splits that are short), so adding images never moves another one. Images already in
+the model's colour model and size are hard-linked; the others are converted to PNG.
 """
 
 import hashlib
