@@ -18,6 +18,7 @@ import pandas as pd
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from PIL import Image
 
+from pipeline import CUDA_INIT_FAILED, native_stderr
 from pipeline.common.log import PipelineError
 from pipeline.common.parallel import parallel_map
 from pipeline.imagedata import manifest as mf
@@ -91,7 +92,8 @@ def image_facts(split_dir: Path, paths: list[str], channels: int, rules: Rules) 
     # it copies its threads' state and counts its memory once per worker
     from pipeline.imagedata.dataset import decoder_failures
 
-    refused = decoder_failures(split_dir, paths, channels)
+    with native_stderr(CUDA_INIT_FAILED):  # no GPU is a note for train to make, not the gate
+        refused = decoder_failures(split_dir, paths, channels)
     facts["decodes"] = ~facts["path"].isin(refused.keys())
     facts["error"] = facts["path"].map(refused).fillna(facts["error"])
     return facts

@@ -282,3 +282,24 @@ def test_the_gate_confirms_a_cropped_copy_across_splits_and_names_the_crop(tmp_p
     assert copy["confirmed"] and copy["cropped"] == "held-out", copy
     assert copy["nearest_train_path"] == "train/a/0.png"
     assert not near.loc["test/a/new.png", "confirmed"]
+
+
+def test_the_gate_decodes_without_tensorflows_cuda_notice(split):
+    """On a machine without a GPU driver TensorFlow's CUDA build writes 'failed call to
+    cuInit' when it first runs an op: the gate, which needs no GPU, keeps it out of its log."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; from pipeline.imagedata.checks import image_facts;"
+        "from pipeline.imagedata.images import Rules;"
+        "f = image_facts(Path(sys.argv[1]), sys.argv[2:], 1, Rules());"
+        "print(int(f['decodes'].sum()))"
+    )
+    paths = mf.in_splits(split["manifest"])["path"].tolist()
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(split["out"]), *paths],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert run.stdout.strip() == str(len(paths))
+    assert "cuInit" not in run.stderr and "E0000" not in run.stderr, run.stderr
