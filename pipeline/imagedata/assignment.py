@@ -517,6 +517,28 @@ def _described(rows: pd.DataFrame, label: str, splits: pd.Series) -> str:
     )
 
 
+def _check_memory(
+    rows: pd.DataFrame,
+    splits: pd.Series,
+    fractions: Mapping[str, float],
+    seed: int,
+    spread: set[str],
+    cfg: SplitParams,
+) -> None:
+    """Stop when what keeps a class from its shares is not its groups but the split's memory:
+    its images keep their last split, and images were removed from some splits since (a fresh
+    split of the class would meet its shares)."""
+    fresh = split_assignments(rows, fractions, seed, spread=spread)
+    met = set(rows["label"]) - set(unmet_classes(rows, _looked_up(fresh, rows), fractions, cfg))
+    if met:
+        described = "\n".join(f"  {_described(rows, label, splits)}" for label in sorted(met))
+        raise SplitError(
+            "class(es) whose images keep their last split, which no longer gives every split "
+            f"its share (were images removed from a split?):\n{described}\nDelete data/split "
+            "to re-split afresh (any image may then move)"
+        )
+
+
 def spread_assignments(
     rows: pd.DataFrame,
     fractions: Mapping[str, float],
@@ -539,6 +561,7 @@ def spread_assignments(
         unmet = unmet_classes(rows[placed], splits[placed].tolist(), fractions, cfg)
         if not unmet:
             return assignment, grouped_in_train, spread
+        _check_memory(rows[rows["label"].isin(unmet)], splits, fractions, seed, spread, cfg)
         described = "\n".join(f"  {_described(rows, label, splits)}" for label in unmet)
         policy = cfg.inseparable_groups
         breakable = {
@@ -554,8 +577,8 @@ def spread_assignments(
                 "split (split its largest groups: its held-out images then have near "
                 "duplicates in train, which the gate reports), or add distinct images"
             )
-            if policy == "split":
-                remedy = "Delete data/split to re-split afresh (images keep their last split)"
+            if policy == "split":  # every group split up, and still short
+                remedy = "Add distinct images to these classes"
             raise SplitError(
                 f"class(es) whose near duplicates cannot give every split its share "
                 f"(split.class_fraction_tolerance {cfg.class_fraction_tolerance}, at least "

@@ -7,6 +7,7 @@ walked through them in the order the split meets them."""
 import shutil
 import unicodedata
 
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -91,3 +92,19 @@ def test_each_message_of_the_split_followed_gets_the_pipeline_past_it(tmp_path):
             assert ok, output
     rejected = (root / "data/split/rejected.csv").read_text()
     assert "cat/0.png,cat,conflict" in rejected and "dog/cat-copy.jpg,dog,conflict" in rejected
+
+    # 6. the images of a class in validation and test deleted from the source: what is left
+    # keeps its split, which no longer gives every split its share
+    manifest = pd.read_csv(root / "data/split/manifest.csv", dtype=str, keep_default_na=False)
+    owl = manifest[(manifest["label"] == "owl") & manifest["split"].isin(["validation", "test"])]
+    for raw_path in owl["raw_path"]:
+        (source / raw_path).unlink()
+    changes = {"split": {"conflicting_labels": "exclude", "inseparable_groups": "train_only"}}
+    with edited_params(root, changes):
+        ok, output = _repro(root, env)
+        assert not ok
+        assert "class(es) whose images keep their last split" in output
+        assert "'owl': 7 images in 0 near-duplicate group(s)" in output
+        shutil.rmtree(root / "data/split")  # as told
+        ok, output = _repro(root, env)
+        assert ok, output

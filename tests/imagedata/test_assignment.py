@@ -808,3 +808,21 @@ def test_what_pillow_warns_of_is_logged_with_the_file(image_tree, monkeypatch, c
         "Pillow warned, reading 1 file(s) (cat/big.png): Image size (4096 pixels) exceeds limit "
         "of 3600 pixels, could be decompression bomb DOS attack." in caplog.text
     )
+
+
+def test_a_class_whose_held_out_images_were_removed_says_to_re_split(image_tree):
+    """The split's memory, not near duplicates, keeps the class from its shares: the message
+    says so and what to do (deleting data/split, which the e2e advice test does)."""
+    cfg = split_params()
+    table = build_split(image_tree, cfg, 0, 1, {})
+    previous = dict(zip(zip(table["label"], table["sha256"]), table["split"], strict=True))
+    owl = table[(table["label"] == "owl") & (table["split"] != "train")]
+    for raw_path in owl["raw_path"]:
+        (image_tree / raw_path).unlink()
+    with pytest.raises(SplitError) as stop:
+        build_split(image_tree, cfg, 0, 1, previous)
+    message = str(stop.value)
+    assert "class(es) whose images keep their last split" in message
+    assert "'owl': 7 images in 0 near-duplicate group(s)" in message
+    assert message.endswith("Delete data/split to re-split afresh (any image may then move)")
+    assert build_split(image_tree, cfg, 0, 1, {})["split"].ne("").all()  # afresh: placed
