@@ -815,7 +815,9 @@ def test_a_class_whose_held_out_images_were_removed_says_to_re_split(image_tree)
     says so and what to do (deleting data/split, which the e2e advice test does)."""
     cfg = split_params()
     table = build_split(image_tree, cfg, 0, 1, {})
-    previous = dict(zip(zip(table["label"], table["sha256"]), table["split"], strict=True))
+    previous = dict(
+        zip(zip(table["label"], table["sha256"], strict=True), table["split"], strict=True)
+    )
     owl = table[(table["label"] == "owl") & (table["split"] != "train")]
     for raw_path in owl["raw_path"]:
         (image_tree / raw_path).unlink()
