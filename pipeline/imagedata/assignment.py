@@ -14,6 +14,7 @@ the model's colour model and size are hard-linked; the others are converted to P
 
 import hashlib
 import logging
+import warnings
 from collections.abc import Iterable, Mapping
 from functools import partial
 from pathlib import Path
@@ -377,7 +378,9 @@ def _materialise(raw_dir: Path, target_dir: Path, channels: int, rules: Rules, j
     if not convert:
         link_or_copy(source, target)
         return "linked"
-    png, actions = to_png(source.read_bytes(), channels, rules.background, rules.max_side)
+    with warnings.catch_warnings():  # what Pillow warns of was logged when it was inspected
+        warnings.simplefilter("ignore")
+        png, actions = to_png(source.read_bytes(), channels, rules.background, rules.max_side)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(png)
     return "converted: " + "; ".join(actions)

@@ -306,10 +306,14 @@ def _too_large(width: int, height: int, max_pixels: int) -> str | None:
 def inspect_bytes(data: bytes, perceptual: bool = False, rules: Rules = Rules()) -> ImageFacts:
     """`inspect_image` for an image already in memory (an upload, a request body). The size
     the header declares is checked against `rules.max_pixels` before anything is decoded.
-    What Pillow warns of is kept in `notes`, for the stage to log with the file's name."""
+    `perceptual` (the split's and the gate's worker processes): what Pillow warns of is kept
+    in `notes`, for the stage to log with the file's name (not in serving's reader thread:
+    Python's warning filters are one per process, not thread-safe to swap)."""
     digest = hashlib.sha256(data).hexdigest()
     if not data:
         return ImageFacts(digest, 0, problem="empty file")
+    if not perceptual:
+        return _decoded(data, digest, perceptual, rules)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         facts = _decoded(data, digest, perceptual, rules)
@@ -467,19 +471,15 @@ def to_png(
     """The image normalised (`normalise`), scaled down to `stored_size` and re-encoded as
     PNG, and what was done."""
     out = io.BytesIO()
-    with warnings.catch_warnings():  # what Pillow warns of was logged when it was inspected
-        warnings.simplefilter("ignore")
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            fmt = image.format
-            converted, actions = normalise(image, channels, background)
-            size = stored_size(*converted.size, max_side)
-            if size != converted.size:
-                actions.append(
-                    f"{converted.width}x{converted.height} scaled to {size[0]}x{size[1]}"
-                )
-                converted = converted.resize(size, STORED_RESAMPLING)
-            converted.save(out, format="PNG")  # one frame: save_all is off
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        fmt = image.format
+        converted, actions = normalise(image, channels, background)
+        size = stored_size(*converted.size, max_side)
+        if size != converted.size:
+            actions.append(f"{converted.width}x{converted.height} scaled to {size[0]}x{size[1]}")
+            converted = converted.resize(size, STORED_RESAMPLING)
+        converted.save(out, format="PNG")  # one frame: save_all is off
     if fmt != "PNG":
         actions.insert(0, f"{fmt} re-encoded as PNG")
     return out.getvalue(), actions
