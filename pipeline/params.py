@@ -70,7 +70,7 @@ class SplitParams(_Section):
     near_duplicate_distance: int = Field(ge=0, le=64)
     near_duplicate_correlation: float = Field(gt=0, le=1)
     # a class whose near-duplicate groups cannot give every split its share: stop, keep the
-    # class in train only, or split its largest groups (imagedata.assignment.spread_classes)
+    # class in train only, or split its largest groups (imagedata.assignment.spread_assignments)
     inseparable_groups: Literal["error", "train_only", "split"]
     min_images_per_split: int = Field(ge=1)
     class_fraction_tolerance: float = Field(gt=0, lt=1)

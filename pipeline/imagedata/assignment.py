@@ -137,14 +137,15 @@ def split_assignments(
                 continue
             # a group whose images were placed apart (spread by policy before, or joined
             # only now by a new image): together again, where most of them were
+            apart = len(set(kept)) > 1
             together = max(SPLITS, key=lambda s: (kept.count(s), -SPLITS.index(s)))
-            if len(set(kept)) > 1:
+            if apart:
                 log.warning(
                     f"class {label!r}: {len(unit)} near duplicates placed apart by an "
                     f"earlier split are kept together in {together}"
                 )
             for key in unit:
-                assignment[key] = together if len(set(kept)) > 1 else previous.get(key, kept[0])
+                assignment[key] = together if apart else previous.get(key, kept[0])
                 counts[assignment[key]] += 1
         for unit in pending:
             name = max(SPLITS, key=lambda s: (targets[s] - counts[s], -SPLITS.index(s)))
@@ -496,9 +497,8 @@ def unmet_classes(
     """The classes of `rows` (placed in `splits`) whose split breaks the promise the gate
     checks (`manifest.class_shares`)."""
     placed = pd.DataFrame({"label": rows["label"].to_numpy(), "split": splits})
-    counts = placed.value_counts().rename("count").reset_index()
     tolerance, least = cfg.class_fraction_tolerance, cfg.min_images_per_split
-    shares = mf.class_shares(counts, fractions, tolerance, least)
+    shares = mf.class_shares(placed, fractions, tolerance, least)
     return sorted(set(shares.loc[~shares["met"], "label"]))
 
 

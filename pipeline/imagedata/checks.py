@@ -215,9 +215,8 @@ def class_shares(
     (`manifest.class_shares`). Classes the split kept in train only (`split.small_classes`,
     `split.inseparable_groups`) are expected nowhere else and are left out."""
     regular = placed[placed["status"] == mf.OK]
-    counts = regular.groupby(["label", "split"]).size().rename("count").reset_index()
     return mf.class_shares(
-        counts, fractions, cfg.class_fraction_tolerance, cfg.min_images_per_split
+        regular, fractions, cfg.class_fraction_tolerance, cfg.min_images_per_split
     )
 
 

@@ -68,18 +68,19 @@ def in_splits(manifest: pd.DataFrame) -> pd.DataFrame:
 
 
 def class_shares(
-    counts: pd.DataFrame, fractions: Mapping[str, float], tolerance: float, min_per_split: int
+    placed: pd.DataFrame, fractions: Mapping[str, float], tolerance: float, min_per_split: int
 ) -> pd.DataFrame:
     """The promise every class's split keeps, which the split decides by and the gate verifies
-    with: from `counts` (columns label, split, count; a class's splits it lacks count 0),
-    one row per (class, split) with its `fraction` of the class, the `expected` share, the
-    `deviation` and the `allowed` one (`tolerance` plus one image of rounding), `within` it,
-    and `met`: within it, with at least `min_per_split` images where the share is above 0.
+    with: from `placed` (a row per image, columns label and split), one row per (class, split)
+    with its `count` (0 for a split the class lacks), its `fraction` of the class, the
+    `expected` share, the `deviation` and the `allowed` one (`tolerance` plus one image of
+    rounding), `within` it, and `met`: within it, with at least `min_per_split` images where
+    the share is above 0.
     """
-    labels = sorted(set(counts["label"]))
+    labels = sorted(set(placed["label"]))
     full = pd.MultiIndex.from_product([labels, SPLITS], names=["label", "split"])
-    table = counts.groupby(["label", "split"])["count"].sum().reindex(full, fill_value=0)
-    table = table.reset_index()
+    counts = placed.groupby(["label", "split"]).size().reindex(full, fill_value=0)
+    table = counts.rename("count").reset_index()
     sizes = table.groupby("label")["count"].transform("sum")
     table["fraction"] = table["count"] / sizes.clip(lower=1)
     table["expected"] = table["split"].map(fractions)

@@ -306,9 +306,10 @@ def fingerprint(source: str) -> dict:
         from sklearn import __version__
 
         return {"source": source, "scikit-learn": __version__}
+    folder = fashion_mnist_folder() if source == FASHION_MNIST else resolve_source(source)
     if source == FASHION_MNIST:
-        lines, folder = _folder_listing(fashion_mnist_folder()), fashion_mnist_folder()
-    elif (folder := resolve_source(source)).is_dir():
+        lines = _folder_listing(folder)
+    elif folder.is_dir():
         lines = _source_listing(folder)
     else:  # a labels file: its own bytes, and the files it lists
         table = read_labels_file(folder)
