@@ -45,6 +45,7 @@ from pipeline.imagedata.similarity import (
     PLAIN,
     close_pairs,
     compare_sizes,
+    confirmed,
     crop_array,
     crop_pairs,
     group_ids,
@@ -446,8 +447,8 @@ def near_duplicate_pairs(
     pairs = list(zip(paths.loc[candidates["first"]], paths.loc[candidates["second"]], strict=True))
     view = partial(seen_grey, rules=rules)
     correlations = pixel_correlations(raw_dir, pairs, sizes, candidates["cropped"].to_numpy(), view)
-    confirmed = candidates.loc[correlations >= cfg.near_duplicate_correlation, ["first", "second"]]
-    return confirmed.drop_duplicates().reset_index(drop=True)
+    found = confirmed(correlations, cfg.near_duplicate_correlation)
+    return candidates.loc[found, ["first", "second"]].drop_duplicates().reset_index(drop=True)
 
 
 def near_duplicate_groups(table: pd.DataFrame, pairs: pd.DataFrame, among: pd.Series) -> pd.Series:

@@ -28,10 +28,12 @@ from pipeline.imagedata.similarity import (
     PLAIN,
     SECOND_CROPPED,
     compare_sizes,
+    confirmed,
     crop_array,
     crop_pairs,
     hash_array,
     pixel_correlations,
+    shown,
 )
 from pipeline.params import SplitParams, ValidateParams
 from pipeline.paths import SPLITS
@@ -180,14 +182,14 @@ def confirm_near_duplicates(
         pairs = list(zip(held_paths, train_paths, strict=True))
         view = partial(seen_grey, rules=Rules.of(cfg))
         correlations = pixel_correlations(split_dir, pairs, sizes, candidates["cropped"], view)
-        candidates["correlation"] = correlations.round(4)
+        candidates["correlation"] = correlations
         spread_groups = set(placed.loc[placed["reason"] == mf.SPREAD, "group"])
         held_group = held_out["group"].to_numpy()[candidates["held"]]
         candidates["spread"] = (held_group == train["group"].to_numpy()[candidates["train"]]) & (
             pd.Series(held_group).isin(spread_groups).to_numpy()
         )
         threshold = cfg.near_duplicate_correlation
-        candidates["leak"] = (candidates["correlation"] >= threshold) & ~candidates["spread"]
+        candidates["leak"] = confirmed(candidates["correlation"], threshold) & ~candidates["spread"]
         best = candidates.sort_values(
             ["leak", "correlation", "distance"], ascending=[True, True, False]
         )  # of each held-out image: a leak if there is one, else the closest
@@ -199,9 +201,10 @@ def confirm_near_duplicates(
         near.loc[rows, "correlation"] = best["correlation"].to_numpy()
         near.loc[rows, "cropped"] = best["cropped"].map(CROPPED_NAMES).to_numpy()
         near.loc[rows, "spread"] = best["spread"].to_numpy()
-    near["confirmed"] = near["correlation"].fillna(-1.0) >= cfg.near_duplicate_correlation
+    near["confirmed"] = confirmed(near["correlation"].fillna(-1.0), cfg.near_duplicate_correlation)
     near["leak"] = near["confirmed"] & ~near["spread"]
     near["other_class"] = near["confirmed"] & (near["label"] != near["nearest_train_label"])
+    near["correlation"] = shown(near["correlation"])
     return near
 
 

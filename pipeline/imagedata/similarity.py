@@ -1,6 +1,6 @@
 """Near duplicates: what makes two files the same picture although their bytes differ.
 
-A pair is a candidate when the two images' 64-bit perceptual hashes (imagehash's pHash) are
+A pair is a candidate when the two images' 64-bit perceptual hashes (pHash, `_dct_hashes`) are
 within `split.near_duplicate_distance` bits, or when one image's hash is that close to the hash
 of a centred crop of the other (CROPS): a cropped copy, enlarged back to its size, moves the
 plain hash by about 16 bits, but matches the crop of the original it was cut from. A candidate
@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
-import imagehash
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -35,12 +34,37 @@ BLOCK = 512  # rows of the Hamming-distance matrix computed at a time
 CROPS = (0.035, 0.07, 0.105)  # centred crops hashed, a share of each side cut: 1, 2, 3 px of 28
 REGISTRATIONS = (0.035, 0.0525, 0.07, 0.0875, 0.105)  # the crops a crop candidate is compared to
 RESAMPLING = Image.Resampling.LANCZOS  # imagehash's own; it also registers crops sub-pixel
+TIE_MARGIN = 0.15  # of the frequencies' mean absolute deviation: see `_dct_hashes`
 PLAIN, FIRST_CROPPED, SECOND_CROPPED = 0, 1, 2  # a candidate pair: which image is the crop
 
 
+def _dct_hashes(image: Image.Image, shares: tuple[float, ...]) -> list[str]:
+    """The 64-bit pHash (16 hex digits) of the image and of centred crops of it (`shares` of
+    each side cut): pHash's algorithm (the 8x8 lowest frequencies of a 32x32 grey DCT against
+    their median) with one change: a frequency counts as above the median only by TIE_MARGIN
+    of the frequencies' mean absolute deviation. A symmetric drawing (a star, a centred icon)
+    has about half its frequencies at exactly zero, its median among them: imagehash's strict
+    `>` then sets those bits by the sign of rounding noise, and a JPEG copy of the drawing
+    lands about 20 bits away; with the margin they stay 0 (README, "The data gate", has the
+    measurement)."""
+    grey = image.convert("L")
+    pixels = np.stack(
+        [
+            np.asarray(grey.resize((32, 32), RESAMPLING, box=_centred(*grey.size, share)))
+            for share in shares
+        ]
+    ).astype(np.float64)
+    low = dct(dct(pixels, axis=1), axis=2)[:, :8, :8].reshape(len(shares), 64)
+    median = np.median(low, axis=1, keepdims=True)
+    waves = low[:, 1:]  # without the mean brightness, which dwarfs the rest
+    spread = np.abs(waves - np.median(waves, axis=1, keepdims=True)).mean(axis=1, keepdims=True)
+    bits = np.packbits(low > median + TIE_MARGIN * spread, axis=1)
+    return [row.tobytes().hex() for row in bits]
+
+
 def perceptual_hash(image: Image.Image) -> str:
-    """The image's 64-bit pHash as 16 hex digits."""
-    return str(imagehash.phash(image))
+    """The image's 64-bit perceptual hash as 16 hex digits (`_dct_hashes`)."""
+    return _dct_hashes(image, (0.0,))[0]
 
 
 def _centred(width: int, height: int, share: float) -> tuple[float, float, float, float]:
@@ -49,19 +73,8 @@ def _centred(width: int, height: int, share: float) -> tuple[float, float, float
 
 
 def crop_hashes(image: Image.Image) -> str:
-    """The pHash of each of the image's centred CROPS, space-separated: imagehash's algorithm
-    (the 8x8 lowest frequencies of a 32x32 grey DCT against their median), on all three at
-    once."""
-    grey = image.convert("L")
-    pixels = np.stack(
-        [
-            np.asarray(grey.resize((32, 32), RESAMPLING, box=_centred(*grey.size, share)))
-            for share in CROPS
-        ]
-    ).astype(np.float64)
-    low = dct(dct(pixels, axis=1), axis=2)[:, :8, :8].reshape(len(CROPS), 64)
-    bits = np.packbits(low > np.median(low, axis=1, keepdims=True), axis=1)
-    return " ".join(row.tobytes().hex() for row in bits)
+    """The perceptual hash of each of the image's centred CROPS, space-separated."""
+    return " ".join(_dct_hashes(image, CROPS))
 
 
 def hash_array(hashes: pd.Series) -> np.ndarray:
@@ -111,6 +124,19 @@ def pair_correlation(first: np.ndarray, second: np.ndarray, cropped: int, size: 
     else:
         first = first[:1]
     return float((first @ second[0]).max()) / (size * size)
+
+
+def confirmed(correlations: np.ndarray | pd.Series, threshold: float) -> np.ndarray:
+    """Which pairs are near duplicates: those whose correlation (`pixel_correlations`) is at
+    `threshold` (`split.near_duplicate_correlation`) or above, unrounded. The split decides
+    with it and the gate verifies with it; reports print `shown` correlations."""
+    return np.asarray(correlations, dtype=np.float64) >= threshold
+
+
+def shown(correlations: np.ndarray | pd.Series) -> np.ndarray:
+    """Correlations as the reports print them: cut (not rounded) to 4 decimals, so that a
+    pair below the threshold never shows at it (0.97997 shows as 0.9799, not 0.98)."""
+    return np.floor(np.asarray(correlations, dtype=np.float64) * 10_000) / 10_000
 
 
 def _pixels(root: Path, view: Callable | None, wanted: tuple[str, tuple[int, ...], bool]) -> dict:

@@ -1,3 +1,5 @@
+from functools import partial
+
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -13,7 +15,7 @@ from pipeline.imagedata.checks import (
     reported_only,
     run_checks,
 )
-from pipeline.imagedata.images import Rules, list_images
+from pipeline.imagedata.images import Rules, list_images, seen_grey
 from pipeline.imagedata.similarity import FIRST_CROPPED, SECOND_CROPPED, pixel_correlations
 from pipeline.params import load_params
 from tests.conftest import write_png
@@ -303,3 +305,41 @@ def test_the_gate_decodes_without_tensorflows_cuda_notice(split):
     )  # fmt: skip
     assert run.stdout.strip() == str(len(paths))
     assert "cuInit" not in run.stderr and "E0000" not in run.stderr, run.stderr
+
+
+def test_a_pair_just_below_the_threshold_is_not_confirmed_by_its_rounded_correlation(tmp_path):
+    """The gate decides on the correlation itself, as the split does (`similarity.confirmed`):
+    a pair at 0.97997 under a threshold of 0.98 is no near duplicate, and its report shows
+    0.9799, not 0.98 (the gate rounded first, and confirmed a pair the split had not: a
+    T-shirt and a Dress of Fashion-MNIST stopped the gate on `other_class`)."""
+    cfg, rules = load_params().split, Rules()
+    (tmp_path / "train/a").mkdir(parents=True)
+    (tmp_path / "test/a").mkdir(parents=True)
+    Image.fromarray(_smooth(1)).save(tmp_path / "train/a/0.png")
+    view = partial(seen_grey, rules=rules)
+    for seed in range(50):  # a copy whose correlation's fifth decimal rounds it up
+        noise = np.random.default_rng(seed).normal(0, 6, (64, 64))
+        copy = np.clip(_smooth(1) + noise, 0, 255).astype(np.uint8)
+        Image.fromarray(copy).save(tmp_path / "test/a/copy.png")
+        pair = [("test/a/copy.png", "train/a/0.png")]
+        [r] = pixel_correlations(tmp_path, pair, np.array([32]), view=view)
+        if round(r, 4) > r:
+            break
+    threshold = round(r, 4)
+    assert r < threshold, r
+    paths = ["train/a/0.png", "test/a/copy.png"]
+    placed = pd.DataFrame(
+        {"path": paths, "split": ["train", "test"], "label": "a", "group": "", "reason": ""}
+    )
+    facts = pd.DataFrame([_image_facts(tmp_path, rules, path) for path in paths])
+    at = cfg.model_copy(update={"near_duplicate_correlation": threshold})
+    near = confirm_near_duplicates(tmp_path, placed, facts, at).set_index("path")
+    held = near.loc["test/a/copy.png"]
+    assert held["nearest_train_path"] == "train/a/0.png" and held["distance"] <= 4, held
+    assert not held["confirmed"] and held["correlation"] < threshold, held
+    below = cfg.model_copy(update={"near_duplicate_correlation": threshold - 0.0001})
+    assert (
+        confirm_near_duplicates(tmp_path, placed, facts, below)
+        .set_index("path")
+        .loc["test/a/copy.png", "confirmed"]
+    )
