@@ -17,11 +17,11 @@ def test_a_two_point_sweep_runs_at_once_into_the_project_store(tmp_path, prepare
     `dvc queue start -j 2` in temporary copies at the same time; with no MLFLOW_TRACKING_URI
     set, both record into the project's own SQLite store, in full, each MLflow run named after
     its DVC experiment; the sweep ends by ranking them as `make compare` does."""
-    from tests.conftest import SHRUNK
+    from tests.conftest import FLOAT_EXPORTS, SHRUNK
 
     root = tmp_path / "queued"
     root.mkdir()
-    env = make_project(root, SHRUNK, prepared)
+    env = make_project(root, SHRUNK | FLOAT_EXPORTS, prepared)
     del env["MLFLOW_TRACKING_URI"]
     (root / "grid.yaml").write_text("train.epochs: [1, 2]\n")
     sweep = [

@@ -99,13 +99,13 @@ def _api(uri: str, path: str, body: dict | None = None, auth: bool = True) -> di
 
 
 def test_two_pipelines_at_once_against_the_server_are_recorded_in_full(server, tmp_path, prepared):
-    from tests.conftest import SHRUNK
+    from tests.conftest import FLOAT_EXPORTS, SHRUNK
 
     processes = {}
     for name, epochs in (("first", 1), ("second", 2)):
         root = tmp_path / name
         root.mkdir()
-        overrides = {**SHRUNK, "train": {**SHRUNK["train"], "epochs": epochs}}
+        overrides = {**SHRUNK, **FLOAT_EXPORTS, "train": {**SHRUNK["train"], "epochs": epochs}}
         env = make_project(root, overrides, prepared)  # the data stages are done
         env |= {
             "MLFLOW_TRACKING_URI": server,
