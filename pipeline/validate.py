@@ -58,11 +58,17 @@ def _grey(path: str) -> np.ndarray:
 
 def pair_figure(near: pd.DataFrame, cfg: SplitParams) -> Figure:
     """A seeded sample of the confirmed near duplicates and of the candidates their pixels
-    rejected, each validation or test image beside its closest training image."""
+    rejected, each validation or test image beside its closest training image; a pair of a
+    group the split spread over the splits on purpose (`split.inseparable_groups: split`)
+    says so, as a leak would not."""
     candidates = near[near["correlation"].notna()]
+    spread = int((near["confirmed"] & near["spread"]).sum())
+    apart = f", {spread} of them spread on purpose (split.inseparable_groups)" if spread else ""
     kinds = {
         f"Near duplicates, {near['confirmed'].sum()} confirmed (pixel correlation >= "
-        f"{cfg.near_duplicate_correlation}); held-out | training image": near[near["confirmed"]],
+        f"{cfg.near_duplicate_correlation}){apart}; held-out | training image": near[
+            near["confirmed"]
+        ],
         f"Rejected, {(~candidates['confirmed']).sum()} candidates within "
         f"{cfg.near_duplicate_distance} bits of a training image's hash (or a crop's) but "
         "below the correlation": candidates[~candidates["confirmed"]],
@@ -73,7 +79,8 @@ def pair_figure(near: pd.DataFrame, cfg: SplitParams) -> Figure:
         sections[title] = [
             (_grey(row.path), _grey(row.nearest_train_path),
              f"{row.path}\n{row.nearest_train_path}\nr = {row.correlation:.4f}, "
-             f"{row.distance} bits" + (f", {row.cropped} cropped" if row.cropped else ""))
+             f"{row.distance} bits" + (f", {row.cropped} cropped" if row.cropped else "")
+             + (", spread" if row.spread and row.confirmed else ""))
             for row in shown.sort_values("correlation", ascending=False).itertuples()
         ]  # fmt: skip
     return near_duplicate_figure(sections)

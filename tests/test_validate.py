@@ -56,3 +56,33 @@ def test_without_a_split_the_stage_says_to_run_it(tmp_path):
         f"validate: error: {tmp_path / 'data/split/manifest.csv'} is missing: "
         "run `dvc repro split`\n"
     )
+
+
+def test_the_pair_figure_says_which_confirmed_pairs_were_spread_on_purpose(tmp_path, monkeypatch):
+    """A pair of a group `split.inseparable_groups: split` spread is no leak: the figure's
+    title counts those and each such pair's caption says "spread"; a plain leak's does not."""
+    import pandas as pd
+    from PIL import Image
+
+    for name, value in (("test/a/0.png", 10), ("test/a/1.png", 200), ("train/a/0.png", 20)):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (16, 16), value).save(tmp_path / name)
+    monkeypatch.setattr(validate, "SPLIT_DIR", tmp_path)
+    near = pd.DataFrame(
+        {
+            "path": ["test/a/0.png", "test/a/1.png"],
+            "nearest_train_path": ["train/a/0.png"] * 2,
+            "correlation": [0.99, 0.9999],
+            "distance": [1, 0],
+            "cropped": ["", ""],
+            "confirmed": [True, True],
+            "spread": [True, False],
+        }
+    )
+    figure = validate.pair_figure(near, load_params().split)
+    texts = [t.get_text() for sub in figure.subfigs for t in sub.texts]
+    texts += [ax.get_title() for ax in figure.get_axes()]
+    [title] = [t for t in texts if t.startswith("Near duplicates")]
+    assert "2 confirmed" in title and "1 of them spread on purpose" in title, title
+    captions = [t for t in texts if t.startswith("test/a/")]
+    assert sorted(caption.endswith("spread") for caption in captions) == [False, True], captions
