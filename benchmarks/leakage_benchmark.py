@@ -33,6 +33,7 @@ from pipeline.imagedata.similarity import (
     SECOND_CROPPED,
     comparable,
     comparables,
+    confirmed,
     crop_array,
     crop_hashes,
     crop_pairs,
@@ -86,7 +87,8 @@ def _caught(copy: Image.Image, original: Image.Image, within: int, threshold: fl
     if int(np.bitwise_count(mine[0][0] ^ theirs[0][0])) <= within:
         kinds.append(PLAIN)
     size = min(COMPARE_SIZE, *original.size, *copy.size)
-    return any(_correlation(copy, original, kind, size) >= threshold for kind in kinds)
+    correlations = [_correlation(copy, original, kind, size) for kind in kinds]
+    return bool(confirmed(correlations, threshold).any())
 
 
 DRAWINGS = 300  # drawings sampled from the folder
@@ -172,16 +174,19 @@ def drawings(folder: Path, within: int, threshold: float) -> None:
     print(f"  (a look-alike counts when it {rule})")
 
 
-def exact_matches(train: np.ndarray, test: np.ndarray, size: int, threshold: float) -> set:
+def exact_matches(
+    train: list[Image.Image], test: list[Image.Image], size: int, threshold: float
+) -> set:
     """The test images (positions) with a training image whose pixels correlate at
-    `threshold` or above (`comparable`, the gate's plain comparison), found without the hash:
-    every pair, as one matrix product a block of test images at a time."""
-    train_rows = np.stack([comparable(Image.fromarray(a), size) for a in train])
+    `threshold` or above (`comparable` and `confirmed`, the gate's plain comparison and
+    rule), found without the hash: every pair, as one matrix product a block of test images
+    at a time."""
+    train_rows = np.stack([comparable(image, size) for image in train])
     found = set()
     for start in range(0, len(test), 1000):
-        block = np.stack([comparable(Image.fromarray(a), size) for a in test[start : start + 1000]])
+        block = np.stack([comparable(image, size) for image in test[start : start + 1000]])
         best = (block @ train_rows.T).max(axis=1) / (size * size)
-        found |= set(np.nonzero(best >= threshold)[0] + start)
+        found |= set(np.nonzero(confirmed(best, threshold))[0] + start)
     return found
 
 
@@ -216,17 +221,17 @@ def main() -> None:
     )
     plain = pairs["cropped"] == PLAIN
     flagged, by_crop = set(pairs.loc[plain, "held"]), set(pairs.loc[~plain, "held"])
-    confirmed = pairs[correlation >= threshold]
-    confirmed_by_crop = set(confirmed["held"]) - set(confirmed.loc[plain, "held"])
+    near = pairs[confirmed(correlation, threshold)]
+    confirmed_by_crop = set(near["held"]) - set(near.loc[plain, "held"])
     seconds = time.perf_counter() - start
     print(f"Fashion-MNIST, official split: {len(test):,} test against {len(train):,} training "
           f"images at {size}x{size} ({seconds:.0f} s)")  # fmt: skip
     print(f"  hash within {within} bits: {len(flagged):,} test images "
           f"({len(flagged) / len(test):.1%}); by a crop's hash: {len(by_crop):,}")  # fmt: skip
-    print(f"  confirmed (correlation >= {threshold}): {confirmed['held'].nunique():,} "
-          f"({confirmed['held'].nunique() / len(test):.1%}), {len(confirmed_by_crop)} of them "
+    print(f"  confirmed (correlation >= {threshold}): {near['held'].nunique():,} "
+          f"({near['held'].nunique() / len(test):.1%}), {len(confirmed_by_crop)} of them "
           "only as a crop")  # fmt: skip
-    truth = exact_matches(train, test, size, threshold)
+    truth = exact_matches(images[: len(train)], images[len(train) :], size, threshold)
     proposed = truth & set(pairs["held"])
     share = len(proposed) / len(truth)
     print(
