@@ -27,7 +27,7 @@ export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
 predict_model = $(if $(MODEL),--model $(MODEL),)
 
-.PHONY: help setup run predict lr-find serve push pull sweep report test test-fast bench bench-train bench-backends bench-gpu bench-serve bench-leakage bench-fashion bench-recipe bench-labels lint ui compare reproduce server server-stop screenshots dag clean distclean
+.PHONY: help setup weights run predict lr-find serve push pull sweep report test test-fast bench bench-train bench-backends bench-gpu bench-serve bench-leakage bench-fashion bench-recipe bench-labels lint ui compare reproduce server server-stop screenshots dag clean distclean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -105,6 +105,9 @@ bench-recipe: setup ## Time to accuracy on Fashion-MNIST: the default recipe, th
 
 bench-labels: setup ## The audit against planted label noise (3% flipped) on the digits and Fashion-MNIST: precision, recall, time (ARGS="--datasets digits")
 	$(BIN)/python -m benchmarks.label_noise_benchmark $(ARGS)
+
+weights: setup ## Fetch the transfer bases' ImageNet weights into the Keras cache, with Keras' published hashes (needs a network; ORIGIN=<mirror URL>)
+	$(BIN)/python -m pipeline.tools.weights $(if $(ORIGIN),--origin $(ORIGIN),)
 
 lint: setup ## Check code style with ruff
 	$(BIN)/ruff check pipeline tests benchmarks scripts

@@ -52,6 +52,10 @@ class Labels:
     background: tuple[int, int, int] = WHITE
     # the split's split.max_image_pixels: predict and serving refuse larger images alike
     max_image_pixels: int = DEFAULT_MAX_PIXELS
+    # the split's split.max_image_size and split.jpeg_quality: predict and serving store a new
+    # image at its working size as the split did (None: a file from before, stored as it is)
+    max_image_size: int | None = None
+    jpeg_quality: int = 90
 
 
 def write_labels(path: Path, labels: Labels) -> None:
@@ -61,13 +65,25 @@ def write_labels(path: Path, labels: Labels) -> None:
             "classes": list(labels.classes),
             "background": list(labels.background),
             "max_image_pixels": labels.max_image_pixels,
+            "max_image_size": labels.max_image_size,
+            "jpeg_quality": labels.jpeg_quality,
         },
     )
 
 
+def _optional_whole(data: dict, key: str, default: int | None, path: Path) -> int | None:
+    value = data.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ContractError(f"{path}: '{key}' must be a positive whole number")
+    return value
+
+
 def read_labels(path: Path, writer: str = "split") -> Labels:
     """The class names in output order; a file from before the background (or the pixel
-    limit) was recorded means white (and 100 megapixels), the defaults then."""
+    limit, or the working size) was recorded means white (100 megapixels, stored as it is),
+    the defaults then."""
     data = _read(path, writer)
     classes = _field(data, "classes", list, path)
     if not all(isinstance(name, str) for name in classes):
@@ -75,10 +91,12 @@ def read_labels(path: Path, writer: str = "split") -> Labels:
     background = data.get("background", list(WHITE))
     if len(background) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in background):
         raise ContractError(f"{path}: 'background' must be three values 0-255, got {background}")
-    limit = data.get("max_image_pixels", DEFAULT_MAX_PIXELS)
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+    limit = _optional_whole(data, "max_image_pixels", DEFAULT_MAX_PIXELS, path)
+    if limit is None:
         raise ContractError(f"{path}: 'max_image_pixels' must be a positive whole number")
-    return Labels(list(classes), tuple(background), limit)
+    side = _optional_whole(data, "max_image_size", None, path)
+    quality = _optional_whole(data, "jpeg_quality", 90, path) or 90
+    return Labels(list(classes), tuple(background), limit, side, quality)
 
 
 @dataclass(frozen=True)

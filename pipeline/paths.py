@@ -46,6 +46,7 @@ TRAIN_METRICS_FILE = TRAIN_REPORTS_DIR / "metrics.json"
 # Working state outside DVC's outputs (DVC deletes those before a stage runs).
 RESUME_DIR = ROOT / ".resume" / "train"  # backup of an unfinished training
 CACHE_DIR = ROOT / ".cache" / "tf-data"  # decoded images, when train.cache is on disk
+WORKING_COPIES_DIR = ROOT / ".cache" / "working-copies"  # the split's, while it runs
 AUDIT_DIR = REPORTS_DIR / "audit"
 OUT_OF_SAMPLE_CSV = AUDIT_DIR / "out_of_sample.csv"  # every placed image's fold and probabilities
 FOLDS_CSV = AUDIT_DIR / "folds.csv"  # per fold: images held out, accuracy, seconds

@@ -4,6 +4,8 @@ manifest, the labels file, a summary per class and every file left out with its 
 """
 
 import logging
+import tempfile
+from pathlib import Path
 
 from pipeline.common.files import file_digest, staged_dir
 from pipeline.common.log import run_stage
@@ -17,7 +19,15 @@ from pipeline.imagedata.manifest import read_raw_listing
 from pipeline.imagedata.relabels import read_relabels
 from pipeline.imagedata.relabels import summary as relabel_summary
 from pipeline.params import load_params
-from pipeline.paths import RAW_DIR, RAW_LISTING, RELABELS_FILE, ROOT, SPLIT_DIR, SPLITS
+from pipeline.paths import (
+    RAW_DIR,
+    RAW_LISTING,
+    RELABELS_FILE,
+    ROOT,
+    SPLIT_DIR,
+    SPLITS,
+    WORKING_COPIES_DIR,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +40,17 @@ def main() -> None:
     skipped = listed[listed["problem"] != ""]
     relabels = read_relabels(RELABELS_FILE)  # label fixes, committed (README, "Fixing labels")
     source = RELABELS_FILE.relative_to(ROOT).as_posix()
-    table = build_split(RAW_DIR, cfg, seed, channels, previous, skipped, relabels, source)
-    channels = placed_channels(table, channels)
-    digest = file_digest(RELABELS_FILE) if RELABELS_FILE.exists() else None
-    fixes = relabel_summary(table, relabels, digest)
-    with staged_dir(SPLIT_DIR) as staging:
-        write_split(table, RAW_DIR, staging, channels, cfg, seed, fixes)
+    WORKING_COPIES_DIR.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="split-", dir=WORKING_COPIES_DIR) as folder:
+        working = Path(folder)  # each image's working-size copy, made once while checking it
+        table = build_split(
+            RAW_DIR, cfg, seed, channels, previous, skipped, relabels, source, working
+        )
+        channels = placed_channels(table, channels)
+        digest = file_digest(RELABELS_FILE) if RELABELS_FILE.exists() else None
+        fixes = relabel_summary(table, relabels, digest)
+        with staged_dir(SPLIT_DIR) as staging:
+            write_split(table, RAW_DIR, staging, channels, cfg, seed, fixes, working)
     placed = table[table["split"] != ""]
     counts = placed["split"].value_counts().reindex(list(SPLITS), fill_value=0)
     left_out = table.loc[table["split"] == "", "status"].value_counts()

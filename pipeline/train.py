@@ -78,7 +78,12 @@ from pipeline.training.resume import (
     start_from_chief_state,
     state_folder,
 )
-from pipeline.training.shape import resolve_input, resolve_training, resolved_params
+from pipeline.training.shape import (
+    resolve_base,
+    resolve_input,
+    resolve_training,
+    resolved_params,
+)
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +160,8 @@ def main() -> None:
     params = load_params()
     gate = checked_gate(params.train.allow_failed_validation)
     rows = read_split("train"), read_split("validation")
+    params, base_choice = resolve_base(params, rows[0], split_channels(SPLIT_DIR))
+    log.info(base_choice)
     cfg = resolve_training(params.train, len(rows[0]))  # batch_size and epochs auto resolved
     setup, dist = prepare_process(params.base.seed, cfg)
     folder = state_folder(dist.cluster)

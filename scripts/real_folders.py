@@ -9,13 +9,20 @@ pipeline on as a new user would (README, "Real folders"):
 - `stamps`: Tux Paint's stamps (`tuxpaint-stamps-default`): four categories, an empty class
   folder, a class of 30 near-identical variations of one drawing (resized and
   recoloured a little) and three drawings filed, resized, under a second class too.
+- `photos` (`--photos`): 600 phone-sized camera JPEGs (4032x3024, about 1.5 MB each, with
+  sensor noise and a camera's EXIF), a quarter stored sideways with an EXIF orientation tag as
+  phones do, in 6 classes of 100: random crops of 12 real photographs, two a class, from the
+  KDE Plasma and MATE wallpapers (`plasma-workspace-wallpapers`, `mate-backgrounds`). A crop
+  and a held-out crop may show parts of one photograph: for measuring cost, not accuracy.
 
-    apt-get install oxygen-icon-theme openclipart-png tuxpaint-stamps-default
+    apt-get install oxygen-icon-theme openclipart-png tuxpaint-stamps-default \
+        plasma-workspace-wallpapers mate-backgrounds
     python scripts/real_folders.py /tmp/real    # then ingest.source: /tmp/real/icons, ...
 """
 
 import argparse
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +48,17 @@ CLIPART_CATEGORIES = (
 )
 STAMPS = Path("/usr/share/tuxpaint/stamps")
 STAMP_CATEGORIES = ("plants", "vehicles", "clothes", "sports")
+PLASMA, MATE = Path("/usr/share/wallpapers"), Path("/usr/share/backgrounds/mate/nature")
+PHOTO_CLASSES = {  # two real photographs a class
+    "leaves": (PLASMA / "Autumn/contents/images/2560x1600.jpg", MATE / "GreenMeadow.jpg"),
+    "water": (PLASMA / "BytheWater/contents/images/2560x1600.jpg", MATE / "RainDrops.jpg"),
+    "flowers": (MATE / "FreshFlower.jpg", MATE / "YellowFlower.jpg"),
+    "sky": (PLASMA / "EveningGlow/contents/images/2560x1600.jpg", MATE / "Storm.jpg"),
+    "hills": (PLASMA / "PastelHills/contents/images/2560x1440.jpg", MATE / "Dune.jpg"),
+    "cups": (PLASMA / "ColorfulCups/contents/images/2560x1600.jpg", MATE / "Wood.jpg"),
+}
+PHOTOS_PER_CLASS = 100
+PHONE = (4032, 3024)  # a 12-megapixel phone camera's landscape frame
 VARIED = "animals/amphibians/frog-1.png"  # in no class of its own: the variations are one
 VARIATIONS = 30
 
@@ -92,11 +110,57 @@ def stamps(target: Path) -> None:
             )
 
 
+def _phone_photo(job: tuple[Path, Path, int]) -> None:
+    """One camera photo: a random 4:3 crop (40% to 85% of the source's width) of `source`,
+    maybe mirrored, enlarged to the phone's frame with a little sensor noise; every fourth
+    stored sideways with EXIF orientation 6 (shown upright, portrait), as phones store them."""
+    source, out, seed = job
+    rng = np.random.default_rng(seed)
+    with Image.open(source) as image:
+        photo = image.convert("RGB")
+    portrait = seed % 4 == 0
+    aspect = 3 / 4 if portrait else 4 / 3
+    width = int(photo.width * rng.uniform(0.4, 0.85))
+    height = min(photo.height, int(width / aspect))
+    width = int(height * aspect)
+    left = int(rng.integers(0, photo.width - width + 1))
+    top = int(rng.integers(0, photo.height - height + 1))
+    crop = photo.crop((left, top, left + width, top + height))
+    if rng.random() < 0.5:
+        crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    size = PHONE[::-1] if portrait else PHONE
+    pixels = np.asarray(crop.resize(size, Image.Resampling.BICUBIC), np.float32)
+    pixels += rng.normal(0, 4, pixels.shape)  # a phone sensor's noise at base ISO, roughly
+    frame = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Pipeline", "Phone 12MP"  # Make, Model
+    if portrait:  # the sensor's landscape pixels, turned for display by the tag
+        frame = frame.transpose(Image.Transpose.ROTATE_90)
+        exif[0x0112] = 6
+    frame.save(out, format="JPEG", quality=92, exif=exif)
+
+
+def photos(target: Path) -> None:
+    jobs = []
+    for label, sources in PHOTO_CLASSES.items():
+        (target / label).mkdir(parents=True)
+        for i in range(PHOTOS_PER_CLASS):
+            out = target / label / f"IMG_{len(jobs):04d}.jpg"
+            jobs.append((sources[i % len(sources)], out, len(jobs)))
+    with ProcessPoolExecutor() as pool:
+        list(pool.map(_phone_photo, jobs, chunksize=8))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("target", type=Path, help="folder to create icons/, drawings/, stamps/ in")
-    target = parser.parse_args().target
-    for name, build in {"icons": icons, "drawings": drawings, "stamps": stamps}.items():
+    parser.add_argument("--photos", action="store_true", help="also photos/ (about 900 MB)")
+    args = parser.parse_args()
+    target = args.target
+    builders = {"icons": icons, "drawings": drawings, "stamps": stamps}
+    if args.photos:
+        builders["photos"] = photos
+    for name, build in builders.items():
         if (target / name).exists():
             shutil.rmtree(target / name)
         build(target / name)

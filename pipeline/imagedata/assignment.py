@@ -34,11 +34,11 @@ from pipeline.imagedata.images import (
     inspect_image,
     is_ignored,
     list_raw,
-    needs_conversion,
     resolve_channels,
     seen_grey,
+    stored_file,
     stored_size,
-    to_png,
+    stored_suffix,
 )
 from pipeline.imagedata.relabels import apply_relabels, carried_over
 from pipeline.imagedata.similarity import (
@@ -155,8 +155,8 @@ def split_assignments(
     return assignment
 
 
-def _inspect(raw_dir: Path, rules: Rules, relative: str) -> ImageFacts:
-    return inspect_image(raw_dir / relative, perceptual=True, rules=rules)
+def _inspect(raw_dir: Path, rules: Rules, working: Path | None, relative: str) -> ImageFacts:
+    return inspect_image(raw_dir / relative, perceptual=True, rules=rules, staging=working)
 
 
 def _status(reason: str) -> str:
@@ -165,12 +165,15 @@ def _status(reason: str) -> str:
     return mf.IGNORED if is_ignored(reason) else mf.REJECTED
 
 
-def inspect_files(raw_dir: Path, listing: pd.DataFrame, rules: Rules) -> pd.DataFrame:
+def inspect_files(
+    raw_dir: Path, listing: pd.DataFrame, rules: Rules, working: Path | None = None
+) -> pd.DataFrame:
     """One row per listed file with its facts, a status (ok, rejected, or ignored for debris)
     and the reason (`images.file_problem`). No file declaring more than `rules.max_pixels`
-    is decoded."""
+    is decoded. `working`: where each image that is not stored as it is gets its working-size
+    copy (`images.stage`), so that writing the split decodes no raw file again."""
     readable = listing[listing["problem"].isna()]
-    work = partial(_inspect, raw_dir, rules)
+    work = partial(_inspect, raw_dir, rules, working)
     facts = dict(
         zip(
             readable.index,
@@ -363,7 +366,7 @@ def output_paths(table: pd.DataFrame) -> pd.Series:
         # inside the class folder (below the given split's folder, when there is one)
         inside = Path(*Path(row["raw_path"]).parts[2 if row["given_split"] else 1 :])
         if row["convert"]:
-            inside = inside.with_suffix(".png")
+            inside = inside.with_suffix(row["stored_suffix"])
         paths[index] = Path(row["split"], row["label"], inside).as_posix()
     clash = paths[placed].str.lower().duplicated(keep=False)
     for index in clash[clash].index:
@@ -374,18 +377,22 @@ def output_paths(table: pd.DataFrame) -> pd.Series:
     return paths
 
 
-def _materialise(raw_dir: Path, target_dir: Path, channels: int, rules: Rules, job: tuple) -> str:
-    raw_path, path, convert = job
+def _materialise(
+    raw_dir: Path, target_dir: Path, channels: int, rules: Rules, working: Path | None, job: tuple
+) -> str:
+    raw_path, path, convert, staged, staged_actions = job
     source, target = raw_dir / raw_path, target_dir / path
     if not convert:
         link_or_copy(source, target)
         return "linked"
+    copy = working / staged if working is not None and staged else None
     with warnings.catch_warnings():  # what Pillow warns of was logged when it was inspected
         warnings.simplefilter("ignore")
-        png, actions = to_png(source.read_bytes(), channels, rules.background, rules.max_side)
+        data, actions = stored_file(source, channels, rules, copy)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(png)
-    return "converted: " + "; ".join(actions)
+    target.write_bytes(data)
+    done = [staged_actions] if copy is not None and staged_actions else []
+    return "converted: " + "; ".join(done + actions)
 
 
 def class_summary(table: pd.DataFrame) -> pd.DataFrame:
@@ -650,15 +657,17 @@ def build_split(
     skipped: pd.DataFrame | None = None,
     relabels: pd.DataFrame | None = None,
     relabels_source: str = "relabels.csv",
+    working: Path | None = None,
 ) -> pd.DataFrame:
     """Every raw file with its status, reason, facts and (when placed) split and output path;
     `skipped`: what ingest did not copy (`with_skipped`); `relabels`: label fixes
-    (`imagedata.relabels`), applied before anything is grouped or placed."""
+    (`imagedata.relabels`), applied before anything is grouped or placed; `working`: a
+    folder for the images' working-size copies, which `write_split` then stores."""
     listing = with_skipped(list_raw(raw_dir), skipped)
     if listing.empty:
         raise SplitError(f"{raw_dir} holds no class folder with files in it")
     rules = Rules.of(cfg)
-    table = inspect_files(raw_dir, listing, rules)
+    table = inspect_files(raw_dir, listing, rules, working)
     log_notes(table)
     if relabels is None:
         relabels = pd.DataFrame(columns=["path", "label", "reason"])
@@ -672,10 +681,14 @@ def build_split(
     if not placed.any():
         raise SplitError(f"no usable image in {raw_dir}")
     channels = placed_channels(table, channels)
-    table["convert"] = [
-        placed[i] and needs_conversion(fact, channels, rules.max_side)
-        for i, fact in table.pop("facts").items()
-    ]
+    facts = table.pop("facts")
+    suffixes = pd.Series(
+        [stored_suffix(fact, channels, rules) if placed[i] else None for i, fact in facts.items()],
+        index=table.index,
+        dtype=object,
+    )
+    table["convert"] = suffixes.notna()
+    table["stored_suffix"] = suffixes.fillna("")
     table["group"] = near_duplicate_groups(table, near, ours_to_split(table, placed))
     table["split"], grouped, spread = assign_splits(table, placed, cfg, seed, previous, train_only)
     in_train = placed & table["label"].isin(grouped)
@@ -710,19 +723,25 @@ def write_split(
     cfg: SplitParams,
     seed: int,
     relabels: dict | None = None,
+    working: Path | None = None,
 ) -> None:
-    """Link or convert every placed file into `target`, then write the reports beside them."""
+    """Link or convert every placed file into `target` (from its working-size copy in
+    `working`, where `build_split` made one), then write the reports beside them."""
     placed = table["split"] != ""
-    jobs = list(
-        table.loc[placed, ["raw_path", "path", "convert"]].itertuples(index=False, name=None)
-    )
-    work = partial(_materialise, raw_dir, target, channels, Rules.of(cfg))
+    for column in ("staged", "staged_actions"):
+        if column not in table:
+            table[column] = ""
+    columns = ["raw_path", "path", "convert", "staged", "staged_actions"]
+    jobs = list(table.loc[placed, columns].fillna("").itertuples(index=False, name=None))
+    work = partial(_materialise, raw_dir, target, channels, Rules.of(cfg), working)
     table.loc[placed, "action"] = parallel_map(work, jobs, "split: writing")
     for column in ("width", "height", "bytes"):
         table[column] = table[column].astype("Int64") if column in table else pd.NA
     mf.write_manifest(table, target / "manifest.csv")
     classes = sorted(table.loc[placed, "label"].unique())
-    labels = Labels(classes, tuple(cfg.background), cfg.max_image_pixels)
+    labels = Labels(
+        classes, tuple(cfg.background), cfg.max_image_pixels, cfg.max_image_size, cfg.jpeg_quality
+    )
     write_labels(target / "labels.json", labels)
     write_csv(class_summary(table), target / "summary.csv")
     left_out = table[~placed]

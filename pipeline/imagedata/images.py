@@ -262,6 +262,8 @@ class ImageFacts:
     frames: int = 1  # an animated GIF or PNG, a multi-page TIFF: more than one
     transparency: bool = False  # an alpha channel, or a palette or colour-key transparency
     notes: str = ""  # what Pillow warned of while reading it ("; "-separated)
+    staged: str = ""  # the file name of its working-size copy in the split's working folder
+    staged_actions: str = ""  # what making that copy did ("; "-separated)
 
     def as_row(self) -> dict:
         return asdict(self)
@@ -276,22 +278,47 @@ class Rules:
     min_side: int = 1  # split.min_image_size: a shorter side below it is too small to use
     max_side: int | None = None  # split.max_image_size: stored scaled down to this longer side
     background: tuple[int, int, int] = (255, 255, 255)  # split.background
+    jpeg_quality: int = 90  # split.jpeg_quality: a JPEG source re-encoded at its working size
 
     @classmethod
     def of(cls, cfg: SplitParams) -> "Rules":
         return cls(
-            cfg.max_image_pixels, cfg.min_image_size, cfg.max_image_size, tuple(cfg.background)
+            cfg.max_image_pixels,
+            cfg.min_image_size,
+            cfg.max_image_size,
+            tuple(cfg.background),
+            cfg.jpeg_quality,
         )
 
 
-def inspect_image(path: Path, perceptual: bool = False, rules: Rules = Rules()) -> ImageFacts:
-    """Hash the file and decode it fully; a file that cannot be trained on says why.
-    `perceptual`: its perceptual hashes too, of the image as the model sees it (`seen_grey`).
+@dataclass(frozen=True)
+class Stored:
+    """An image brought to its working size and colour model (`stage`), as encoded bytes."""
+
+    data: bytes
+    suffix: str  # .jpg for a JPEG source, .png for every other
+    actions: list[str]
+
+
+def inspect_image(
+    path: Path, perceptual: bool = False, rules: Rules = Rules(), staging: Path | None = None
+) -> ImageFacts:
+    """Hash the file and decode it (a JPEG larger than its working size at a reduced scale,
+    `stage`); a file that cannot be trained on says why. `perceptual`: its perceptual hashes
+    too, of the image as the model sees it (`seen_grey` of what the split stores). `staging`:
+    a folder where the working-size copy is written (named in `staged`), when there is one.
     A special file (a pipe, a device) is refused from its metadata, never opened."""
     special = not_regular(path)
     if special:
         return ImageFacts("", 0, problem=special)
-    return inspect_bytes(path.read_bytes(), perceptual, rules)
+    facts, stored = _inspected(path.read_bytes(), perceptual, rules)
+    if stored is None or staging is None:
+        return facts
+    name = facts.sha256 + stored.suffix
+    (staging / name).write_bytes(stored.data)
+    return ImageFacts(
+        **{**facts.as_row(), "staged": name, "staged_actions": "; ".join(stored.actions)}
+    )
 
 
 def _too_large(width: int, height: int, max_pixels: int) -> str | None:
@@ -304,55 +331,112 @@ def _too_large(width: int, height: int, max_pixels: int) -> str | None:
 
 
 def inspect_bytes(data: bytes, perceptual: bool = False, rules: Rules = Rules()) -> ImageFacts:
-    """`inspect_image` for an image already in memory (an upload, a request body). The size
-    the header declares is checked against `rules.max_pixels` before anything is decoded.
+    """`inspect_image` for an image already in memory (an upload, a request body)."""
+    return _inspected(data, perceptual, rules)[0]
+
+
+def _inspected(data: bytes, perceptual: bool, rules: Rules) -> tuple[ImageFacts, Stored | None]:
+    """The file's facts, and its working-size copy when it needs one (`stage`). The size the
+    header declares is checked against `rules.max_pixels` before anything is decoded.
     `perceptual` (the split's and the gate's worker processes): what Pillow warns of is kept
     in `notes`, for the stage to log with the file's name (not in serving's reader thread:
     Python's warning filters are one per process, not thread-safe to swap)."""
     digest = hashlib.sha256(data).hexdigest()
     if not data:
-        return ImageFacts(digest, 0, problem="empty file")
+        return ImageFacts(digest, 0, problem="empty file"), None
     if not perceptual:
         return _decoded(data, digest, perceptual, rules)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        facts = _decoded(data, digest, perceptual, rules)
+        facts, stored = _decoded(data, digest, perceptual, rules)
     notes = "; ".join(sorted({str(w.message) for w in caught}))
-    return ImageFacts(**{**facts.as_row(), "notes": notes}) if notes else facts
+    return (ImageFacts(**{**facts.as_row(), "notes": notes}) if notes else facts), stored
 
 
-def _decoded(data: bytes, digest: str, perceptual: bool, rules: Rules) -> ImageFacts:
+def _header_facts(image: Image.Image, digest: str, size: int) -> ImageFacts:
+    """What the header says (nothing decoded)."""
+    return ImageFacts(
+        digest,
+        size,
+        image.format,
+        image.mode,
+        *image.size,
+        orientation=int(image.getexif().get(EXIF_ORIENTATION, 1) or 1),
+        frames=int(getattr(image, "n_frames", 1) or 1),
+        transparency=image.mode in ALPHA_MODES or "transparency" in image.info,
+    )
+
+
+def _decoded(
+    data: bytes, digest: str, perceptual: bool, rules: Rules
+) -> tuple[ImageFacts, Stored | None]:
     try:
         with Image.open(io.BytesIO(data)) as image:  # reads the header only
-            fmt, mode, (width, height) = image.format, image.mode, image.size
+            width, height = image.size
             too_large = _too_large(width, height, rules.max_pixels)
-            if too_large:
-                return ImageFacts(digest, len(data), fmt, mode, width, height, problem=too_large)
-            orientation = int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
-            frames = int(getattr(image, "n_frames", 1) or 1)
-            transparent = mode in ALPHA_MODES or "transparency" in image.info
-            image.load()  # a truncated or corrupt file fails here, not at training time
-            hashed = perceptual and width and height
-            grey = seen_grey(image, rules) if hashed else None
-            phash = perceptual_hash(grey) if hashed else None
-            crops = crop_hashes(grey) if hashed else None
+            if too_large:  # before anything else is read (a PNG's EXIF may load the image)
+                facts = ImageFacts(digest, len(data), image.format, image.mode, width, height)
+                return ImageFacts(**{**facts.as_row(), "problem": too_large}), None
+            facts = _header_facts(image, digest, len(data))
+            if width < 1 or height < 1:
+                return ImageFacts(
+                    **{**facts.as_row(), "problem": f"empty picture ({width}x{height})"}
+                ), None
+            # a truncated or corrupt file fails here, not at training time
+            stored = stage(image, facts, rules)
+            if not perceptual:
+                return facts, stored
+            grey = _grey(stored, image, rules)
+            hashes = {"phash": perceptual_hash(grey), "phash_crops": crop_hashes(grey)}
     except UnidentifiedImageError:
-        return ImageFacts(digest, len(data), problem="not an image (no known image format)")
+        return ImageFacts(digest, len(data), problem="not an image (no known image format)"), None
     except Image.DecompressionBombError as error:
-        return ImageFacts(digest, len(data), problem=f"too many pixels ({error})")
+        return ImageFacts(digest, len(data), problem=f"too many pixels ({error})"), None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        return ImageFacts(
-            digest,
-            len(data),
-            problem=f"corrupt or truncated image ({error.__class__.__name__}: {error})",
+        problem = f"corrupt or truncated image ({error.__class__.__name__}: {error})"
+        return ImageFacts(digest, len(data), problem=problem), None
+    return ImageFacts(**{**facts.as_row(), **hashes}), stored
+
+
+def natural_channels(facts: ImageFacts) -> int:
+    """The colour model an image is stored in before the split knows the model's: grey for
+    a grey image, RGB for every other (a transparent one is composited on the background's
+    colour)."""
+    return 1 if facts.mode in GREY_MODES and not facts.transparency else 3
+
+
+def stage(image: Image.Image, facts: ImageFacts, rules: Rules) -> Stored | None:
+    """Decode the opened image and, when it cannot be stored as it is (`needs_conversion` in
+    its own colour model: too large, rotated, transparent, animated, CMYK, another format),
+    bring it to its working size: a JPEG larger than that is decoded at a reduced scale
+    (Pillow's `draft`: libjpeg's DCT scaling, 1/2 to 1/8, so a 12-megapixel photo costs a
+    fraction of a full decode), then normalised (`normalise`) and resized to `stored_size`
+    with STORED_RESAMPLING; a JPEG source is re-encoded as JPEG at `rules.jpeg_quality`,
+    any other as PNG (lossless). None: the file itself is stored (it is decoded all the same,
+    so a truncated file is found). The split and prediction both store images through here."""
+    channels = natural_channels(facts)
+    if not needs_conversion(facts, channels, rules.max_side):
+        image.load()
+        return None
+    target = stored_size(facts.width, facts.height, rules.max_side)
+    if image.format == "JPEG" and target != (facts.width, facts.height):
+        image.draft(image.mode, target)  # at least `target`: never below the working size
+    image.load()
+    converted, actions = normalise(image, channels, rules.background)
+    size = stored_size(*converted.size, rules.max_side)
+    if size != converted.size:
+        converted = converted.resize(size, STORED_RESAMPLING)
+        actions.append(f"{facts.width}x{facts.height} scaled to {size[0]}x{size[1]}")
+    out = io.BytesIO()
+    if image.format == "JPEG":
+        converted.save(out, format="JPEG", quality=rules.jpeg_quality)
+        return Stored(
+            out.getvalue(), ".jpg", [f"JPEG re-encoded at quality {rules.jpeg_quality}", *actions]
         )
-    facts = ImageFacts(
-        digest, len(data), fmt, mode, width, height, orientation, phash=phash,
-        phash_crops=crops, frames=frames, transparency=transparent,
-    )  # fmt: skip
-    if width < 1 or height < 1:
-        return ImageFacts(**{**facts.as_row(), "problem": f"empty picture ({width}x{height})"})
-    return facts
+    converted.save(out, format="PNG")  # one frame: save_all is off
+    if image.format != "PNG":
+        actions.insert(0, f"{image.format} re-encoded as PNG")
+    return Stored(out.getvalue(), ".png", actions)
 
 
 def size_problem(width: int, height: int, min_side: int) -> str | None:
@@ -381,13 +465,20 @@ def stored_size(width: int, height: int, max_side: int | None) -> tuple[int, int
 
 
 def seen_grey(image: Image.Image, rules: Rules) -> Image.Image:
-    """The image as the model sees it, in grey: normalised (`normalise`: first frame, EXIF
-    orientation, transparency on the background) at the size the split stores it at. The
-    split hashes and compares raw files through it, the gate the files the split wrote
-    (where it changes nothing), so both judge the same pixels."""
+    """The image as the model sees it, in grey: what the split stores of it (`stage`: first
+    frame, EXIF orientation, transparency on the background, at its working size, re-encoded)
+    converted to grey. The split hashes and compares raw files through it, the gate the files
+    the split wrote (where `stage` changes nothing), so both judge the same pixels."""
+    stored = stage(image, _header_facts(image, "", 0), rules)
+    return _grey(stored, image, rules)
+
+
+def _grey(stored: "Stored | None", image: Image.Image, rules: Rules) -> Image.Image:
+    """The grey pixels of what is stored: the working-size copy decoded, or the image."""
+    if stored is not None:
+        image = Image.open(io.BytesIO(stored.data))
     grey, _ = normalise(image, 1, rules.background)
-    size = stored_size(*grey.size, rules.max_side)
-    return grey if size == grey.size else grey.resize(size, STORED_RESAMPLING)
+    return grey
 
 
 def resolve_channels(channels: int | str, modes: pd.Series) -> int:
@@ -485,19 +576,53 @@ def to_png(
     return out.getvalue(), actions
 
 
-def model_ready(
-    data: bytes,
-    channels: int,
-    background: tuple[int, int, int],
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+def finish(data: bytes, channels: int, rules: Rules) -> tuple[bytes, list[str]]:
+    """A stored image (`stage`'s, or a file stored as it is) in the model's colour model:
+    unchanged when it is in it, else converted (`to_png`; a grey image in an RGB split, or
+    colour in a grey one, at its working size already: lossless, so its grey pixels are the
+    ones the split compared)."""
+    with Image.open(io.BytesIO(data)) as image:
+        facts = _header_facts(image, "", len(data))
+    if not needs_conversion(facts, channels, rules.max_side):
+        return data, []
+    return to_png(data, channels, rules.background, rules.max_side)
+
+
+def stored_suffix(facts: ImageFacts, channels: int, rules: Rules) -> str | None:
+    """The suffix of the file the split writes for an image (`stage`, then `finish`): None
+    when the file itself is stored; .jpg when a JPEG source is staged in the model's colour
+    model; .png for every other conversion."""
+    natural = natural_channels(facts)
+    staged = needs_conversion(facts, natural, rules.max_side)
+    if not staged and not needs_conversion(facts, channels, rules.max_side):
+        return None
+    return ".jpg" if staged and facts.format == "JPEG" and natural == channels else ".png"
+
+
+def stored_file(
+    path: Path, channels: int, rules: Rules, staged: Path | None = None
 ) -> tuple[bytes, list[str]]:
+    """What the split writes for the file at `path` (`stage`, then `finish`), from its
+    working-size copy `staged` when the inspection made one."""
+    if staged is not None:
+        data, actions = staged.read_bytes(), []
+    else:
+        data = path.read_bytes()
+        with Image.open(io.BytesIO(data)) as image:
+            stored = stage(image, _header_facts(image, "", len(data)), rules)
+        data, actions = (stored.data, stored.actions) if stored else (data, [])
+    ready, more = finish(data, channels, rules)
+    return ready, actions + more
+
+
+def model_ready(data: bytes, channels: int, rules: Rules) -> tuple[bytes, list[str]]:
     """The bytes the model's decoder reads for this image, exactly as the split stage writes
-    them: the file itself when it is already a format and colour model the decoder reads as
-    trained, else the normalised image as PNG. Raises UnreadableImageError with the reason
-    (an image declaring more than `max_pixels` is refused before it is decoded)."""
-    facts = inspect_bytes(data, rules=Rules(max_pixels=max_pixels))
+    them (`stage`, then `finish`): the file itself when it is already a format, size and
+    colour model the decoder reads as trained, else its working-size copy. Raises
+    UnreadableImageError with the reason (an image declaring more than `rules.max_pixels` is
+    refused before it is decoded)."""
+    facts, stored = _inspected(data, False, rules)
     if facts.problem:
         raise UnreadableImageError(facts.problem)
-    if not needs_conversion(facts, channels):
-        return data, []
-    return to_png(data, channels, background)
+    ready, actions = finish(stored.data if stored else data, channels, rules)
+    return ready, (stored.actions if stored else []) + actions

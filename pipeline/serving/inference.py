@@ -30,7 +30,7 @@ from PIL import Image
 from pipeline.common.log import PipelineError
 from pipeline.contracts import DEFAULT_MAX_PIXELS, WHITE, ContractError, Labels, read_labels
 from pipeline.imagedata.dataset import JPEG_MAGIC, decode_contents, image_dataset, resize
-from pipeline.imagedata.images import model_ready
+from pipeline.imagedata.images import Rules, model_ready
 from pipeline.paths import SPLIT_DIR
 from pipeline.serving.runtimes import RUNTIMES, format_of, load_exported
 
@@ -101,6 +101,8 @@ class Classifier:
     classes: list[str]
     background: tuple[int, int, int] = WHITE
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are refused before decoding
+    max_side: int | None = None  # a new image is stored at this working size, as in the split
+    jpeg_quality: int = 90  # ... a JPEG re-encoded at this quality
     _decode: object = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -135,7 +137,12 @@ class Classifier:
     def from_labels(cls, model: keras.Model, labels: Labels) -> "Classifier":
         try:
             return cls(
-                model, list(labels.classes), tuple(labels.background), labels.max_image_pixels
+                model,
+                list(labels.classes),
+                tuple(labels.background),
+                labels.max_image_pixels,
+                labels.max_image_size,
+                labels.jpeg_quality,
             )
         except ModelMismatchError as error:
             raise ModelMismatchError(f"{error} (classes: {labels.classes})") from None
@@ -158,10 +165,27 @@ class Classifier:
             f"{len(classes)} of {labels_file} ({detail}): retrain with `dvc repro train`"
         )
 
+    @property
+    def rules(self) -> Rules:
+        """The split's rules a new image is stored by (`images.model_ready`)."""
+        return Rules(
+            self.max_pixels,
+            max_side=self.max_side,
+            background=self.background,
+            jpeg_quality=self.jpeg_quality,
+        )
+
+    @property
+    def labels(self) -> Labels:
+        """What labels.json says of this model (as the split wrote it)."""
+        return Labels(
+            self.classes, self.background, self.max_pixels, self.max_side, self.jpeg_quality
+        )
+
     def ready(self, data: bytes) -> bytes:
         """A file's bytes as the split would have written them (`images.model_ready`); raises
         UnreadableImageError with the reason."""
-        return model_ready(data, self.channels, self.background, self.max_pixels)[0]
+        return model_ready(data, self.channels, self.rules)[0]
 
     def images(self, contents: list[bytes]) -> np.ndarray:
         """`ready` files to the (n, size, size, channels) uint8 batch the model takes, each

@@ -29,7 +29,7 @@ from pipeline.training import distribute
 from pipeline.training.devices import configure_devices
 from pipeline.training.fitting import build_network, training_inputs
 from pipeline.training.optimizer import make_optimizer
-from pipeline.training.shape import resolve_input, resolve_training
+from pipeline.training.shape import resolve_base, resolve_input, resolve_training
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ def range_test(steps: int, start: float, end: float) -> tuple[pd.DataFrame, dict
     """Train the configured model `steps` steps at geometrically rising rates."""
     params = load_params()
     rows = read_split("train"), read_split("validation")
+    params, _ = resolve_base(params, rows[0], split_channels(SPLIT_DIR))
     cfg = resolve_training(params.train, len(rows[0]))
     setup = configure_devices(cfg.device)
     dist = distribute.configure(cfg.model_copy(update={"distribute": "none"}))

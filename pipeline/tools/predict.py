@@ -11,7 +11,8 @@ import argparse
 import os
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -71,10 +72,18 @@ def read_ready(classifier: Classifier, file: Path) -> bytes | str:
         return str(error).strip().splitlines()[0]
 
 
-def decoded(classifier: Classifier, batch: list[tuple[int, Path]]) -> tuple[dict, np.ndarray]:
+def decoded(
+    classifier: Classifier, batch: list[tuple[int, Path]], workers: Executor | None = None
+) -> tuple[dict, np.ndarray]:
     """A batch of (row, file) read and decoded: the reasons of the rows that could not be
-    read, and the images of the others in row order."""
-    read = {row: read_ready(classifier, file) for row, file in batch}
+    read, and the images of the others in row order. `workers`: threads that read the files
+    side by side (Pillow decodes, resizes and encodes without holding Python's lock, so
+    they use every core)."""
+    rows, files = [row for row, _ in batch], [file for _, file in batch]
+    reading = partial(read_ready, classifier)
+    read = dict(
+        zip(rows, workers.map(reading, files) if workers else map(reading, files), strict=True)
+    )
     failed = {row: value for row, value in read.items() if isinstance(value, str)}
     try:
         images = classifier.images([v for v in read.values() if not isinstance(v, str)])
@@ -107,12 +116,17 @@ def predict_files(
     probabilities = np.zeros((len(files), len(classifier.classes)))
     errors = [""] * len(files)
     batches = list(batched(enumerate(files), batch_size))
-    with progress_bar(total=len(files), unit="image") as bar, ThreadPoolExecutor(1) as reader:
-        upcoming = reader.submit(decoded, classifier, batches[0]) if batches else None
+    with (
+        progress_bar(total=len(files), unit="image") as bar,
+        ThreadPoolExecutor(1) as reader,
+        ThreadPoolExecutor(os.cpu_count() or 1) as workers,
+    ):
+        read = partial(decoded, classifier, workers=workers)
+        upcoming = reader.submit(read, batches[0]) if batches else None
         for index, batch in enumerate(batches):
             failed, images = upcoming.result()
             if index + 1 < len(batches):  # read the next batch while the model works
-                upcoming = reader.submit(decoded, classifier, batches[index + 1])
+                upcoming = reader.submit(read, batches[index + 1])
             rows = [row for row, _ in batch if row not in failed]
             if rows:
                 found = classifier.probabilities(padded(images, batch_size))
@@ -139,8 +153,8 @@ def prediction_rows(
 
 def summary(table: pd.DataFrame, seconds: float) -> str:
     read = table[table["error"] == ""]
-    lines = [f"predict: {len(read)} images classified in {seconds:.2f} s "
-             f"({len(read) / max(seconds, 1e-9):.0f} images/s)"]  # fmt: skip
+    rate = len(read) / max(seconds, 1e-9)
+    lines = [f"predict: {len(read)} images classified in {seconds:.2f} s ({rate:.3g} images/s)"]
     if len(read):
         counts = read["predicted"].value_counts()
         lines.append("  predicted: " + ", ".join(f"{c} {n}" for c, n in counts.items()))

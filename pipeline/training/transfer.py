@@ -145,18 +145,15 @@ def offline_weights() -> Iterator[None]:
     original = file_utils.get_file
 
     def cached_only(fname: str, origin: str, cache_subdir: str = "datasets", **kwargs) -> str:
-        home = (
-            kwargs.get("cache_dir")
-            or os.environ.get("KERAS_HOME")
-            or file_utils.config.keras_home()
-        )
+        home = kwargs.get("cache_dir") or efficientnet_lite.keras_cache()
         path = Path(os.path.expanduser(home)) / cache_subdir / fname
         if not path.exists():
             raise TransferError(
                 f"train.transfer.weights = imagenet needs the file {path}, which is not in the "
-                f"Keras cache, and nothing is downloaded here. Fetch it where there is internet "
-                f"({origin}) and place it at {path} (or set KERAS_HOME), or give "
-                "train.transfer.weights a local weights file, or none"
+                "Keras cache, and training downloads nothing. Fetch it with `make weights` "
+                f"on a machine with a network (or from {origin}) and place it at {path} (or "
+                "set KERAS_HOME), or set train.transfer.base: efficientnet_lite0 (its weights "
+                "come installed), or give train.transfer.weights a local weights file, or none"
             )
         expected = kwargs.get("file_hash")
         algorithm = kwargs.get("hash_algorithm", "auto")

@@ -252,8 +252,8 @@ def test_unusable_files_are_rejected_with_their_reason(messy, case, reason):
         ("gif", "GIF", "P", "converted: GIF re-encoded as PNG; P -> RGB"),
         ("gray", "PNG", "L", "converted: L -> RGB"),
         ("palette", "PNG", "P", "converted: P -> RGB"),
-        ("cmyk", "JPEG", "CMYK", "converted: JPEG re-encoded as PNG; CMYK -> RGB"),
-        ("bilevel", "PNG", "1", "converted: 1 -> RGB"),
+        ("cmyk", "JPEG", "CMYK", "converted: JPEG re-encoded at quality 90; CMYK -> RGB"),
+        ("bilevel", "PNG", "1", "converted: 1 -> L; L -> RGB"),
         ("sixteen_bit", "PNG", "I;16", "converted: I;16 scaled to 8 bits; L -> RGB"),
         (
             "gray_alpha_transparent",
@@ -277,7 +277,7 @@ def test_unusable_files_are_rejected_with_their_reason(messy, case, reason):
             "exif_rotated",
             "JPEG",
             "RGB",
-            "converted: JPEG re-encoded as PNG; EXIF orientation 6 applied",
+            "converted: JPEG re-encoded at quality 90; EXIF orientation 6 applied",
         ),
         (
             "rgb_colour_key",
@@ -413,7 +413,8 @@ def test_same_bytes_under_two_classes_are_excluded_as_conflicts(messy):
 def test_labels_file_is_the_sorted_class_list(messy):
     _, _, _, out = messy
     # with the split's pixel limit, which predict and serving apply too
-    expected = Labels(["Cat Photos", "Müsli", "dog"], WHITE, max_image_pixels=5000)
+    # and working size, which they store a new image at
+    expected = Labels(["Cat Photos", "Müsli", "dog"], WHITE, 5000, 512, 90)
     assert read_labels(out / "labels.json") == expected
 
 

@@ -161,7 +161,7 @@ def test_a_decompression_bomb_is_refused_from_its_header_before_any_decoding(mon
     )
     assert (facts.width, facts.height, facts.format) == (12_000, 10_000, "PNG")
     with pytest.raises(images.UnreadableImageError, match="declared size 20x20"):
-        images.model_ready(_png_header_only(20, 20), 3, WHITE, max_pixels=100)
+        images.model_ready(_png_header_only(20, 20), 3, images.Rules(max_pixels=100))
 
 
 def test_the_pixel_limit_param_cannot_exceed_pillows_own_guard():
@@ -169,3 +169,102 @@ def test_the_pixel_limit_param_cannot_exceed_pillows_own_guard():
     from pipeline.params import PILLOW_PIXEL_LIMIT as PARAMS_LIMIT
 
     assert PARAMS_LIMIT == PILLOW_PIXEL_LIMIT
+
+
+# ---- working size: what a camera photo costs ----------------------------------------------
+
+
+def _camera_photo(width: int = 2400, height: int = 1800, orientation: int = 6) -> bytes:
+    """A real photograph (scikit-learn's china.jpg) enlarged to a camera's size, saved as a
+    camera saves it: JPEG, with an EXIF orientation tag (6: shown turned 90 degrees)."""
+    import io
+
+    from sklearn.datasets import load_sample_image
+
+    photo = Image.fromarray(load_sample_image("china.jpg")).resize((width, height))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = io.BytesIO()
+    photo.save(out, format="JPEG", quality=92, exif=exif)
+    return out.getvalue()
+
+
+def test_a_camera_photo_is_decoded_at_a_reduced_scale_and_stored_upright_at_its_working_size(
+    monkeypatch,
+):
+    import io
+
+    from PIL import JpegImagePlugin
+
+    from pipeline.imagedata import images
+
+    asked = []
+    original = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        asked.append(size)
+        return original(self, mode, size)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    data = _camera_photo()
+    rules = images.Rules(max_side=512, jpeg_quality=90)
+    stored, actions = images.model_ready(data, 3, rules)
+    assert asked == [(512, 384)]  # libjpeg decodes at 1/4 scale (600x450), not 2400x1800
+    assert actions == [
+        "JPEG re-encoded at quality 90",
+        "EXIF orientation 6 applied",
+        "2400x1800 scaled to 384x512",
+    ]
+    with Image.open(io.BytesIO(stored)) as image:
+        assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (384, 512))
+        assert not image.getexif().get(0x0112)  # upright: no tag left to apply twice
+        seen = np.asarray(image, np.float64)
+    with Image.open(io.BytesIO(data)) as full:  # the slow way: every pixel decoded
+        slow = images.ImageOps.exif_transpose(full).resize((384, 512), images.STORED_RESAMPLING)
+    # the same picture: JPEG quality 90 and the scaled decoding differ by 3.4 grey levels on
+    # average (a one-pixel shift of it: about 9)
+    assert np.abs(seen - np.asarray(slow, np.float64)).mean() < 4
+    assert len(stored) < len(data) / 10
+
+
+def test_a_truncated_camera_photo_is_still_rejected_when_decoded_at_a_reduced_scale():
+    from pipeline.imagedata import images
+
+    data = _camera_photo()
+    facts = images.inspect_bytes(data[: len(data) * 2 // 3], rules=images.Rules(max_side=512))
+    assert facts.problem.startswith("corrupt or truncated image (OSError: image file is truncated")
+
+
+def test_a_large_drawing_is_stored_losslessly_as_png_and_a_small_photo_as_it_is():
+    import io
+
+    from pipeline.imagedata import images
+
+    drawing = Image.new("RGBA", (1600, 800), (0, 0, 0, 0))
+    drawing.paste((200, 30, 30, 255), (400, 200, 1200, 600))
+    out = io.BytesIO()
+    drawing.save(out, format="PNG")
+    rules = images.Rules(max_side=512)
+    stored, actions = images.model_ready(out.getvalue(), 3, rules)
+    assert actions == [
+        "transparency composited on RGB(255, 255, 255)",
+        "1600x800 scaled to 512x256",
+    ]
+    with Image.open(io.BytesIO(stored)) as image:
+        assert (image.format, image.size) == ("PNG", (512, 256))
+    small = _camera_photo(480, 360, orientation=1)
+    assert images.model_ready(small, 3, rules) == (small, [])  # linked, never re-encoded
+
+
+def test_the_split_hashes_the_pixels_it_stores_so_the_gate_finds_the_same(tmp_path):
+    from pipeline.imagedata import images
+
+    raw = tmp_path / "photo.jpg"
+    raw.write_bytes(_camera_photo())
+    rules = images.Rules(max_side=512)
+    facts = images.inspect_image(raw, perceptual=True, rules=rules, staging=tmp_path)
+    copy = tmp_path / facts.staged
+    assert copy.suffix == ".jpg" and facts.staged_actions.startswith("JPEG re-encoded")
+    again = images.inspect_image(copy, perceptual=True, rules=rules)  # as the gate reads it
+    assert (again.phash, again.phash_crops) == (facts.phash, facts.phash_crops)
+    assert (facts.width, facts.height) == (2400, 1800)  # the original's size, for the manifest

@@ -12,7 +12,7 @@ import pytest
 from pipeline.imagedata import manifest as mf
 from pipeline.imagedata.assignment import build_split, write_split
 from pipeline.imagedata.dataset import decode_image
-from pipeline.imagedata.images import UnreadableImageError, model_ready
+from pipeline.imagedata.images import Rules, UnreadableImageError, model_ready
 from pipeline.params import ModelParams
 from pipeline.serving.inference import Classifier, ModelNotFoundError
 from pipeline.tools.predict import InputNotFoundError, image_files, main, predict_files
@@ -21,6 +21,7 @@ from tests.imagedata.test_assignment import WHITE, split_params
 from tests.messy_folder import build_messy_folder
 
 CLASSES = ["Cat Photos", "dog", "Müsli"]
+RULES = Rules.of(split_params())  # the split's, which predict stores new images by
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +31,10 @@ def messy_split(tmp_path_factory):
     root = base / "raw"
     cases = build_messy_folder(root)
     cfg = split_params(small_classes="drop", max_rejected_fraction=0.5, background=WHITE)
-    table = build_split(root, cfg, seed=0, channels=3, previous={})
-    write_split(table, root, base / "split", channels=3, cfg=cfg, seed=0)
+    working = base / "working"  # the working-size copies, as the stage makes them
+    working.mkdir()
+    table = build_split(root, cfg, seed=0, channels=3, previous={}, working=working)
+    write_split(table, root, base / "split", channels=3, cfg=cfg, seed=0, working=working)
     return root, cases, mf.read_manifest(base / "split" / "manifest.csv"), base / "split"
 
 
@@ -56,7 +59,7 @@ def test_model_ready_gives_the_bytes_the_split_wrote_for_every_placed_file(messy
     assert len(placed) > 30
     converted = 0
     for row in placed.itertuples():
-        ready, actions = model_ready((root / row.raw_path).read_bytes(), 3, WHITE)
+        ready, actions = model_ready((root / row.raw_path).read_bytes(), 3, RULES)
         assert ready == (split_dir / row.path).read_bytes(), row.raw_path
         converted += bool(actions)
     assert converted >= 8  # CMYK, transparency, 16-bit, EXIF, palette, WebP, TIFF, gray ...
@@ -67,7 +70,7 @@ def test_model_ready_refuses_what_the_split_rejects_with_its_reason(messy_split)
     for case in ("text", "empty", "truncated", "corrupt_jpeg"):
         reason = manifest.loc[manifest["raw_path"] == cases[case], "reason"].item()
         with pytest.raises(UnreadableImageError) as error:
-            model_ready((root / cases[case]).read_bytes(), 3, WHITE)
+            model_ready((root / cases[case]).read_bytes(), 3, RULES)
         assert str(error.value) == reason
 
 

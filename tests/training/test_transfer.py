@@ -93,9 +93,10 @@ def test_imagenet_weights_come_from_the_keras_cache_or_an_error_naming_the_file(
 ):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     expected = tmp_path / "keras/models/weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"
-    with pytest.raises(TransferError, match="nothing is downloaded") as error:
+    with pytest.raises(TransferError, match="training downloads nothing") as error:
         build_transfer_model(SHAPE, 3, transfer_params(weights="imagenet"))
     assert str(expected) in str(error.value) and "storage.googleapis.com" in str(error.value)
+    assert "`make weights`" in str(error.value)  # the command that fetches it
     expected.parent.mkdir(parents=True)
     expected.write_bytes(b"not the published file")  # a damaged or wrong file is named too
     with pytest.raises(TransferError, match="does not match the published file"):
