@@ -27,7 +27,7 @@ export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
 predict_model = $(if $(MODEL),--model $(MODEL),)
 
-.PHONY: help setup weights run predict lr-find serve push pull sweep report test test-fast bench bench-train bench-backends bench-gpu bench-serve bench-leakage bench-fashion bench-recipe bench-labels lint ui compare reproduce server server-stop screenshots dag clean distclean
+.PHONY: help setup weights run predict lr-find serve push pull sweep report test test-fast bench bench-train bench-backends bench-gpu bench-serve bench-leakage bench-fashion bench-recipe bench-labels bench-photos bench-transfer lint ui compare reproduce server server-stop screenshots dag clean distclean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -108,6 +108,12 @@ bench-labels: setup ## The audit against planted label noise (3% flipped) on the
 
 weights: setup ## Fetch the transfer bases' ImageNet weights into the Keras cache, with Keras' published hashes (needs a network; ORIGIN=<mirror URL>)
 	$(BIN)/python -m pipeline.tools.weights $(if $(ORIGIN),--origin $(ORIGIN),)
+
+bench-photos: setup ## 600 phone photos through split, validate and predict: this code against an earlier commit, side by side (ARGS="--base REF --photos FOLDER")
+	$(BIN)/python -m benchmarks.photos_benchmark $(ARGS)
+
+bench-transfer: setup ## EfficientNet-Lite0 (ImageNet) against the CNN from scratch at 10, 30, 100 images a class (ARGS="--folder F --classes a b ...")
+	$(BIN)/python -m benchmarks.transfer_benchmark $(ARGS)
 
 lint: setup ## Check code style with ruff
 	$(BIN)/ruff check pipeline tests benchmarks scripts

@@ -106,8 +106,14 @@ def resumable_run(key: str) -> str | None:
     return resume_run
 
 
-def run_tags(setup: DeviceSetup, dist: distribute.Distribution, inputs: TrainingInputs,
-             classes: list[str], params: Params) -> dict[str, str]:  # fmt: skip
+def run_tags(
+    setup: DeviceSetup,
+    dist: distribute.Distribution,
+    inputs: TrainingInputs,
+    classes: list[str],
+    params: Params,
+    base_choice: str,
+) -> dict[str, str]:
     """How and on what the model trains, as the run's tags."""
     return {
         "dataset": dataset_name(params.ingest.source, params.ingest.classes),
@@ -120,12 +126,13 @@ def run_tags(setup: DeviceSetup, dist: distribute.Distribution, inputs: Training
         "classes": ",".join(classes),
         "train_images": str(inputs.train_images),
         "validation_images": str(inputs.validation_images),
+        "transfer_base_choice": base_choice,  # what train.transfer.base became, and why
     }
 
 
 def prepare_process(seed: int, cfg: TrainParams) -> tuple[DeviceSetup, distribute.Distribution]:
     """Devices, the distribution strategy and the seeds, before any dataset or model."""
-    setup = configure_devices(cfg.device)  # before anything touches a GPU
+    setup = configure_devices(cfg.device, cfg.transfer.base)  # before anything touches a GPU
     dist = distribute.configure(cfg)  # before any dataset or model exists
     keras.utils.set_random_seed(seed)
     if cfg.deterministic:
@@ -167,12 +174,19 @@ def main() -> None:
     folder = state_folder(dist.cluster)
     # one training at a time per state folder: two would share the backup and the disk cache
     with single_writer(folder.with_name(f"{folder.name}.lock"), "a training"):
-        train(params, gate, rows, cfg, setup, dist, folder)
+        train(params, gate, rows, cfg, setup, dist, folder, base_choice)
 
 
-def train(params: Params, gate: ValidationResult, rows: tuple[pd.DataFrame, pd.DataFrame],
-          cfg: TrainParams, setup: DeviceSetup, dist: distribute.Distribution,
-          folder: Path) -> None:  # fmt: skip
+def train(
+    params: Params,
+    gate: ValidationResult,
+    rows: tuple[pd.DataFrame, pd.DataFrame],
+    cfg: TrainParams,
+    setup: DeviceSetup,
+    dist: distribute.Distribution,
+    folder: Path,
+    base_choice: str = "",
+) -> None:
     """Build the inputs and the model, fit (resuming an interrupted fit of the same params and
     data), and write and log everything about the model."""
     labels = read_labels(LABELS_FILE)
@@ -208,7 +222,7 @@ def train(params: Params, gate: ValidationResult, rows: tuple[pd.DataFrame, pd.D
             log_training_start(
                 load_raw_params(),
                 dist.log_params() | shape.as_params() | resolved_params(cfg),
-                run_tags(setup, dist, inputs, classes, params),
+                run_tags(setup, dist, inputs, classes, params, base_choice),
                 model, blocks, gate,
             )  # fmt: skip
         else:

@@ -15,6 +15,8 @@ the one place outside `pipeline.tracking` that does.
 import base64
 import binascii
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import mlflow
@@ -63,6 +65,13 @@ def decode_base64(value: object, row: int) -> bytes:
             f"row {row}: the image has {len(data):,} bytes; at most {MAX_IMAGE_BYTES:,} are taken"
         )
     return data
+
+
+def _ready_or_error(classifier: Classifier, data: bytes) -> bytes | UnreadableImageError:
+    try:
+        return classifier.ready(data)
+    except UnreadableImageError as error:
+        return error
 
 
 def arrays(images: list, shape: tuple[int, int, int]) -> np.ndarray:
@@ -115,12 +124,11 @@ class ImageClassifierModel(mlflow.pyfunc.PythonModel):
                 f"the request's images have {total:,} bytes together; at most "
                 f"{MAX_REQUEST_BYTES:,} are taken in one request (send them in several)"
             )
-        ready = []
-        for row, data in enumerate(files):
-            try:
-                ready.append(classifier.ready(data))
-            except UnreadableImageError as error:
-                raise BadRequest(f"row {row}: {error}") from None
+        with ThreadPoolExecutor(os.cpu_count() or 1) as workers:  # Pillow: outside the GIL
+            ready = list(workers.map(_ready_or_error, [classifier] * len(files), files))
+        for row, data in enumerate(ready):
+            if isinstance(data, UnreadableImageError):
+                raise BadRequest(f"row {row}: {data}")
         return classifier.images(ready)  # the request's images decoded as one batch
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:

@@ -87,7 +87,7 @@ def range_test(steps: int, start: float, end: float) -> tuple[pd.DataFrame, dict
     rows = read_split("train"), read_split("validation")
     params, _ = resolve_base(params, rows[0], split_channels(SPLIT_DIR))
     cfg = resolve_training(params.train, len(rows[0]))
-    setup = configure_devices(cfg.device)
+    setup = configure_devices(cfg.device, cfg.transfer.base)
     dist = distribute.configure(cfg.model_copy(update={"distribute": "none"}))
     keras.utils.set_random_seed(params.base.seed)
     shape = resolve_input(params, rows[0], split_channels(SPLIT_DIR))

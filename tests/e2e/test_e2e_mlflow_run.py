@@ -36,6 +36,8 @@ def test_one_mlflow_run_holds_params_metrics_and_artifacts(project):
         "train.epochs_resolved": str(params["train"]["epochs"]),  # set: as it is
         # auto: early stopping watched from half-way through the cosine schedule
         "train.early_stopping.start_from_epoch_resolved": str(params["train"]["epochs"] // 2),
+        # train.transfer.base auto: grey digits train the CNN from scratch
+        "train.transfer.base_resolved": "none",
     }  # fmt: skip
     assert run.data.params == runs.flatten_params(params) | resolved
 
