@@ -177,16 +177,9 @@ def main() -> None:
         train(params, gate, rows, cfg, setup, dist, folder, base_choice)
 
 
-def train(
-    params: Params,
-    gate: ValidationResult,
-    rows: tuple[pd.DataFrame, pd.DataFrame],
-    cfg: TrainParams,
-    setup: DeviceSetup,
-    dist: distribute.Distribution,
-    folder: Path,
-    base_choice: str = "",
-) -> None:
+def train(params: Params, gate: ValidationResult, rows: tuple[pd.DataFrame, pd.DataFrame],
+          cfg: TrainParams, setup: DeviceSetup, dist: distribute.Distribution,
+          folder: Path, base_choice: str = "") -> None:  # fmt: skip
     """Build the inputs and the model, fit (resuming an interrupted fit of the same params and
     data), and write and log everything about the model."""
     labels = read_labels(LABELS_FILE)
@@ -208,11 +201,8 @@ def train(
     fitting = make_fitting(model, transfer, cfg, dist, setup.jit_compile, inputs, folder,
                            class_weights(label_indices(rows[0]["label"], classes), len(classes),
                                          cfg.class_weight), loggers)  # fmt: skip
-    if not dist.is_chief:  # trains its share, and leaves every write to the chief
-        with dist.strategy.scope():
-            run_schedule(fitting)
-        shutil.rmtree(folder, ignore_errors=True)
-        log.info(f"{dist.describe()}: done; the chief saves the model and logs the run")
+    if not dist.is_chief:
+        train_share(fitting, dist, folder)
         return
 
     with training_run(experiment_id, resume_run) as run_id:
@@ -244,6 +234,14 @@ def train(
     log.info(f"{len(table)} epochs on {setup.device}, {dist.kind} ({setup.precision}, XLA "
              f"{'on' if setup.jit_compile else 'off'}, cache {inputs.cache}); {outcome(metrics)}; "
              f"model -> {MODEL_FILE.relative_to(ROOT)}; MLflow run {run_id}")  # fmt: skip
+
+
+def train_share(fitting, dist: distribute.Distribution, folder: Path) -> None:
+    """A worker's part: train its share, and leave every write to the chief."""
+    with dist.strategy.scope():
+        run_schedule(fitting)
+    shutil.rmtree(folder, ignore_errors=True)
+    log.info(f"{dist.describe()}: done; the chief saves the model and logs the run")
 
 
 def outcome(metrics: dict) -> str:
