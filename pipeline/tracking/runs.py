@@ -2,6 +2,7 @@
 in the one run of its model (`tracking.results`: what evaluate and visualize add to it).
 Stages call these functions; none of them imports `mlflow`."""
 
+import logging
 import os
 import time
 import warnings
@@ -14,7 +15,7 @@ import keras
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.entities import Param
+from mlflow.entities import Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from pipeline.common.files import file_digest, read_json
@@ -23,6 +24,8 @@ from pipeline.imagedata.manifest import EXCLUDED, STATE_FILE, read_manifest
 from pipeline.paths import ROOT, SPLIT_DIR, SPLIT_MANIFEST
 from pipeline.tracking import lineage, store
 from pipeline.tracking.lineage import DVC_LOCK
+
+log = logging.getLogger(__name__)
 
 # Sections logged to the model's run; `evaluate` and `visualize` log theirs when they add
 # their results.
@@ -94,7 +97,21 @@ def log_sections(raw_params: Mapping, sections: tuple[str, ...], run_id: str | N
     if run_id is None:
         mlflow.log_params(flat)
         return
-    MlflowClient().log_batch(run_id, params=[Param(key, value) for key, value in flat.items()])
+    client = MlflowClient()
+    recorded = client.get_run(run_id).data.params
+    # a later stage re-run with other params (export.formats changed after a failed export):
+    # MLflow never changes a logged param, so the values in force go to tags `now.<key>`
+    changed = {k: v for k, v in flat.items() if k in recorded and recorded[k] != str(v)}
+    if changed:
+        log.info(
+            f"{', '.join(sections)}: {len(changed)} param(s) changed since run {run_id} recorded "
+            f"them ({', '.join(changed)}): the values now in force are its tags now.<key>"
+        )
+    client.log_batch(
+        run_id,
+        params=[Param(k, v) for k, v in flat.items() if k not in recorded],
+        tags=[RunTag(f"now.{k}", str(v)) for k, v in changed.items()],
+    )
 
 
 def model_summary(model: keras.Model) -> str:

@@ -29,3 +29,23 @@ def test_log_folder_keeps_the_layout_and_leaves_out_hidden_files(tmp_path, monke
     monkeypatch.setattr(runs.mlflow, "log_artifact", lambda f, p: logged.append((Path(f).name, p)))
     runs.log_folder(folder, "reports/x")
     assert sorted(logged) == [("a.png", "reports/x/pictures/maps"), ("metrics.json", "reports/x")]
+
+
+def test_a_later_stage_rerun_with_other_params_records_them_without_changing_the_logged_ones(
+    tmp_path, monkeypatch
+):
+    """export.formats changed after a failed export: MLflow refuses to change a logged param,
+    so the re-run export stage failed with `Changing param values is not allowed`."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = MlflowClient().create_run(MlflowClient().create_experiment("x")).info.run_id
+    first = {"export": {"formats": ["onnx", "tflite_int8"], "batch_size": 64}}
+    runs.log_sections(first, ("export",), run_id)
+    runs.log_sections({"export": {"formats": ["onnx"], "batch_size": 64}}, ("export",), run_id)
+    run = MlflowClient().get_run(run_id)
+    assert run.data.params["export.formats"] == "onnx, tflite_int8"  # as first recorded
+    assert run.data.tags["now.export.formats"] == "onnx"  # what is in force now
+    assert "now.export.batch_size" not in run.data.tags  # unchanged: no tag
