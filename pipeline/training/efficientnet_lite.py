@@ -11,8 +11,9 @@ the Keras cache, beside the Keras Applications weights.
 
 Layer names follow `keras.applications.EfficientNetB0` (`stem_conv`, `block2a_expand_conv`,
 `top_conv`, ...), so the stage-by-stage unfreezing of `training.transfer` reads its blocks
-the same way. The model takes 0..255 RGB and normalises inside, as (x - 127) / 128, the
-preprocessing it was trained with (`LITE_MEAN`, `LITE_SCALE`).
+the same way. The network was trained on (pixel - 127) / 128 (`LITE_MEAN`, `LITE_SCALE`): by
+itself it takes 0..255 RGB and normalises inside; as a transfer base it takes that
+normalisation as one layer in front of it (`normalisation`), from the model's 0..1 images.
 
 `tests/test_efficientnet_lite.py` checks the conversion against the original PyTorch network
 on foolbox's 20 ImageNet photographs (`scripts/efficientnet_lite_reference.py` made the
