@@ -23,6 +23,7 @@ import yaml
 
 from benchmarks.fashion_benchmark import measured
 from pipeline.paths import ROOT
+from tests.projects import copy_files, project_env
 
 WORK = ROOT / ".bench" / "photos"
 BASE = "a6cc712"  # main before the working size and the pretrained base (issue 37)
@@ -52,13 +53,7 @@ def checkout(name: str, ref: str | None, photos: Path, settings: dict) -> Path:
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     if ref is None:
-        for item in CODE:
-            source = ROOT / item
-            if source.is_dir():
-                shutil.copytree(source, root / item, ignore=shutil.ignore_patterns("__pycache__"))
-            else:
-                (root / item).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, root / item)
+        copy_files(CODE, root)
     else:
         archive = subprocess.run(
             ["git", "archive", ref, "--", *CODE], cwd=ROOT, check=True, capture_output=True
@@ -76,14 +71,7 @@ def checkout(name: str, ref: str | None, photos: Path, settings: dict) -> Path:
 
 
 def environment(root: Path) -> dict:
-    import os
-
-    return {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "PYTHONPATH": str(root),
-    }
+    return {**project_env(root), "PYTHONPATH": str(root)}  # the copy's code, not this one's
 
 
 def stage(root: Path, module: str, *args: str) -> dict:

@@ -54,29 +54,41 @@ def run(
         raise AssertionError(str(error)) from None
 
 
-def make_project(root: Path, overrides: dict, prepared: Path | None = None) -> dict[str, str]:
-    """Copy the project into `root` with `overrides` merged into params.yaml, as a git + DVC
-    repository (with `prepared`'s data stages already run and committed); return the
-    environment to run it in."""
-    from tests.conftest import _merge
-
-    for name in PROJECT_FILES:
+def copy_files(names: tuple[str, ...], root: Path) -> None:
+    """The files and folders `names` (relative to the project) of this working tree into
+    `root`, without bytecode."""
+    for name in names:
         source = ROOT / name
         if source.is_dir():
             shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, root / name)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    (root / "params.yaml").write_text(yaml.safe_dump(_merge(params, overrides), sort_keys=False))
 
-    env = {
+
+def project_env(root: Path) -> dict[str, str]:
+    """The environment a copy of the project in `root` runs in: this environment's Python
+    first on PATH, its own MLflow store, no DVC analytics, a git identity."""
+    return {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
         "DVC_NO_ANALYTICS": "1",
         **GIT_IDENTITY,
     }
+
+
+def make_project(root: Path, overrides: dict, prepared: Path | None = None) -> dict[str, str]:
+    """Copy the project into `root` with `overrides` merged into params.yaml, as a git + DVC
+    repository (with `prepared`'s data stages already run and committed); return the
+    environment to run it in."""
+    from tests.conftest import _merge
+
+    copy_files(PROJECT_FILES, root)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (root / "params.yaml").write_text(yaml.safe_dump(_merge(params, overrides), sort_keys=False))
+
+    env = project_env(root)
     (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n__pycache__/\n")
     run(["git", "init", "-q"], root, env)
     run(["dvc", "init", "-q"], root, env)

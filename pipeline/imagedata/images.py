@@ -605,14 +605,20 @@ def stored_file(
     """What the split writes for the file at `path` (`stage`, then `finish`), from its
     working-size copy `staged` when the inspection made one."""
     if staged is not None:
-        data, actions = staged.read_bytes(), []
-    else:
-        data = path.read_bytes()
-        with Image.open(io.BytesIO(data)) as image:
-            stored = stage(image, _header_facts(image, "", len(data)), rules)
-        data, actions = (stored.data, stored.actions) if stored else (data, [])
-    ready, more = finish(data, channels, rules)
-    return ready, actions + more
+        return finish(staged.read_bytes(), channels, rules)
+    data = path.read_bytes()
+    with Image.open(io.BytesIO(data)) as image:
+        stored = stage(image, _header_facts(image, "", len(data)), rules)
+    return _finished(data, stored, channels, rules)
+
+
+def _finished(
+    data: bytes, stored: Stored | None, channels: int, rules: Rules
+) -> tuple[bytes, list[str]]:
+    """`finish` of the working-size copy (or of the file, stored as it is), with what both
+    steps did."""
+    ready, actions = finish(stored.data if stored else data, channels, rules)
+    return ready, (stored.actions if stored else []) + actions
 
 
 def model_ready(data: bytes, channels: int, rules: Rules) -> tuple[bytes, list[str]]:
@@ -624,5 +630,4 @@ def model_ready(data: bytes, channels: int, rules: Rules) -> tuple[bytes, list[s
     facts, stored = _inspected(data, False, rules)
     if facts.problem:
         raise UnreadableImageError(facts.problem)
-    ready, actions = finish(stored.data if stored else data, channels, rules)
-    return ready, (stored.actions if stored else []) + actions
+    return _finished(data, stored, channels, rules)

@@ -19,7 +19,7 @@ from pathlib import Path
 from pipeline.common.log import PipelineError, run_stage
 from pipeline.params import BASES
 from pipeline.training import efficientnet_lite
-from pipeline.training.transfer import ARCHITECTURES
+from pipeline.training.transfer import ARCHITECTURES, keras_downloader
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +67,11 @@ def fetch(name: str, origin: str | None = None) -> Path:
             raise WeightsError(f"{name}: cannot fetch {fname} from {origin_url}: {error}") from None
         raise _Fetched(path)
 
-    file_utils.get_file = fetching
-    try:
-        ARCHITECTURES[name].build(include_top=False, weights="imagenet", input_shape=SIZE)
-    except _Fetched as done:
-        return done.path
-    finally:
-        file_utils.get_file = original
+    with keras_downloader(fetching):
+        try:
+            ARCHITECTURES[name].build(include_top=False, weights="imagenet", input_shape=SIZE)
+        except _Fetched as done:
+            return done.path
     raise WeightsError(f"{name}: Keras asked for no weights file")  # an architecture change
 
 

