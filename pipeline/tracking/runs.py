@@ -114,6 +114,24 @@ def log_sections(raw_params: Mapping, sections: tuple[str, ...], run_id: str | N
     )
 
 
+# what the tracking server's database says when two runs insert the same dataset at once
+DATASET_RACE = ("dataset_pk", "UNIQUE constraint failed: datasets")
+
+
+def log_input_once_raced(dataset, **kwargs) -> None:
+    """`mlflow.log_input`, tried again once when another run inserted the same dataset (the
+    same split) between MLflow's check for it and its insert (the server's `log_inputs` is
+    not atomic: two pipelines at once against one server hit it); the failed insert was
+    rolled back, and the second try finds the dataset and links it."""
+    try:
+        mlflow.log_input(dataset, **kwargs)
+    except mlflow.exceptions.MlflowException as error:
+        if not any(mark in str(error) for mark in DATASET_RACE):
+            raise
+        log.info("the split's dataset was logged by another run at the same moment; linking it")
+        mlflow.log_input(dataset, **kwargs)
+
+
 def model_summary(model: keras.Model) -> str:
     lines: list[str] = []
     model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
@@ -195,7 +213,7 @@ def log_training_start(
         )
     # the split's digest names the data version; the raw folder's DVC hash is what
     # `dvc checkout` can restore it from
-    mlflow.log_input(
+    log_input_once_raced(
         dataset, context="training", tags={"raw_dvc_md5": raw_hash} if raw_hash else None
     )
     log_relabels(read_manifest(SPLIT_MANIFEST))

@@ -49,3 +49,32 @@ def test_a_later_stage_rerun_with_other_params_records_them_without_changing_the
     assert run.data.params["export.formats"] == "onnx, tflite_int8"  # as first recorded
     assert run.data.tags["now.export.formats"] == "onnx"  # what is in force now
     assert "now.export.batch_size" not in run.data.tags  # unchanged: no tag
+
+
+def test_a_dataset_inserted_by_another_run_at_the_same_moment_is_linked_on_a_second_try(
+    monkeypatch,
+):
+    """Two pipelines against one server (tests/tracking/test_tracking_server.py) once failed
+    on PostgreSQL's unique key: both had checked that the split's dataset was not there."""
+    import mlflow
+    import pytest
+
+    calls = []
+
+    def log_input(dataset, **kwargs):
+        calls.append(dataset)
+        if len(calls) == 1:
+            raise mlflow.exceptions.MlflowException(
+                'duplicate key value violates unique constraint "dataset_pk"'
+            )
+
+    monkeypatch.setattr(runs.mlflow, "log_input", log_input)
+    runs.log_input_once_raced("split", context="training")
+    assert calls == ["split", "split"]
+    monkeypatch.setattr(
+        runs.mlflow,
+        "log_input",
+        lambda *a, **k: (_ for _ in ()).throw(mlflow.exceptions.MlflowException("other")),
+    )
+    with pytest.raises(mlflow.exceptions.MlflowException, match="other"):
+        runs.log_input_once_raced("split")  # any other error is not retried
