@@ -44,6 +44,7 @@ PUBLISHED = {
 }
 TARGETS = {"whole pipeline": 20 * 60, "split + validate": 2 * 60}
 PEAK_TARGET_MB = 4096
+LOAD = [0.0, 0.0]  # the one-minute load average at the start and at the end
 
 
 def ensure_dataset() -> Path:
@@ -116,6 +117,26 @@ def overrides(settings: list[str]) -> dict:
     return set_params(load_raw_params(), ["ingest.source=fashion-mnist", *settings])
 
 
+def machine() -> str:
+    """The CPU's model name, its cores and memory, and whether it computes bfloat16 natively."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                 if line.startswith("model name")), "unknown CPU")  # fmt: skip
+    flags = " ".join(f for f in ("amx_bf16", "avx512_bf16") if f in info.split())
+    memory = psutil.virtual_memory().total / 2**30
+    return f"{name}, {os.cpu_count()} cores, {memory:.0f} GiB{', ' + flags if flags else ''}"
+
+
+def commit() -> str:
+    """This working tree's commit, with `+changes` when it differs from it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
+
+    head = git("rev-parse", "--short=7", "HEAD").strip() or "unknown"
+    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def stages(root: Path) -> list[tuple[str, str]]:
     """(name, command) of every stage of dvc.yaml, in its order (the order they run in)."""
     pipeline = yaml.safe_load((root / "dvc.yaml").read_text())
@@ -168,6 +189,28 @@ def report(root: Path, rows: list[dict]) -> None:
     for name, value in sorted(table, key=lambda item: item[1]):
         print(f"  {value:.4f}  {name}")
     (root / "bench.json").write_text(json.dumps({"stages": rows, "metrics": metrics}, indent=2))
+    table = markdown(rows, metrics, trained)
+    print(f'\nAs Markdown (the README\'s "Fashion-MNIST at full scale"):\n\n{table}')
+
+
+def markdown(rows: list[dict], metrics: dict, trained: dict) -> str:
+    """The stage table and the headline as the docs show them, with the machine and commit."""
+    lines = [f"Commit `{commit()}`, {machine()}, load average {LOAD[0]:.1f} at the start and "
+             f"{LOAD[1]:.1f} at the end.", "",
+             "| stage | `dvc repro` | the command | DVC's part | peak memory |",
+             "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    for row in rows:
+        if "dvc_s" in row:
+            lines.append(f"| {row['stage']} | {row['seconds']:.1f} s | {row['command_s']:.1f} s "
+                         f"| {row['dvc_s']:.1f} s | {row['peak_mb']:,} MB |")  # fmt: skip
+        else:
+            lines.append(f"| `{row['stage']}` with nothing to do | {row['seconds']:.1f} s | | | |")
+    total = sum(row["seconds"] for row in rows if "dvc_s" in row)
+    peak = max(row["peak_mb"] for row in rows)
+    lines += ["", f"**The whole pipeline: {total / 60:.1f} minutes, peak {peak:,} MB; test "
+              f"accuracy {metrics['accuracy']:.4f}** ({trained['epochs_run']} epochs, "
+              f"{trained['training_seconds'] / 60:.1f} min of training)."]  # fmt: skip
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -179,11 +222,12 @@ def main() -> None:
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     env = make_project(WORK, overrides(args.set))  # the tests' project copies, git + DVC
-    load = os.getloadavg()
-    print(f"{os.cpu_count()} CPUs, load average {load[0]:.1f} at the start")
+    LOAD[0] = os.getloadavg()[0]
+    print(f"{machine()}; commit {commit()}; load average {LOAD[0]:.1f} at the start")
     print(f"  {'stage':<10} {'dvc repro':>10} {'command':>10} {'DVC':>10} {'peak':>10}")
     rows = run_all(WORK, env)
-    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+    LOAD[1] = os.getloadavg()[0]
+    print(f"load average {LOAD[1]:.1f} at the end")
     report(WORK, rows)
 
 

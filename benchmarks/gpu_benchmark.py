@@ -85,7 +85,9 @@ def precision(setting: str) -> str:
     return "mixed_bfloat16" if jax.devices()[0].platform == "gpu" else "float32"
 
 
-def train_recipe(name: str, params: Params, data: dict, out: Path | None) -> dict:
+def train_recipe(
+    name: str, params: Params, data: dict, out: Path | None, save: Path | None = None
+) -> dict:
     """Train one recipe; its images/s after the first epoch and its test accuracies."""
     x, y = data["train"]
     cfg = resolve_training(params.train, len(y))
@@ -103,6 +105,9 @@ def train_recipe(name: str, params: Params, data: dict, out: Path | None) -> dic
     one_hot = np.eye(10, dtype=np.float32)[y]
     model.fit(x, one_hot, batch_size=cfg.batch_size, epochs=cfg.epochs, callbacks=[clock],
               shuffle=True, verbose=0)  # fmt: skip
+    if save:
+        save.mkdir(parents=True, exist_ok=True)
+        model.save(save / f"{name}.keras")
     keras.mixed_precision.set_global_policy("float32")
     later = [row["seconds"] for row in clock.rows[1:]] or [clock.rows[0]["seconds"]]
     return {
@@ -133,6 +138,7 @@ def main() -> None:
     parser.add_argument("--no-default", action="store_true", help="only the variants")
     parser.add_argument("--limit", type=int, help="train on the first N images (a smoke test)")
     parser.add_argument("--out", type=Path, help="append each epoch and result as JSON lines")
+    parser.add_argument("--save", type=Path, help="keep each trained model as DIR/<name>.keras")
     args = parser.parse_args()
     recipes = ([] if args.no_default else [("default", "")]) + [
         tuple(v.split(":", 1)) if ":" in v else (v, v) for v in args.variant
@@ -145,7 +151,7 @@ def main() -> None:
           f"{len(data['test'][1]):,} test images")  # fmt: skip
     results = []
     for name, recipe in params:
-        results.append(train_recipe(name, recipe, data, args.out))
+        results.append(train_recipe(name, recipe, data, args.out, args.save))
         if args.out:
             with args.out.open("a") as file:
                 file.write(json.dumps(results[-1]) + "\n")

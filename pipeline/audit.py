@@ -19,6 +19,7 @@ from pipeline.contracts import read_labels
 from pipeline.curation import image_checks
 from pipeline.curation.crossfit import CrossFit, audit_image_size, cross_fit
 from pipeline.curation.label_issues import pair_counts, suspects_table
+from pipeline.imagedata import manifest as mf
 from pipeline.imagedata.dataset import label_indices, load_images
 from pipeline.imagedata.manifest import in_splits, read_manifest, split_channels
 from pipeline.params import load_params
@@ -46,16 +47,20 @@ FIGURE_SIZE = 32  # suspects drawn in suspects.png
 
 
 def run_checks(rows: pd.DataFrame, checks: list[str]) -> tuple[pd.DataFrame, ...]:
-    """cleanvision's `checks` on the placed images: the flagged images, counts per class and
-    the duplicate sets (empty tables without checks)."""
-    if not checks:
-        flagged = pd.DataFrame(columns=["raw_path", "path", "split", "label", "issues"])
-        return flagged, pd.DataFrame(), pd.DataFrame(columns=["conflicting_labels"])
-    paths = [str(SPLIT_DIR / p) for p in rows["path"]]
-    lab = image_checks.run_imagelab(paths, checks, os.cpu_count() or 1)
-    flagged = image_checks.issue_table(rows, lab, checks, SPLIT_DIR)
-    counts = image_checks.counts_per_class(rows, flagged, checks)
-    return flagged, counts, image_checks.duplicate_sets(rows, lab, checks, SPLIT_DIR)
+    """The image checks `checks` on the placed images: cleanvision's on the files, the
+    duplicates as the split decided them. The flagged images, counts per class (empty without
+    checks) and the duplicate sets."""
+    flags, scores = image_checks.cleanvision_checks(rows, checks, SPLIT_DIR, os.cpu_count() or 1)
+    flags = pd.concat([flags, image_checks.duplicate_flags(rows, checks)], axis=1)[checks]
+    flagged = image_checks.issue_table(rows, flags, scores)
+    counts = image_checks.counts_per_class(rows, flagged, checks) if checks else pd.DataFrame()
+    return flagged, counts, image_checks.duplicate_sets(rows, checks)
+
+
+def split_conflicts(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The images the split left out as one picture under two classes, with why."""
+    conflicted = manifest[manifest["status"] == mf.CONFLICT]
+    return conflicted[["raw_path", "label", "reason"]].reset_index(drop=True)
 
 
 def draw_suspects(suspects: pd.DataFrame, rows: pd.DataFrame, images: np.ndarray) -> None:
@@ -72,7 +77,7 @@ def draw_suspects(suspects: pd.DataFrame, rows: pd.DataFrame, images: np.ndarray
 
 def audit_metrics(
     rows: pd.DataFrame, labels: np.ndarray, fit: CrossFit, suspects: pd.DataFrame,
-    counts: pd.DataFrame, sets: pd.DataFrame,
+    counts: pd.DataFrame, sets: pd.DataFrame, conflicts: pd.DataFrame,
 ) -> dict:  # fmt: skip
     """metrics.json's counts: suspects, the fold models' accuracy, images each check flags."""
     checks = [column for column in counts.columns if column not in ("class", "images")]
@@ -87,6 +92,7 @@ def audit_metrics(
         "batch_size": fit.batch_size,
         "image_issues": {check: int(counts[check].iloc[-1]) for check in checks},
         "duplicate_sets_across_classes": int(sets["conflicting_labels"].sum()),
+        "conflicts_left_out_by_split": len(conflicts),
     }
 
 
@@ -94,10 +100,18 @@ def main() -> None:
     params = load_params()
     cfg, seed = params.audit, params.base.seed
     classes = read_labels(LABELS_FILE).classes
-    rows = in_splits(read_manifest()).reset_index(drop=True)
+    manifest = read_manifest()
+    rows = in_splits(manifest).reset_index(drop=True)
     labels = np.array(label_indices(rows["label"], classes))
     sides = np.minimum(rows["width"].astype(int), rows["height"].astype(int))
     size, channels = audit_image_size(cfg.image_size, sides), split_channels()
+    # the image checks first: cleanvision's worker processes are forked from this one, which
+    # is small before TensorFlow has decoded the images and trained the fold models
+    started = time.perf_counter()
+    checks = [c for c in cfg.image_checks if not (c == "grayscale" and channels == 1)]
+    flagged, counts, sets = run_checks(rows, checks)
+    check_seconds = time.perf_counter() - started
+
     precision = cfg.precision
     if precision == "auto":
         precision = "mixed_bfloat16" if cpu_has_bf16() else "float32"
@@ -105,15 +119,10 @@ def main() -> None:
     with native_stderr(CUDA_INIT_FAILED):  # train says which device there is
         images = load_images(rows, classes, size, channels)
     groups = rows["group"].where(rows["group"] != "", rows["sha256"]).to_numpy()
-
     started = time.perf_counter()
     fit = cross_fit(images, labels, groups, len(classes), cfg, seed)
     fit_seconds = time.perf_counter() - started
     suspects = suspects_table(rows, labels, fit.probabilities, classes, cfg)
-    started = time.perf_counter()
-    checks = [c for c in cfg.image_checks if not (c == "grayscale" and channels == 1)]
-    flagged, counts, sets = run_checks(rows, checks)
-    check_seconds = time.perf_counter() - started
 
     out_of_sample = rows[["raw_path", "path", "split", "label"]].assign(fold=fit.fold)
     probabilities = pd.DataFrame(fit.probabilities.round(5), columns=[f"p_{c}" for c in classes])
@@ -123,7 +132,8 @@ def main() -> None:
                         (sets, DUPLICATE_SETS_CSV)):  # fmt: skip
         write_csv(table, path)
     draw_suspects(suspects, rows, images)
-    metrics = audit_metrics(rows, labels, fit, suspects, counts, sets) | {
+    left_out = split_conflicts(manifest)
+    metrics = audit_metrics(rows, labels, fit, suspects, counts, sets, left_out) | {
         "cross_fit_seconds": round(fit_seconds, 1),
         "image_check_seconds": round(check_seconds, 1),
         **{"image_size": size, "precision": precision},
@@ -133,7 +143,8 @@ def main() -> None:
     page = review_report(
         dataset=dataset_name(params.ingest.source, params.ingest.classes), metrics=metrics,
         suspects=suspects.head(cfg.review_size), pairs=pair_counts(suspects),
-        checks=counts, conflicts=sets[sets["conflicting_labels"]], root=SPLIT_DIR,
+        checks=counts, conflicts=sets[sets["conflicting_labels"]], left_out=left_out,
+        root=SPLIT_DIR,
     )  # fmt: skip
     write_page(page, REVIEW_PAGE)
     log.info(

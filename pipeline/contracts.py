@@ -19,6 +19,7 @@ from pipeline.common.files import read_json, write_json
 from pipeline.common.log import PipelineError
 
 WHITE = (255, 255, 255)
+VIEW_KINDS = ("none", "flip", "shift", "flip_shift")  # serving.views
 DEFAULT_MAX_PIXELS = 100_000_000  # split.max_image_pixels where no params are at hand
 
 
@@ -56,6 +57,9 @@ class Labels:
     # image at its working size as the split did (None: a file from before, stored as it is)
     max_image_size: int | None = None
     jpeg_quality: int = 90
+    # models/labels.json only (train's train.test_time_views): the views the deployed model
+    # averages its probabilities over (serving.views)
+    test_time_views: str = "none"
 
 
 def write_labels(path: Path, labels: Labels) -> None:
@@ -67,6 +71,7 @@ def write_labels(path: Path, labels: Labels) -> None:
             "max_image_pixels": labels.max_image_pixels,
             "max_image_size": labels.max_image_size,
             "jpeg_quality": labels.jpeg_quality,
+            "test_time_views": labels.test_time_views,
         },
     )
 
@@ -96,7 +101,10 @@ def read_labels(path: Path, writer: str = "split") -> Labels:
         raise ContractError(f"{path}: 'max_image_pixels' must be a positive whole number")
     side = _optional_whole(data, "max_image_size", None, path)
     quality = _optional_whole(data, "jpeg_quality", 90, path) or 90
-    return Labels(list(classes), tuple(background), limit, side, quality)
+    views = data.get("test_time_views", "none")
+    if views not in VIEW_KINDS:
+        raise ContractError(f"{path}: 'test_time_views' must be one of {', '.join(VIEW_KINDS)}")
+    return Labels(list(classes), tuple(background), limit, side, quality, views)
 
 
 @dataclass(frozen=True)

@@ -144,6 +144,9 @@ def main() -> None:
     result.metrics["baseline_svc_accuracy"] = svc_baseline(read_split("train"), rows)
     # the audit's label suspects: is a mistake the model's or the label's?
     result.metrics |= suspect_effect(result.predictions, read_suspects(SUSPECTS_CSV))
+    if classifier.views != "none":  # what the test-time views add, beside the headline
+        one_view = classifier.predict_rows(rows, cfg.batch_size, one_view=True)
+        result.metrics["one_view_accuracy"] = float(np.mean(one_view.argmax(axis=1) == true))
     if cfg.tta != "none":  # beside the plain score, which stays the headline
         averaged = predict_tta(classifier, rows, cfg.batch_size, cfg.tta)
         scored = summary_metrics(true, averaged, len(classes), cfg.top_k, cfg.calibration_bins)
@@ -169,8 +172,12 @@ def main() -> None:
         f"{e['class']} {e['difference']:+.1%}" for e in result.extremes["over_predicted"]
     )
     tta = f"with TTA ({cfg.tta}) {metrics['tta_accuracy']:.4f}; " if cfg.tta != "none" else ""
+    views = (
+        f"the mean over test-time views {classifier.views}, one view "
+        f"{metrics['one_view_accuracy']:.4f}; " if classifier.views != "none" else ""
+    )  # fmt: skip
     log.info(
-        f"test accuracy {metrics['accuracy']:.4f} (SVC baseline on the same split "
+        f"test accuracy {metrics['accuracy']:.4f} ({views}SVC baseline on the same split "
         f"{metrics['baseline_svc_accuracy']:.4f}), macro F1 {metrics['macro_f1']:.4f}, ECE "
         f"{metrics['expected_calibration_error']:.4f} on {metrics['n_images']} images; {tta}"
         f"{result.mistakes} mistakes, {metrics['mistakes_on_suspects']} of them on the "

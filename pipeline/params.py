@@ -167,6 +167,10 @@ class ModelParams(_Section):
     kernel_size: int = Field(ge=1)
     padding: Literal["valid", "same"]
     pool_size: int = Field(ge=1)
+    # where each block's max pooling sits: after_block (after its last convolution) |
+    # after_first_conv (between the first convolution and its normalisation, so the block's
+    # other convolutions run on the pooled map)
+    pool: Literal["after_block", "after_first_conv"] = "after_block"
     dense_units: list[int]
     batch_norm: bool
     dropout: float = Field(ge=0, lt=1)
@@ -208,10 +212,12 @@ class ModelParams(_Section):
     def output_size(self, image_size: int) -> int:
         """Height (= width) of the last feature map for a square input, 0 if it vanishes."""
         size = image_size
+        shrink = self.kernel_size - 1 if self.padding == "valid" else 0
         for convs in self.convs:
-            if self.padding == "valid":
-                size -= convs * (self.kernel_size - 1)
-            size //= self.pool_size
+            if self.pool == "after_first_conv":
+                size = (size - shrink) // self.pool_size - (convs - 1) * shrink
+            else:
+                size = (size - convs * shrink) // self.pool_size
             if size < 1:
                 return 0
         return size
@@ -277,6 +283,9 @@ class TrainParams(_Section):
     epochs: Literal["auto"] | Annotated[int, Field(ge=1)]
     # the loss's targets: 1 - label_smoothing on the true class, the rest spread evenly
     label_smoothing: float = Field(ge=0, lt=1)
+    # the views the deployed model averages its probabilities over (serving.views), inside
+    # every way it answers: evaluate, predict, the served model, each export
+    test_time_views: Literal["none", "flip", "shift", "flip_shift"] = "none"
     # auto: from the training set's size (training.shape); a number: that many
     batch_size: Literal["auto"] | Annotated[int, Field(ge=1)]
     # global: images per step in all, split evenly over the replicas | replica: on each one

@@ -9,6 +9,7 @@ module; the chief alone writes the model, the reports and the MLflow run.
 import logging
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -223,7 +224,8 @@ def train(params: Params, gate: ValidationResult, rows: tuple[pd.DataFrame, pd.D
         seconds = time.perf_counter() - started
         table = history_table(RESUME_DIR / "history.csv")
         best, metrics = summarise(table, stopper, fitting, seconds, inputs.train_images)
-        write_outputs(table, phases, metrics, best, model, labels)
+        deployed = replace(labels, test_time_views=params.train.test_time_views)
+        write_outputs(table, phases, metrics, best, model, deployed)
         with native_stderr():
             example = (SPLIT_DIR / rows[1]["path"].iloc[0]).read_bytes()
             registry.log_model(MODEL_FILE, MODEL_LABELS_FILE, example, params.registered_model)

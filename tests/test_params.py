@@ -7,7 +7,7 @@ from pipeline.tools.recipes import ARTICLE
 def test_project_params_are_valid():
     params = load_params()
     assert params.split.fractions["train"] == pytest.approx(0.7)
-    assert params.train.model.filters == [32, 64, 128]
+    assert params.train.model.filters == [64, 128, 256]
     assert params.train.model.convs == [1, 2, 2]
     # 'same' 3x3 convolutions: three poolings take 28x28 Fashion-MNIST to 3x3, 16 to 2x2
     assert params.train.model.output_size(28) == 3

@@ -24,11 +24,13 @@ from pipeline.training.model import build_model
 
 log = logging.getLogger(__name__)
 
-# epochs auto: about this many steps for each fold's model, in this many epochs. Steps, not
-# epochs, are what a small dataset lacks: batch normalisation's moving statistics need a few
-# hundred steps before the model predicts well in inference mode (at 100 steps a fold model
-# scored 0.42 on three classes a glance tells apart; at 400, 1.0)
+# epochs auto: about AUTO_STEPS steps for each fold's model, or as many as show it
+# AUTO_IMAGES images when that is fewer, in AUTO_MIN_EPOCHS to AUTO_MAX_EPOCHS epochs. Steps
+# are what a small dataset lacks (batch normalisation's moving statistics need a few hundred
+# before the model predicts well in inference mode); on a large one, passes over the data
+# stop adding suspects long before (README, "Fixing labels", has the measurements)
 AUTO_STEPS = 2200
+AUTO_IMAGES = 160_000
 AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS = 3, 300
 AUTO_MIN_SIZE, AUTO_MAX_SIZE = 8, 32  # image_size auto: the images' own size, kept in here
 
@@ -78,6 +80,7 @@ def small_cnn(shape: tuple[int, int, int], classes: int, filters: list[int]) -> 
     """The audit's model: `build_model` with one batch-normalised convolution a block."""
     cfg = ModelParams(
         filters=filters, convs_per_block=1, kernel_size=3, padding="same", pool_size=2,
+        pool="after_first_conv",
         dense_units=[], batch_norm=True, dropout=0.0, head="global_average", residual=False,
     )  # fmt: skip
     return build_model(shape, classes, cfg)
@@ -115,7 +118,8 @@ def cross_fit(
     steps = max(1, round(len(labels) * (cfg.folds - 1) / cfg.folds / batch))
     epochs = cfg.epochs
     if epochs == AUTO:
-        epochs = min(AUTO_MAX_EPOCHS, max(AUTO_MIN_EPOCHS, round(AUTO_STEPS / steps)))
+        wanted = min(AUTO_STEPS, AUTO_IMAGES / batch)
+        epochs = min(AUTO_MAX_EPOCHS, max(AUTO_MIN_EPOCHS, round(wanted / steps)))
     probabilities = np.zeros((len(labels), classes), np.float32)
     rows = []
     for index in range(cfg.folds):

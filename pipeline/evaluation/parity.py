@@ -122,7 +122,8 @@ def export_and_compare(
     """Export the model in every format into `folder` and run each export in its runtime on
     `images` against the float32 Keras model: the parity table, and each row's probabilities.
     The `.keras` model as trained is a row of its own when it computes in mixed precision."""
-    reference_model = inference_model(classifier.model)
+    # the float32 network with the deployed model's test-time views: what every export carries
+    reference_model = inference_model(classifier.model, classifier.views)
     reference, speed = timed_predictions(reference_model.predict_on_batch, images, batch_size)
     rows = [parity_row("keras", reference, reference, true, keras_bytes, speed)]
     found = {"keras": reference}

@@ -188,6 +188,7 @@ def review_report(
     pairs: pd.DataFrame,
     checks: pd.DataFrame,
     conflicts: pd.DataFrame,
+    left_out: pd.DataFrame,
     root: Path,
 ) -> str:
     """The audit's review page: the suspects (`suspects`, already cut to the page's size, with
@@ -218,4 +219,5 @@ def review_report(
         pair_count=len(pairs),
         checks_table=Markup(_table(checks)) if len(checks) else "",
         conflicts_table=Markup(_table(conflicts)) if len(conflicts) else "",
+        left_out_table=Markup(_table(left_out)) if len(left_out) else "",
     )

@@ -26,6 +26,7 @@ from pipeline import native_stderr
 from pipeline.common.log import PipelineError
 from pipeline.evaluation.forward import float32_copy
 from pipeline.serving.runtimes import LITERT_NOISE
+from pipeline.serving.views import with_views
 
 # each format, and the name it gets in the export folder
 FILES = {
@@ -42,13 +43,15 @@ class ExportError(PipelineError, RuntimeError):
     """A converter failed on the model; the message names the format and the converter's error."""
 
 
-def inference_model(model: keras.Model) -> keras.Model:
+def inference_model(model: keras.Model, views: str = "none") -> keras.Model:
     """`model` as the converters need it: computing in float32 (`forward.float32_copy`, the
     same weights), inference mode fixed in the graph (`training=False`: augmentation is the
-    identity, batch normalisation uses its moving statistics)."""
+    identity, batch normalisation uses its moving statistics), with its test-time `views`
+    (`serving.views`) inside."""
     exact = float32_copy(model)
     image = keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype, name="image")
     inference = keras.Model(image, exact(image, training=False), name="inference")
+    inference = with_views(inference, views)
     inference(np.zeros((1, *model.input_shape[1:]), image.dtype))  # ONNX exports called models
     return inference
 

@@ -33,6 +33,7 @@ from pipeline.imagedata.dataset import JPEG_MAGIC, decode_contents, image_datase
 from pipeline.imagedata.images import Rules, model_ready
 from pipeline.paths import SPLIT_DIR
 from pipeline.serving.runtimes import RUNTIMES, format_of, load_exported
+from pipeline.serving.views import with_views
 
 MODEL_URI = re.compile(r"[a-z][a-z0-9+.-]*:/")  # runs:/..., models:/..., s3://...
 
@@ -103,6 +104,9 @@ class Classifier:
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are refused before decoding
     max_side: int | None = None  # a new image is stored at this working size, as in the split
     jpeg_quality: int = 90  # ... a JPEG re-encoded at this quality
+    # the views a Keras model's probabilities are averaged over (train.test_time_views); an
+    # export carries them inside
+    views: str = "none"
     _decode: object = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -117,6 +121,9 @@ class Classifier:
             raise ModelMismatchError(
                 f"the model has {outputs} outputs for {len(self.classes)} classes"
             )
+        # what answers: the Keras network with its test-time views, or an export (views inside)
+        keras_model = isinstance(self.model, keras.Model)
+        self.predictor = with_views(self.model, self.views) if keras_model else self.model
 
     @classmethod
     def from_files(cls, model_file: Path, labels_file: Path | None = None) -> "Classifier":
@@ -143,6 +150,7 @@ class Classifier:
                 labels.max_image_pixels,
                 labels.max_image_size,
                 labels.jpeg_quality,
+                labels.test_time_views,
             )
         except ModelMismatchError as error:
             raise ModelMismatchError(f"{error} (classes: {labels.classes})") from None
@@ -179,8 +187,9 @@ class Classifier:
     def labels(self) -> Labels:
         """What labels.json says of this model (as the split wrote it)."""
         return Labels(
-            self.classes, self.background, self.max_pixels, self.max_side, self.jpeg_quality
-        )
+            self.classes, self.background, self.max_pixels, self.max_side, self.jpeg_quality,
+            self.views,
+        )  # fmt: skip
 
     def ready(self, data: bytes) -> bytes:
         """A file's bytes as the split would have written them (`images.model_ready`); raises
@@ -224,18 +233,20 @@ class Classifier:
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """A batch of uint8 images (already at the model's size) to class probabilities."""
-        return np.asarray(self.model.predict_on_batch(images), dtype=np.float64)
+        return np.asarray(self.predictor.predict_on_batch(images), dtype=np.float64)
 
     def predict_rows(
-        self, rows: pd.DataFrame, batch_size: int, root: Path = SPLIT_DIR
+        self, rows: pd.DataFrame, batch_size: int, root: Path = SPLIT_DIR, one_view: bool = False
     ) -> np.ndarray:
         """Class probabilities for manifest `rows` (files under `root`), row i for file i:
-        the training decoder in an unshuffled, uncached `tf.data` pipeline, in batches."""
+        the training decoder in an unshuffled, uncached `tf.data` pipeline, in batches. With
+        `one_view`, a Keras model's answer without its test-time views."""
         data = image_dataset(
             rows, self.classes, self.image_size, self.channels, batch_size, root=root, cache="off"
         )
         if isinstance(self.model, keras.Model):
-            probabilities = self.model.predict(data, verbose=0)
+            model = self.model if one_view else self.predictor
+            probabilities = model.predict(data, verbose=0)
         else:  # an export: its runtime, batch by batch
             parts = [self.probabilities(images.numpy()) for images, _ in data]
             probabilities = np.concatenate(parts) if parts else np.empty((0, len(self.classes)))

@@ -26,6 +26,8 @@ ARTICLE: dict[str, object] = {
     "train.model.batch_norm": False,
     "train.model.head": "flatten",
     "train.model.residual": False,
+    "train.model.pool": "after_block",
+    "train.test_time_views": "none",
 }
 
 RECIPES = {"article": ARTICLE}

@@ -50,12 +50,17 @@ def build_model(
     for layer in augmentation(augment, seed) if augment else []:
         x = layer(x)
     for block, (filters, convs) in enumerate(zip(cfg.filters, cfg.convs, strict=True), start=1):
+        early = cfg.pool == "after_first_conv"
         for conv in range(1, convs + 1):
             shortcut = x
-            x = convolution(x, filters, cfg, f"block{block}_conv{conv}")
+            name = f"block{block}_conv{conv}"
+            x = convolution(
+                x, filters, cfg, name, pool=f"block{block}_pool" if early and conv == 1 else ""
+            )
             if cfg.residual and conv > 1:
                 x = layers.Add(name=f"block{block}_add{conv}")([x, shortcut])
-        x = layers.MaxPooling2D(cfg.pool_size, name=f"block{block}_pool")(x)
+        if not early:
+            x = layers.MaxPooling2D(cfg.pool_size, name=f"block{block}_pool")(x)
     if cfg.head == "global_average":
         x = layers.GlobalAveragePooling2D(name="global_pool")(x)
     else:
@@ -64,15 +69,22 @@ def build_model(
 
 
 def convolution(
-    x: keras.KerasTensor, filters: int, cfg: ModelParams, name: str
+    x: keras.KerasTensor, filters: int, cfg: ModelParams, name: str, pool: str = ""
 ) -> keras.KerasTensor:
-    """One convolution with its ReLU, batch-normalised in between when asked."""
-    if not cfg.batch_norm:
+    """One convolution with its ReLU, batch-normalised in between when asked; with `pool` (the
+    pooling layer's name), max pooling right after the convolution, so normalisation and
+    activation run on a quarter of the values (conv -> pool -> norm -> act)."""
+    if not cfg.batch_norm and not pool:
         return layers.Conv2D(
             filters, cfg.kernel_size, padding=cfg.padding, activation="relu", name=name
         )(x)
     # the bias is redundant before batch normalisation
-    x = layers.Conv2D(filters, cfg.kernel_size, padding=cfg.padding, use_bias=False, name=name)(x)
+    bias = not cfg.batch_norm
+    x = layers.Conv2D(filters, cfg.kernel_size, padding=cfg.padding, use_bias=bias, name=name)(x)
+    if pool:
+        x = layers.MaxPooling2D(cfg.pool_size, name=pool)(x)
+    if not cfg.batch_norm:
+        return layers.Activation("relu", name=f"{name}_relu")(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 

@@ -25,6 +25,15 @@ def test_the_audit_runs_and_evaluate_scores_without_its_suspects(project):
     )
     evaluate = json.loads((root / "reports/evaluate/metrics.json").read_text())
     assert evaluate["test_suspects"] == audit["suspects_per_split"].get("test", 0)
+    # the duplicates the audit reports are the split's own groups, not judged again
+    placed = manifest[manifest["split"] != ""]
+    grouped = set(placed.loc[placed["group"] != "", "raw_path"])
+    assert grouped, "the digits' split groups some near duplicates"
+    issues = pd.read_csv(root / "reports/audit/image_issues.csv", keep_default_na=False)
+    near = issues["issues"].str.split(";").map(lambda found: "near_duplicates" in found)
+    assert set(issues.loc[near, "raw_path"]) == grouped
+    assert audit["image_issues"]["near_duplicates"] == len(grouped)
+    assert evaluate["one_view_accuracy"] >= 0.98  # the headline is the mean over test-time views
 
 
 def test_a_relabel_commit_reruns_from_the_split_and_the_run_records_it(project, restore):

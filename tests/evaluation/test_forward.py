@@ -135,8 +135,27 @@ def _trained(model: keras.Model, tmp_path, steps: int = 6) -> keras.Model:
             "head": "global_average",
             "dense_units": [],
         },
+        {"pool": "after_first_conv"},
+        {
+            "padding": "same",
+            "kernel_size": 3,
+            "convs_per_block": [1, 2],
+            "batch_norm": True,
+            "residual": True,
+            "pool": "after_first_conv",
+            "head": "global_average",
+            "dense_units": [],
+        },
     ],
-    ids=["seed-valid", "same-3x3", "batch-norm-dropout", "global-average", "residual-default"],
+    ids=[
+        "seed-valid",
+        "same-3x3",
+        "batch-norm-dropout",
+        "global-average",
+        "residual-default",
+        "pool-early-valid",
+        "pool-early-residual",
+    ],
 )
 def test_trained_pipeline_model_matches_keras_layer_by_layer(changes, tmp_path):
     from pipeline.params import AugmentationParams

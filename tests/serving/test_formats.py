@@ -13,6 +13,7 @@ from pipeline.params import AugmentationParams, ModelParams
 from pipeline.serving.formats import FILES, FLOAT_FORMATS, export_model, inference_model
 from pipeline.serving.inference import Classifier, ModelMismatchError, load_model_file
 from pipeline.serving.runtimes import format_of, load_exported
+from pipeline.serving.views import with_views
 from pipeline.training.model import build_model
 
 SIZE, CLASSES = 16, 3
@@ -83,6 +84,18 @@ def test_each_float_format_answers_as_keras_in_its_own_runtime(exported, trained
     assert np.abs(got - expected).max() < 1e-4
     # a batch of another size (the runtime resizes its input), the same answers
     assert np.allclose(runtime.predict_on_batch(images[:5]), expected[:5], atol=1e-4)
+
+
+@pytest.mark.parametrize("fmt", FLOAT_FORMATS)
+def test_an_export_carries_the_deployed_models_test_time_views(trained, fmt, tmp_path):
+    model, images = trained
+    reference = inference_model(model, "shift")
+    expected = with_views(float32_copy(model), "shift").predict_on_batch(images)
+    np.testing.assert_allclose(reference.predict_on_batch(images), expected, atol=1e-6)
+    runtime = load_exported(export_model(reference, fmt, tmp_path / FILES[fmt], images[:32]))
+    got = runtime.predict_on_batch(images)
+    assert np.abs(got - expected).max() < 1e-4
+    assert np.abs(inference_model(model).predict_on_batch(images) - expected).max() > 1e-4
 
 
 def test_int8_is_quantised_and_close(exported, trained):

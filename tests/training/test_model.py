@@ -45,14 +45,16 @@ def test_the_article_recipe_builds_the_article_architecture(raw_params):
 def test_the_default_cnn_has_residual_blocks_and_a_global_average_head():
     model = build_model((28, 28, 1), 10, load_params().train.model)
     convs = [layer for layer in model.layers if type(layer).__name__ == "Conv2D"]
-    assert [layer.filters for layer in convs] == [32, 64, 64, 128, 128]
+    assert [layer.filters for layer in convs] == [64, 128, 128, 256, 256]
     assert {layer.kernel_size for layer in convs} == {(3, 3)}
     adds = [layer.name for layer in model.layers if type(layer).__name__ == "Add"]
     # each block's second convolution adds back what its first one gave
     assert adds == ["block2_add2", "block3_add2"]
     assert model.get_layer("block2_add2").input[1] is model.get_layer("block2_conv1_relu").output
-    assert model.get_layer("global_pool").output.shape[1:] == (128,)
-    assert model.get_layer("block3_pool").output.shape[1:] == (3, 3, 128)
+    assert model.get_layer("global_pool").output.shape[1:] == (256,)
+    # each block pools after its first convolution: the second one runs on the pooled map
+    assert model.get_layer("block3_pool").output.shape[1:] == (3, 3, 256)
+    assert model.get_layer("block3_conv2").input.shape[1:] == (3, 3, 256)
 
 
 def test_model_takes_raw_pixels_and_returns_probabilities():
@@ -82,6 +84,20 @@ def test_model_options_build_the_layers_they_name():
     assert "block1_conv1_bn" in names and "global_pool" in names and "dropout1" in names
     assert "flatten" not in names
     assert model.get_layer("block1_conv1").use_bias is False  # batch norm supplies the shift
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_pooling_after_the_first_convolution_runs_the_later_ones_on_the_pooled_map(padding):
+    cfg = _cfg(pool="after_first_conv", padding=padding, residual=padding == "same")
+    model = build_model((64, 64, 1), 10, cfg)
+    names = [layer.name for layer in model.layers]
+    first = names.index("block2_conv1")
+    assert names[first + 1 : first + 4] == ["block2_pool", "block2_conv1_bn", "block2_conv1_relu"]
+    pooled = model.get_layer("block2_pool").output.shape[1:3]
+    assert model.get_layer("block2_conv2").input.shape[1:3] == pooled
+    last = model.get_layer(f"block{len(cfg.filters)}_conv{cfg.convs[-1]}_relu")
+    assert last.output.shape[1] == cfg.output_size(64)
+    assert "block3_pool" in names and names.count("block3_pool") == 1
 
 
 def test_augmentation_changes_images_in_training_only():
