@@ -284,8 +284,9 @@ class TrainParams(_Section):
     # the loss's targets: 1 - label_smoothing on the true class, the rest spread evenly
     label_smoothing: float = Field(ge=0, lt=1)
     # the views the deployed model averages its probabilities over (serving.views), inside
-    # every way it answers: evaluate, predict, the served model, each export
-    test_time_views: Literal["none", "flip", "shift", "flip_shift"] = "none"
+    # every way it answers: evaluate, predict, the served model, each export; auto: shift
+    # from scratch, none with a pretrained base (training.shape.resolve_views)
+    test_time_views: Literal["auto", "none", "flip", "shift", "flip_shift"] = "none"
     # auto: from the training set's size (training.shape); a number: that many
     batch_size: Literal["auto"] | Annotated[int, Field(ge=1)]
     # global: images per step in all, split evenly over the replicas | replica: on each one

@@ -83,6 +83,7 @@ from pipeline.training.shape import (
     resolve_base,
     resolve_input,
     resolve_training,
+    resolve_views,
     resolved_params,
 )
 
@@ -224,7 +225,9 @@ def train(params: Params, gate: ValidationResult, rows: tuple[pd.DataFrame, pd.D
         seconds = time.perf_counter() - started
         table = history_table(RESUME_DIR / "history.csv")
         best, metrics = summarise(table, stopper, fitting, seconds, inputs.train_images)
-        deployed = replace(labels, test_time_views=params.train.test_time_views)
+        views = resolve_views(params.train)
+        log.info(f"test-time views: {views} (train.test_time_views {params.train.test_time_views})")
+        deployed = replace(labels, test_time_views=views)
         write_outputs(table, phases, metrics, best, model, deployed)
         with native_stderr():
             example = (SPLIT_DIR / rows[1]["path"].iloc[0]).read_bytes()

@@ -30,8 +30,8 @@ SHRUNK = {
 # For the tests of recording and running pipelines (the tracking server, sweeps): the shrunk
 # model after an epoch or two is near chance (test accuracy about 0.11 on the digits), where
 # int8 quantisation flips near-tied answers and `export.int8_max_accuracy_drop` judges noise
-# (7 of 268 test images flipped after a change of split). The int8 parity is checked on a
-# trained model in tests/e2e/test_e2e_export.py.
+# (7 of 268 test images flipped after a change of split). The int8 parity is checked on
+# trained models in tests/serving/test_formats.py and by every `make run`.
 FLOAT_EXPORTS = {"export": {"formats": ["onnx", "tflite", "saved_model"]}}
 
 

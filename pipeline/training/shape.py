@@ -185,3 +185,13 @@ def resolve_training(cfg: TrainParams, train_images: int) -> TrainParams:
     return cfg.model_copy(
         update={"batch_size": batch, "epochs": epochs, "early_stopping": stopping}
     )
+
+
+def resolve_views(train: TrainParams) -> str:
+    """train.test_time_views, auto resolved (once train.transfer.base is): shift for the CNN
+    trained from scratch, whose input is the images' own small size, where one pixel is the
+    step its translation augmentation taught it; none for a pretrained base, whose 224-px input
+    a pixel hardly moves and for which each view is another pass of the whole base."""
+    if train.test_time_views != AUTO:
+        return train.test_time_views
+    return "shift" if train.transfer.base == "none" else "none"

@@ -189,6 +189,14 @@ def _process_state_left_as_found() -> Iterator[None]:
         yield
 
 
+# the shrunk model after two epochs is near chance (test accuracy about 0.11 on the digits),
+# where int8 quantisation flips near-tied answers: its accuracy drop judges noise (1.1 points
+# once the deployed model averaged five test-time views). The rule itself is tested in
+# tests/evaluation/test_parity.py; int8 on trained models in tests/serving/test_formats.py
+# and by every `make run` (the digits: full agreement; Fashion-MNIST: -0.02 points)
+NEAR_CHANCE_INT8 = {"export": {"int8_max_accuracy_drop": 0.05}}
+
+
 @pytest.fixture(scope="session")
 def project(
     tmp_path_factory: pytest.TempPathFactory, prepared: Path
@@ -196,7 +204,7 @@ def project(
     """The project with shrunk params, after a full `dvc repro` (the data stages skipped:
     `prepared` ran them with the same params)."""
     root = tmp_path_factory.mktemp("project")
-    env = make_project(root, SHRUNK, prepared)
+    env = make_project(root, _merge(SHRUNK, NEAR_CHANCE_INT8), prepared)
     output = _run(["dvc", "repro"], root, env)
     assert "Stage 'validate' didn't change, skipping" in output
     return root, env

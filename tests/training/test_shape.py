@@ -17,6 +17,7 @@ from pipeline.training.shape import (
     resolve_batch_size,
     resolve_input,
     resolve_training,
+    resolve_views,
 )
 from tests.conftest import _merge, write_png
 
@@ -204,3 +205,16 @@ def test_early_stopping_starts_half_way_through_a_cosine_schedule_from_scratch()
 def test_auto_epochs_stay_at_10_or_more_when_an_epoch_has_many_steps():
     cfg = load_params().train.model_copy(update={"batch_size": 16})
     assert resolve_training(cfg, 51_000).epochs == 10  # 3,188 steps an epoch: 3 wanted
+
+
+def test_test_time_views_auto_shift_from_scratch_and_none_with_a_pretrained_base():
+    train = load_params().train
+    assert train.test_time_views == "auto"
+    scratch = train.model_copy(
+        update={"transfer": train.transfer.model_copy(update={"base": "none"})}
+    )
+    assert resolve_views(scratch) == "shift"
+    lite = train.transfer.model_copy(update={"base": "efficientnet_lite0"})
+    assert resolve_views(train.model_copy(update={"transfer": lite})) == "none"
+    chosen = scratch.model_copy(update={"test_time_views": "flip"})
+    assert resolve_views(chosen) == "flip"
