@@ -34,6 +34,7 @@ from pipeline.evaluation.forward import (
 from pipeline.evaluation.inspection import (
     check_forward,
     conv_representations,
+    first_conv_activation,
     first_of_each_class,
     grad_cam,
     grad_cam_layers,
@@ -89,7 +90,7 @@ def draw(
     kernel, *rest = (np.asarray(w, dtype=np.float64) for w in first.get_weights())
     bias = rest[0] if first.use_bias else None
     stages = conv_representations(outputs)
-    activation = stages[0][1]  # (n, h, w, filters), after ReLU
+    activation = first_conv_activation(model, outputs)  # (n, h, w, filters), after ReLU
     n, out_h, out_w, count = activation.shape
     flat = np.moveaxis(activation, -1, 1).reshape(n * count, out_h, out_w)
     strides = tuple(first.strides)

@@ -1,13 +1,15 @@
 """Looking inside the trained CNN: the images to show, the NumPy forward pass checked
 against Keras, Grad-CAM, and what weight sharing saves."""
 
+import re
+
 import keras
 import numpy as np
 import pandas as pd
 from PIL import Image
 
 from pipeline.common.log import PipelineError
-from pipeline.evaluation.forward import LayerOutput, compare_with_keras, float32_copy
+from pipeline.evaluation.forward import LayerOutput, apply_layer, compare_with_keras, float32_copy
 from pipeline.params import VisualizeParams
 
 POOLING = ("MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "Flatten")
@@ -34,22 +36,55 @@ def first_of_each_class(rows: pd.DataFrame, classes: list[str]) -> tuple[pd.Data
 
 def conv_representations(outputs: list[LayerOutput]) -> list[tuple[str, np.ndarray]]:
     """Each convolution's hidden representation, named after the convolution: its output
-    after the batch normalisation and activation that follow it, if any."""
+    after the batch normalisation and activation that follow it, if any (and after the
+    pooling between them, where a block pools first: conv -> pool -> norm -> ReLU)."""
     stages: list[tuple[str, np.ndarray]] = []
-    following = False
+    previous = ""  # the last layer of the current convolution's chain; "" when it broke
     for out in outputs:
         if out.kind == "Conv2D":
             stages.append((out.name, out.value))
-            following = True
-        elif following and out.kind in AFTER_CONV:
+            previous = out.kind
+        elif _follows_conv(out.kind, previous):
             stages[-1] = (stages[-1][0], out.value)
+            previous = out.kind
         else:
-            following = False
+            previous = ""
     return stages
 
 
+def _follows_conv(kind: str, previous: str) -> bool:
+    """Whether a layer of `kind`, after one of `previous` ("" once the chain broke), is part
+    of the convolution's representation."""
+    if not previous:
+        return False
+    return kind in AFTER_CONV or (kind == "MaxPooling2D" and previous == "Conv2D")
+
+
+def first_conv_activation(model: keras.Model, outputs: list[LayerOutput]) -> np.ndarray:
+    """The first convolution's output after the normalisation and activation that follow it,
+    at the convolution's own resolution: where the block pools first, they are applied to the
+    unpooled output (per channel, the same layers), so each position keeps its response."""
+    start = next(i for i, out in enumerate(outputs) if out.kind == "Conv2D")
+    value = outputs[start].value
+    for out in outputs[start + 1 :]:
+        if out.kind == "MaxPooling2D" and out is outputs[start + 1]:
+            continue
+        if out.kind not in AFTER_CONV:
+            break
+        value = apply_layer(model.get_layer(out.name), value)
+    return value
+
+
 def block_ends(model: keras.Model) -> list[str]:
-    """The last convolution before each pooling (or the head): Grad-CAM's default layers."""
+    """The last convolution of each block, Grad-CAM's default layers: by the pipeline's layer
+    names (`block<b>_conv<c>`, `training.model`), which hold wherever a block pools; for a
+    model named otherwise, the last convolution before each pooling (or the head)."""
+    convs = [layer.name for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    blocks = [re.fullmatch(r"(block\d+)_conv\d+", name) for name in convs]
+    if convs and all(blocks):
+        return list(
+            {match.group(1): name for match, name in zip(blocks, convs, strict=True)}.values()
+        )
     names, last = [], None
     for layer in model.layers:
         kind = type(layer).__name__

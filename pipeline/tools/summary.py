@@ -19,6 +19,14 @@ from pipeline.paths import (
 )
 
 
+def one_view(metrics: dict) -> str:
+    """The network's accuracy on one view, when the headline is the mean over its test-time
+    views (train.test_time_views)."""
+    if "one_view_accuracy" not in metrics:
+        return ""
+    return f", the mean over test-time views, one view {metrics['one_view_accuracy']:.4f}"
+
+
 def summary() -> str:
     if not METRICS_FILE.exists():
         raise PipelineError(f"{METRICS_FILE.relative_to(ROOT)} is missing: run `dvc repro` first")
@@ -42,7 +50,8 @@ def summary() -> str:
     return "\n".join(
         [
             f"Test accuracy: {metrics['accuracy']:.4f}  (macro F1 {metrics['macro_f1']:.4f}, "
-            f"{metrics['n_images']} test images; scikit-learn SVC on the same split: "
+            f"{metrics['n_images']} test images{one_view(metrics)}; scikit-learn SVC on the same "
+            "split: "
             f"{metrics.get('baseline_svc_accuracy', float('nan')):.4f})",
             f"Model:           {MODEL_FILE.relative_to(ROOT)}  (card: "
             f"{MODEL_CARD.relative_to(ROOT)})",

@@ -12,6 +12,7 @@ from pipeline.evaluation.inspection import (
     block_ends,
     check_forward,
     conv_representations,
+    first_conv_activation,
     first_of_each_class,
     grad_cam,
     grad_cam_layers,
@@ -88,6 +89,29 @@ def test_grad_cam_defaults_to_the_last_convolution_of_every_block():
     wrong = cfg.model_copy(update={"gradcam_layers": ["block2_pool", "block9_conv1"]})
     with pytest.raises(ValueError, match=r"\['block2_pool', 'block9_conv1'\].*block1_conv1"):
         grad_cam_layers(model, wrong)
+
+
+def test_a_block_that_pools_first_keeps_its_last_convolution_and_full_size_responses():
+    cfg = SEED_CNN.model_copy(
+        update={"batch_norm": True, "pool": "after_first_conv", "padding": "same"}
+    )
+    model = build_model((20, 20, 3), 3, cfg)
+    assert block_ends(model) == ["block1_conv2", "block2_conv2"]  # not each block's first
+    images = np.random.default_rng(0).integers(0, 256, size=(2, 20, 20, 3), dtype=np.uint8)
+    outputs = forward(model, images)
+    values = {o.name: o.value for o in outputs}
+    stages = dict(conv_representations(outputs))
+    np.testing.assert_array_equal(stages["block1_conv1"], values["block1_conv1_relu"])  # pooled
+    activation = first_conv_activation(model, outputs)
+    assert activation.shape == values["block1_conv1"].shape  # the convolution's own 20x20
+    assert activation.min() >= 0
+    # pooling the full-size response gives the network's own pooled, normalised, ReLU'd map
+    # (max pooling commutes with the per-channel normalisation where its scale is positive)
+    positive = model.get_layer("block1_conv1_bn").gamma.numpy() > 0
+    pooled = activation.reshape(2, 10, 2, 10, 2, -1).max(axis=(2, 4))
+    np.testing.assert_allclose(
+        pooled[..., positive], values["block1_conv1_relu"][..., positive], atol=1e-5
+    )
 
 
 def test_feature_maps_are_taken_after_batch_norm_and_relu():

@@ -14,7 +14,7 @@ def test_before_a_run_it_says_to_run_the_pipeline(tmp_path, monkeypatch):
 
 
 def test_after_a_run_it_names_the_label_suspects_and_their_page(tmp_path, monkeypatch):
-    from pipeline.common.files import write_json
+    from pipeline.common.files import read_json, write_json
 
     metrics, audit = tmp_path / "reports/evaluate/metrics.json", tmp_path / "audit.json"
     write_json(metrics, {"accuracy": 0.9, "macro_f1": 0.9, "n_images": 10, "test_suspects": 2,
@@ -40,3 +40,6 @@ def test_after_a_run_it_names_the_label_suspects_and_their_page(tmp_path, monkey
     ) in summary.summary()
     assert "Exports:         models/export/ (onnx, tflite_int8; parity in" in summary.summary()
     assert "(card: models/model_card.md)" in summary.summary()
+    assert "10 test images; scikit-learn SVC" in summary.summary()  # one view: nothing to add
+    write_json(metrics, {**read_json(metrics), "one_view_accuracy": 0.85})
+    assert "10 test images, the mean over test-time views, one view 0.8500;" in summary.summary()
