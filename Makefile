@@ -49,7 +49,6 @@ setup: $(VENV)/.installed ## Create .venv and install the locked dependencies (G
 
 run: setup ## Run the whole pipeline (dvc repro) and print the test accuracy
 	$(BIN)/dvc repro
-	@$(BIN)/dvc metrics show
 	@$(BIN)/python -m pipeline.tools.summary
 
 predict: setup ## Classify images with the trained model (IMAGES=<folder or file> [MODEL=<.keras or MLflow URI>] [OUT=predictions.csv])

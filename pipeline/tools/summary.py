@@ -63,6 +63,8 @@ def summary() -> str:
             "Grad-CAM, weight sharing)",
             f"Label suspects:  {audit}  ({REVIEW_PAGE.relative_to(ROOT)}; fixes go in "
             "data/relabels.csv)",
+            "Every metric:    dvc metrics show  (each stage's metrics file; dvc metrics diff "
+            "main: against main)",
             "Compare runs:    make compare  (or make ui)",
             f"MLflow run:      {run_id}  (make ui)",
         ]

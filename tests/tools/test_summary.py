@@ -40,6 +40,8 @@ def test_after_a_run_it_names_the_label_suspects_and_their_page(tmp_path, monkey
     ) in summary.summary()
     assert "Exports:         models/export/ (onnx, tflite_int8; parity in" in summary.summary()
     assert "(card: models/model_card.md)" in summary.summary()
+    # every metrics file stays one command away, not printed at the end of make run
+    assert "Every metric:    dvc metrics show" in summary.summary()
     assert "10 test images; scikit-learn SVC" in summary.summary()  # one view: nothing to add
     write_json(metrics, {**read_json(metrics), "one_view_accuracy": 0.85})
     assert "10 test images, the mean over test-time views, one view 0.8500;" in summary.summary()
