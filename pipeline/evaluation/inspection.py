@@ -65,13 +65,13 @@ def first_conv_activation(model: keras.Model, outputs: list[LayerOutput]) -> np.
     at the convolution's own resolution: where the block pools first, they are applied to the
     unpooled output (per channel, the same layers), so each position keeps its response."""
     start = next(i for i, out in enumerate(outputs) if out.kind == "Conv2D")
-    value = outputs[start].value
+    value, previous = outputs[start].value, "Conv2D"
     for out in outputs[start + 1 :]:
-        if out.kind == "MaxPooling2D" and out is outputs[start + 1]:
-            continue
-        if out.kind not in AFTER_CONV:
+        if not _follows_conv(out.kind, previous):
             break
-        value = apply_layer(model.get_layer(out.name), value)
+        if out.kind in AFTER_CONV:  # the pooling between them is left out
+            value = apply_layer(model.get_layer(out.name), value)
+        previous = out.kind
     return value
 
 
