@@ -72,7 +72,7 @@ pull: setup ## Pull data, outputs and run-cache from the DVC remote (DVC_REMOTE=
 report: setup ## Markdown report of metrics and params against a branch, after make run (BASE=main): reports/ci/
 	$(BIN)/python -m pipeline.tools.report --base "$(or $(BASE),main)"
 
-test: setup ## Run the test suite (the end-to-end test runs the real dvc repro)
+test: lint ## Check the style and the import layers (make lint), then run the test suite (the end-to-end test runs the real dvc repro)
 	$(BIN)/pytest $(PYTEST_PARALLEL)
 
 test-fast: setup ## Run the tests that take seconds (skips those marked slow)
@@ -114,9 +114,10 @@ bench-photos: setup ## 600 phone photos through split, validate and predict: thi
 bench-transfer: setup ## EfficientNet-Lite0 (ImageNet) against the CNN from scratch at 10, 30, 100 images a class (ARGS="--folder F --classes a b ...")
 	$(BIN)/python -m benchmarks.transfer_benchmark $(ARGS)
 
-lint: setup ## Check code style with ruff
+lint: setup ## Check code style (ruff check, ruff format --check) and the import layers (lint-imports; pyproject.toml)
 	$(BIN)/ruff check pipeline tests benchmarks scripts
 	$(BIN)/ruff format --check pipeline tests benchmarks scripts
+	$(BIN)/lint-imports --no-cache
 
 ui: setup ## Open the MLflow UI on the project's runs at http://127.0.0.1:5000 (PORT=...)
 	$(BIN)/mlflow ui --backend-store-uri "$(TRACKING_URI)" --host 127.0.0.1 --port $(PORT)

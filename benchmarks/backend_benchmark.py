@@ -26,8 +26,9 @@ def measure() -> dict:
     from sklearn.datasets import load_digits
 
     from pipeline.params import load_params
+    from pipeline.training.batching import resolve_batch_size
     from pipeline.training.model import build_model
-    from pipeline.training.shape import resolve_batch_size, resolve_input
+    from pipeline.training.settings import resolve_input
 
     params = load_params()
     base, cfg = params.base, params.train

@@ -120,8 +120,14 @@ def overrides(settings: list[str]) -> dict:
 def machine() -> str:
     """The CPU's model name, its cores and memory, and whether it computes bfloat16 natively."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                 if line.startswith("model name")), "unknown CPU")  # fmt: skip
+    name = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in info.splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown CPU",
+    )
     flags = " ".join(f for f in ("amx_bf16", "avx512_bf16") if f in info.split())
     memory = psutil.virtual_memory().total / 2**30
     return f"{name}, {os.cpu_count()} cores, {memory:.0f} GiB{', ' + flags if flags else ''}"
@@ -170,46 +176,66 @@ def report(root: Path, rows: list[dict]) -> None:
     dvc = sum(row.get("dvc_s", 0) for row in rows)
     pair = sum(by_stage[s]["seconds"] for s in ("split", "validate"))
     peak = max(row["peak_mb"] for row in rows)
-    print(f"\nwhole pipeline {total / 60:.1f} min (of it DVC {dvc:.0f} s); target < 20 min: "
-          f"{'met' if total < TARGETS['whole pipeline'] else 'NOT met'}")  # fmt: skip
-    print(f"split + validate {pair:.0f} s with DVC; target < 120 s: "
-          f"{'met' if pair < TARGETS['split + validate'] else 'NOT met'}")  # fmt: skip
-    print(f"peak memory {peak} MB; target < {PEAK_TARGET_MB} MB: "
-          f"{'met' if peak < PEAK_TARGET_MB else 'NOT met'}")  # fmt: skip
+    print(
+        f"\nwhole pipeline {total / 60:.1f} min (of it DVC {dvc:.0f} s); target < 20 min: "
+        f"{'met' if total < TARGETS['whole pipeline'] else 'NOT met'}"
+    )
+    print(
+        f"split + validate {pair:.0f} s with DVC; target < 120 s: "
+        f"{'met' if pair < TARGETS['split + validate'] else 'NOT met'}"
+    )
+    print(
+        f"peak memory {peak} MB; target < {PEAK_TARGET_MB} MB: "
+        f"{'met' if peak < PEAK_TARGET_MB else 'NOT met'}"
+    )
     metrics = json.loads((root / "reports/evaluate/metrics.json").read_text())
     split = json.loads((root / "data/split/split.json").read_text())
     trained = json.loads((root / "reports/train/metrics.json").read_text())
-    print(f"\nTest accuracy on the official 10,000-image test set (split.json: given splits "
-          f"{split['given_splits']}; {trained['epochs_run']} epochs, "
-          f"{trained['training_seconds'] / 60:.1f} min of training):")  # fmt: skip
-    table = [("this pipeline, default params (this run)", metrics["accuracy"]),
-             ("scikit-learn SVC, 5,000 training images at 16x16 (this run)",
-              metrics["baseline_svc_accuracy"])]  # fmt: skip
+    print(
+        f"\nTest accuracy on the official 10,000-image test set (split.json: given splits "
+        f"{split['given_splits']}; {trained['epochs_run']} epochs, "
+        f"{trained['training_seconds'] / 60:.1f} min of training):"
+    )
+    table = [
+        ("this pipeline, default params (this run)", metrics["accuracy"]),
+        (
+            "scikit-learn SVC, 5,000 training images at 16x16 (this run)",
+            metrics["baseline_svc_accuracy"],
+        ),
+    ]
     table += [(f"{name} (published)", value) for name, value in PUBLISHED.items()]
     for name, value in sorted(table, key=lambda item: item[1]):
         print(f"  {value:.4f}  {name}")
     (root / "bench.json").write_text(json.dumps({"stages": rows, "metrics": metrics}, indent=2))
     table = markdown(rows, metrics, trained)
-    print(f'\nAs Markdown (the README\'s "Fashion-MNIST at full scale"):\n\n{table}')
+    print(f'\nAs Markdown (docs/benchmarks.md, "Fashion-MNIST at full scale"):\n\n{table}')
 
 
 def markdown(rows: list[dict], metrics: dict, trained: dict) -> str:
     """The stage table and the headline as the docs show them, with the machine and commit."""
-    lines = [f"Commit `{commit()}`, {machine()}, load average {LOAD[0]:.1f} at the start and "
-             f"{LOAD[1]:.1f} at the end.", "",
-             "| stage | `dvc repro` | the command | DVC's part | peak memory |",
-             "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        f"Commit `{commit()}`, {machine()}, load average {LOAD[0]:.1f} at the start and "
+        f"{LOAD[1]:.1f} at the end.",
+        "",
+        "| stage | `dvc repro` | the command | DVC's part | peak memory |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for row in rows:
         if "dvc_s" in row:
-            lines.append(f"| {row['stage']} | {row['seconds']:.1f} s | {row['command_s']:.1f} s "
-                         f"| {row['dvc_s']:.1f} s | {row['peak_mb']:,} MB |")  # fmt: skip
+            lines.append(
+                f"| {row['stage']} | {row['seconds']:.1f} s | {row['command_s']:.1f} s "
+                f"| {row['dvc_s']:.1f} s | {row['peak_mb']:,} MB |"
+            )
         else:
             lines.append(f"| `{row['stage']}` with nothing to do | {row['seconds']:.1f} s | | | |")
     total = sum(row["seconds"] for row in rows if "dvc_s" in row)
     peak = max(row["peak_mb"] for row in rows)
-    lines += ["", f"**The whole pipeline: {total / 60:.1f} minutes, peak {peak:,} MB; test "
-              f"accuracy {metrics['accuracy']:.4f}** ({trained['epochs_run']} epochs, "
-              f"{trained['training_seconds'] / 60:.1f} min of training)."]  # fmt: skip
+    lines += [
+        "",
+        f"**The whole pipeline: {total / 60:.1f} minutes, peak {peak:,} MB; test "
+        f"accuracy {metrics['accuracy']:.4f}** ({trained['epochs_run']} epochs, "
+        f"{trained['training_seconds'] / 60:.1f} min of training).",
+    ]
     return "\n".join(lines)
 
 

@@ -21,9 +21,10 @@ import numpy as np
 
 from pipeline.imagedata.sources import _idx_file, fashion_mnist_folder, read_idx
 from pipeline.params import Params, load_raw_params, parse_params, set_params
+from pipeline.training.batching import resolve_batch_size
 from pipeline.training.model import build_model
 from pipeline.training.optimizer import make_optimizer
-from pipeline.training.shape import resolve_training
+from pipeline.training.settings import resolve_epochs
 
 TRAIN_SHARE = 0.85  # the pipeline's split carves 15% of the official training set for validation
 
@@ -90,21 +91,30 @@ def train_recipe(
 ) -> dict:
     """Train one recipe; its images/s after the first epoch and its test accuracies."""
     x, y = data["train"]
-    cfg = resolve_training(params.train, len(y))
+    cfg = params.train
+    batch = resolve_batch_size(cfg.batch_size, len(y))
+    epochs = resolve_epochs(cfg.epochs, int(np.ceil(len(y) / batch)))
     policy = precision(cfg.device.mixed_precision)
     keras.mixed_precision.set_global_policy(policy)
     seed = params.base.seed
     keras.utils.set_random_seed(seed)
     model = build_model(x.shape[1:], 10, cfg.model, cfg.augmentation, seed)
-    steps = int(np.ceil(len(y) / cfg.batch_size))
+    steps = int(np.ceil(len(y) / batch))
     model.compile(
-        optimizer=make_optimizer(cfg.optimizer, steps, cfg.epochs),
+        optimizer=make_optimizer(cfg.optimizer, steps, epochs),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
     )
     clock = EpochClock(data["test"], name, out)
     one_hot = np.eye(10, dtype=np.float32)[y]
-    model.fit(x, one_hot, batch_size=cfg.batch_size, epochs=cfg.epochs, callbacks=[clock],
-              shuffle=True, verbose=0)  # fmt: skip
+    model.fit(
+        x,
+        one_hot,
+        batch_size=batch,
+        epochs=epochs,
+        callbacks=[clock],
+        shuffle=True,
+        verbose=0,
+    )
     if save:
         save.mkdir(parents=True, exist_ok=True)
         model.save(save / f"{name}.keras")
@@ -113,8 +123,8 @@ def train_recipe(
     return {
         "recipe": name,
         "precision": policy,
-        "epochs": cfg.epochs,
-        "batch": cfg.batch_size,
+        "epochs": epochs,
+        "batch": batch,
         "images_per_second": round(len(y) / float(np.median(later)), 1),
         "best_test_accuracy": max(row["test_accuracy"] for row in clock.rows),
         "last_test_accuracy": clock.rows[-1]["test_accuracy"],
@@ -133,8 +143,12 @@ def device_name() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--variant", action="append", default=[],
-                        help="name:key=value;key=value (params.yaml keys); repeatable")  # fmt: skip
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="name:key=value;key=value (params.yaml keys); repeatable",
+    )
     parser.add_argument("--no-default", action="store_true", help="only the variants")
     parser.add_argument("--limit", type=int, help="train on the first N images (a smoke test)")
     parser.add_argument("--out", type=Path, help="append each epoch and result as JSON lines")
@@ -147,20 +161,26 @@ def main() -> None:
     data = load_fashion(params[0][1].base.seed)
     if args.limit:
         data["train"] = tuple(part[: args.limit] for part in data["train"])
-    print(f"{device_name()}; keras {keras.__version__}; {len(data['train'][1]):,} training and "
-          f"{len(data['test'][1]):,} test images")  # fmt: skip
+    print(
+        f"{device_name()}; keras {keras.__version__}; {len(data['train'][1]):,} training and "
+        f"{len(data['test'][1]):,} test images"
+    )
     results = []
     for name, recipe in params:
         results.append(train_recipe(name, recipe, data, args.out, args.save))
         if args.out:
             with args.out.open("a") as file:
                 file.write(json.dumps(results[-1]) + "\n")
-    print(f"\n{'recipe':28} {'precision':15} {'epochs':>6} {'batch':>5} {'images/s':>9} "
-          f"{'seconds':>7} {'best':>7} {'last':>7}")  # fmt: skip
+    print(
+        f"\n{'recipe':28} {'precision':15} {'epochs':>6} {'batch':>5} {'images/s':>9} "
+        f"{'seconds':>7} {'best':>7} {'last':>7}"
+    )
     for r in results:
-        print(f"{r['recipe']:28} {r['precision']:15} {r['epochs']:6d} {r['batch']:5d} "
-              f"{r['images_per_second']:9.0f} {r['training_seconds']:7.0f} "
-              f"{r['best_test_accuracy']:7.4f} {r['last_test_accuracy']:7.4f}")  # fmt: skip
+        print(
+            f"{r['recipe']:28} {r['precision']:15} {r['epochs']:6d} {r['batch']:5d} "
+            f"{r['images_per_second']:9.0f} {r['training_seconds']:7.0f} "
+            f"{r['best_test_accuracy']:7.4f} {r['last_test_accuracy']:7.4f}"
+        )
 
 
 if __name__ == "__main__":

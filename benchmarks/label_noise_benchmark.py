@@ -54,9 +54,12 @@ def plant_flips(labels: np.ndarray, share: float, seed: int) -> tuple[np.ndarray
 def run(dataset: str, share: float, seed: int, settings: list[str]) -> dict:
     cfg = parse_params(set_params(load_raw_params(), settings)).audit
     keras.mixed_precision.set_global_policy(
-        "mixed_bfloat16" if cfg.precision == "auto" and cpu_has_bf16() else
-        "float32" if cfg.precision == "auto" else cfg.precision
-    )  # fmt: skip
+        "mixed_bfloat16"
+        if cfg.precision == "auto" and cpu_has_bf16()
+        else "float32"
+        if cfg.precision == "auto"
+        else cfg.precision
+    )
     images, labels = load(dataset)
     noisy, flipped = plant_flips(labels, share, seed)
     classes = [str(c) for c in range(int(labels.max()) + 1)]

@@ -71,8 +71,9 @@ def _correlation(first: Image.Image, second: Image.Image, cropped: int, size: in
     return pair_correlation(
         comparables(first, size, registered=cropped == SECOND_CROPPED),
         comparables(second, size, registered=cropped == FIRST_CROPPED),
-        cropped, size,
-    )  # fmt: skip
+        cropped,
+        size,
+    )
 
 
 def _hashes(images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
@@ -224,13 +225,19 @@ def main() -> None:
     near = pairs[confirmed(correlation, threshold)]
     confirmed_by_crop = set(near["held"]) - set(near.loc[plain, "held"])
     seconds = time.perf_counter() - start
-    print(f"Fashion-MNIST, official split: {len(test):,} test against {len(train):,} training "
-          f"images at {size}x{size} ({seconds:.0f} s)")  # fmt: skip
-    print(f"  hash within {within} bits: {len(flagged):,} test images "
-          f"({len(flagged) / len(test):.1%}); by a crop's hash: {len(by_crop):,}")  # fmt: skip
-    print(f"  confirmed (correlation >= {threshold}): {near['held'].nunique():,} "
-          f"({near['held'].nunique() / len(test):.1%}), {len(confirmed_by_crop)} of them "
-          "only as a crop")  # fmt: skip
+    print(
+        f"Fashion-MNIST, official split: {len(test):,} test against {len(train):,} training "
+        f"images at {size}x{size} ({seconds:.0f} s)"
+    )
+    print(
+        f"  hash within {within} bits: {len(flagged):,} test images "
+        f"({len(flagged) / len(test):.1%}); by a crop's hash: {len(by_crop):,}"
+    )
+    print(
+        f"  confirmed (correlation >= {threshold}): {near['held'].nunique():,} "
+        f"({near['held'].nunique() / len(test):.1%}), {len(confirmed_by_crop)} of them "
+        "only as a crop"
+    )
     truth = exact_matches(images[: len(train)], images[len(train) :], size, threshold)
     proposed = truth & set(pairs["held"])
     share = len(proposed) / len(truth)

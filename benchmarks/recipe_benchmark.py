@@ -129,8 +129,10 @@ class Curve(keras.callbacks.Callback):
         epochs = (epoch + 1) / SCORES_PER_EPOCH
         point = {"epoch": epochs, "seconds": round(self.elapsed, 1), "test_accuracy": accuracy}
         self.points.append({"recipe": self.name} | point)
-        print(f"  {self.name:<8} epoch {epochs:6.2f} {self.elapsed:7.0f} s  {accuracy:.4f}",
-              flush=True)  # fmt: skip
+        print(
+            f"  {self.name:<8} epoch {epochs:6.2f} {self.elapsed:7.0f} s  {accuracy:.4f}",
+            flush=True,
+        )
         if self.elapsed >= self.budget:
             self.model.stop_training = True
 
@@ -141,8 +143,13 @@ def fit_curve(
     """Fit `epochs` epochs of `steps` steps of `batch` images from the endless `train`, scored
     by `curve`; returns the training images per second."""
     quarter = max(1, steps // SCORES_PER_EPOCH)
-    model.fit(train, steps_per_epoch=quarter, epochs=epochs * SCORES_PER_EPOCH,
-              callbacks=[curve], verbose=0)  # fmt: skip
+    model.fit(
+        train,
+        steps_per_epoch=quarter,
+        epochs=epochs * SCORES_PER_EPOCH,
+        callbacks=[curve],
+        verbose=0,
+    )
     return len(curve.points) * quarter * batch / curve.elapsed
 
 
@@ -188,8 +195,11 @@ def pipeline_recipe(name: str, overrides: dict, data: dict, budget: float) -> tu
     curve = Curve(test, budget, name)
     endless = mixed(train, cfg.augmentation, seed).repeat()
     rate = fit_curve(model, endless, steps, epochs, batch, curve)
-    return curve.points, {"macs": conv_macs(model), "images_per_second": rate,
-                          "input": f"{size}x{size}x{channels}, batch {batch}"}  # fmt: skip
+    return curve.points, {
+        "macs": conv_macs(model),
+        "images_per_second": rate,
+        "input": f"{size}x{size}x{channels}, batch {batch}",
+    }
 
 
 def keras_io_model(shape: tuple[int, int, int], classes: int) -> keras.Model:
@@ -228,13 +238,17 @@ def keras_io_recipe(data: dict, budget: float) -> tuple[list, dict]:
     x, y = data["train"]
     keras.utils.set_random_seed(42)
     model = keras_io_model(x.shape[1:], 10)
-    model.compile(optimizer=keras.optimizers.Adam(3e-4), loss="categorical_crossentropy",
-                  metrics=["accuracy"])  # fmt: skip
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-4), loss="categorical_crossentropy", metrics=["accuracy"]
+    )
     curve = Curve(data["test"], budget, "keras.io")
     steps = int(np.ceil(len(y) / 128))
     rate = fit_curve(model, batches(x, y, 128, 42).repeat(), steps, 1000, 128, curve)
-    return curve.points, {"macs": conv_macs(model), "images_per_second": rate,
-                          "input": "x".join(map(str, x.shape[1:])) + ", batch 128"}  # fmt: skip
+    return curve.points, {
+        "macs": conv_macs(model),
+        "images_per_second": rate,
+        "input": "x".join(map(str, x.shape[1:])) + ", batch 128",
+    }
 
 
 def svc_recipe(data: dict, budget: float) -> tuple[list, dict]:
@@ -252,8 +266,9 @@ def svc_recipe(data: dict, budget: float) -> tuple[list, dict]:
         model = SVC(C=10, gamma="scale").fit(flat[:count], y[:count])
         last = time.perf_counter() - start
         accuracy = float((model.predict(test_flat) == test_y).mean())
-        points.append({"recipe": "SVC", "epoch": count, "seconds": round(last, 1),
-                       "test_accuracy": accuracy})  # fmt: skip
+        points.append(
+            {"recipe": "SVC", "epoch": count, "seconds": round(last, 1), "test_accuracy": accuracy}
+        )
         print(f"  SVC      {count:6d} images {last:7.0f} s  {accuracy:.4f}", flush=True)
         count *= 2
     return points, {}
@@ -267,9 +282,11 @@ def main() -> None:
     budget = args.minutes * 60
     data = load_fashion_mnist()
     peak = matmul_peak()
-    print(f"Fashion-MNIST: {len(data['train'][1])} training, {len(data['test'][1])} test "
-          f"images; budget {args.minutes:g} min per recipe; float32 matmul peak "
-          f"{peak:.0f} GFLOP/s")  # fmt: skip
+    print(
+        f"Fashion-MNIST: {len(data['train'][1])} training, {len(data['test'][1])} test "
+        f"images; budget {args.minutes:g} min per recipe; float32 matmul peak "
+        f"{peak:.0f} GFLOP/s"
+    )
     runs = {
         "default": lambda: pipeline_recipe("default", {}, data, budget),
         "article": lambda: pipeline_recipe("article", ARTICLE, data, budget),
@@ -292,9 +309,11 @@ def main() -> None:
         print(f"  {name:<8} {best['test_accuracy']:.4f} after {best['seconds']:.0f} s{rate}")
     if "default" in about:
         used = about["default"]["macs"] * 2 * 3 * about["default"]["images_per_second"] / 1e9
-        print(f"default recipe: {about['default']['macs'] / 1e6:.1f} M multiply-adds an image "
-              f"forward, about 3x that per training image: {used:.0f} GFLOP/s, "
-              f"{used / peak:.0%} of the {peak:.0f} GFLOP/s matmul peak")  # fmt: skip
+        print(
+            f"default recipe: {about['default']['macs'] / 1e6:.1f} M multiply-adds an image "
+            f"forward, about 3x that per training image: {used:.0f} GFLOP/s, "
+            f"{used / peak:.0%} of the {peak:.0f} GFLOP/s matmul peak"
+        )
     print(f"table: {OUT / 'curves.csv'}; picture: {OUT / 'curves.png'}")
 
 

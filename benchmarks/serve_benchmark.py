@@ -48,10 +48,21 @@ def cli(folder: Path, repeat: int, fmt: str = "keras") -> tuple[float, float, in
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
         output = subprocess.run(
-            [sys.executable, "-m", "pipeline.tools.predict", *[str(folder)] * repeat,
-             "--format", fmt, "--out", str(Path(scratch) / "p.csv")],
-            cwd=ROOT, capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "pipeline.tools.predict",
+                *[str(folder)] * repeat,
+                "--format",
+                fmt,
+                "--out",
+                str(Path(scratch) / "p.csv"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         wall = time.perf_counter() - start
     found = re.search(r"(\d+) images classified in ([\d.]+) s", output)
     count, seconds = int(found[1]), float(found[2])
@@ -62,19 +73,41 @@ def http(model: Path, files: list[Path], batch: int, requests: int) -> float:
     port = free_port()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "--env-manager", "local",
-         "--host", "127.0.0.1", "--port", str(port), "--model-uri", str(model)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--model-uri",
+            str(model),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/ping", server, seconds=240)
         encoded = [base64.b64encode(f.read_bytes()).decode("ascii") for f in files]
         bodies = [
-            json.dumps({"dataframe_split": {"columns": ["image"], "data": [
-                [encoded[(i * batch + j) % len(encoded)]] for j in range(batch)]}}).encode()
+            json.dumps(
+                {
+                    "dataframe_split": {
+                        "columns": ["image"],
+                        "data": [[encoded[(i * batch + j) % len(encoded)]] for j in range(batch)],
+                    }
+                }
+            ).encode()
             for i in range(requests)
-        ]  # fmt: skip
+        ]
 
         def post(body: bytes) -> None:
             request = urllib.request.Request(
@@ -111,15 +144,22 @@ def main() -> None:
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     rows = [("compute bound (Keras, uint8 in memory, batch 64)", compute_bound(files, 20))]
     own, whole, count = cli(folder, args.repeat)
-    rows += [(f"CLI, {count} files (decode + convert + predict)", own),
-             ("CLI, whole command (with Python and TensorFlow start)", whole)]  # fmt: skip
+    rows += [
+        (f"CLI, {count} files (decode + convert + predict)", own),
+        ("CLI, whole command (with Python and TensorFlow start)", whole),
+    ]
     for fmt in [f for f in FILES if (EXPORT_DIR / FILES[f]).exists()]:
         rows.append((f"CLI --format {fmt}", cli(folder, args.repeat, fmt)[0]))
     with tempfile.TemporaryDirectory() as scratch:
         model = local_pyfunc_model(Path(scratch))
         batch_64 = http(model, files, 64, max(args.requests // 20, 5))
-        rows += [("HTTP batch 1 (mlflow models serve, base64 JSON)",
-                  http(model, files, 1, args.requests)), ("HTTP batch 64", batch_64)]  # fmt: skip
+        rows += [
+            (
+                "HTTP batch 1 (mlflow models serve, base64 JSON)",
+                http(model, files, 1, args.requests),
+            ),
+            ("HTTP batch 64", batch_64),
+        ]
     bound = rows[0][1]
     print(f"\nserving speed on {os.cpu_count()} CPU cores, model {MODEL_FILE.relative_to(ROOT)}")
     print(f"{'':58}{'images/s':>10}{'of bound':>10}")

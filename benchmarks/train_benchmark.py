@@ -67,14 +67,16 @@ def run_method(method: str, split: Path) -> dict:
     from pipeline.imagedata.dataset import image_dataset, read_split
     from pipeline.imagedata.manifest import split_channels
     from pipeline.params import load_params
+    from pipeline.training.batching import resolve_batch_size
     from pipeline.training.callbacks import Throughput
-    from pipeline.training.devices import configure_devices
+    from pipeline.training.devices import configure_devices, cpu_has_bf16, visible_gpus
     from pipeline.training.model import build_model
-    from pipeline.training.shape import resolve_batch_size, resolve_input
+    from pipeline.training.settings import resolve_input, resolve_precision
 
     params = load_params()
     base, cfg = params.base, params.train
-    configure_devices(cfg.device)
+    gpus = visible_gpus(cfg.device.memory_growth)
+    configure_devices(*resolve_precision(cfg.device, gpus, "none", cpu_has_bf16()), gpus)
     keras.utils.set_random_seed(base.seed)
     classes = read_labels(split / "labels.json").classes
     rows = read_split("train", split / "manifest.csv")
@@ -94,9 +96,14 @@ def run_method(method: str, split: Path) -> dict:
         model.fit(np.concatenate(images), np.concatenate(labels), batch_size=batch, **fit)
     elif method == "c":
         data = keras.utils.image_dataset_from_directory(
-            split / "train", image_size=(size, size), batch_size=batch, label_mode="categorical",
-            class_names=classes, shuffle=True, seed=base.seed,
-        )  # fmt: skip
+            split / "train",
+            image_size=(size, size),
+            batch_size=batch,
+            label_mode="categorical",
+            class_names=classes,
+            shuffle=True,
+            seed=base.seed,
+        )
         data = data.map(lambda x, y: (tf.cast(x, tf.uint8), y)).cache().prefetch(tf.data.AUTOTUNE)
         model.fit(data, **fit)
     else:

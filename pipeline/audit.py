@@ -11,10 +11,10 @@ import keras
 import numpy as np
 import pandas as pd
 
-from pipeline import CUDA_INIT_FAILED, native_stderr
 from pipeline.common.files import write_csv, write_json
 from pipeline.common.log import run_stage
 from pipeline.common.names import dataset_name
+from pipeline.common.native import CUDA_INIT_FAILED, native_stderr
 from pipeline.contracts import read_labels
 from pipeline.curation import image_checks
 from pipeline.curation.crossfit import CrossFit, audit_image_size, cross_fit
@@ -22,7 +22,7 @@ from pipeline.curation.label_issues import pair_counts, suspects_table
 from pipeline.imagedata import manifest as mf
 from pipeline.imagedata.dataset import label_indices, load_images
 from pipeline.imagedata.manifest import in_splits, read_manifest, split_channels
-from pipeline.params import load_params
+from pipeline.params import Params, load_params
 from pipeline.paths import (
     AUDIT_METRICS,
     DUPLICATE_SETS_CSV,
@@ -67,8 +67,10 @@ def draw_suspects(suspects: pd.DataFrame, rows: pd.DataFrame, images: np.ndarray
     """The first FIGURE_SIZE suspects as a captioned grid (suspects.png)."""
     top = suspects.head(FIGURE_SIZE)
     where = pd.Series(rows.index, index=rows["path"])
-    captions = [f"#{r.rank} given {r.given_label}\nlooks like {r.suggested_label} "
-                f"({r.p_suggested:.0%})" for r in top.itertuples()]  # fmt: skip
+    captions = [
+        f"#{r.rank} given {r.given_label}\nlooks like {r.suggested_label} ({r.p_suggested:.0%})"
+        for r in top.itertuples()
+    ]
     pictures = [images[where[path]].squeeze() for path in top["path"]]
     title = f"The {len(top)} most likely label mistakes (out-of-sample, cleanlab)"
     figure = error_gallery_figure(pictures, captions, 8, title, "No label issue found")
@@ -76,9 +78,14 @@ def draw_suspects(suspects: pd.DataFrame, rows: pd.DataFrame, images: np.ndarray
 
 
 def audit_metrics(
-    rows: pd.DataFrame, labels: np.ndarray, fit: CrossFit, suspects: pd.DataFrame,
-    counts: pd.DataFrame, sets: pd.DataFrame, conflicts: pd.DataFrame,
-) -> dict:  # fmt: skip
+    rows: pd.DataFrame,
+    labels: np.ndarray,
+    fit: CrossFit,
+    suspects: pd.DataFrame,
+    counts: pd.DataFrame,
+    sets: pd.DataFrame,
+    conflicts: pd.DataFrame,
+) -> dict:
     """metrics.json's counts: suspects, the fold models' accuracy, images each check flags."""
     checks = [column for column in counts.columns if column not in ("class", "images")]
     return {
@@ -127,9 +134,13 @@ def main() -> None:
     out_of_sample = rows[["raw_path", "path", "split", "label"]].assign(fold=fit.fold)
     probabilities = pd.DataFrame(fit.probabilities.round(5), columns=[f"p_{c}" for c in classes])
     write_csv(pd.concat([out_of_sample, probabilities], axis=1), OUT_OF_SAMPLE_CSV)
-    for table, path in ((fit.folds, FOLDS_CSV), (suspects, SUSPECTS_CSV),
-                        (flagged, IMAGE_ISSUES_CSV), (counts, IMAGE_ISSUE_COUNTS_CSV),
-                        (sets, DUPLICATE_SETS_CSV)):  # fmt: skip
+    for table, path in (
+        (fit.folds, FOLDS_CSV),
+        (suspects, SUSPECTS_CSV),
+        (flagged, IMAGE_ISSUES_CSV),
+        (counts, IMAGE_ISSUE_COUNTS_CSV),
+        (sets, DUPLICATE_SETS_CSV),
+    ):
         write_csv(table, path)
     draw_suspects(suspects, rows, images)
     left_out = split_conflicts(manifest)
@@ -140,13 +151,7 @@ def main() -> None:
         **{"filter_by": cfg.filter_by, "rank_by": cfg.rank_by},
     }
     write_json(AUDIT_METRICS, metrics)
-    page = review_report(
-        dataset=dataset_name(params.ingest.source, params.ingest.classes), metrics=metrics,
-        suspects=suspects.head(cfg.review_size), pairs=pair_counts(suspects),
-        checks=counts, conflicts=sets[sets["conflicting_labels"]], left_out=left_out,
-        root=SPLIT_DIR,
-    )  # fmt: skip
-    write_page(page, REVIEW_PAGE)
+    write_review(params, metrics, suspects, counts, sets, left_out)
     log.info(
         f"{len(suspects)} of {len(rows)} images suspected of a wrong label "
         f"({metrics['suspect_share']:.1%}; out-of-sample accuracy "
@@ -154,6 +159,28 @@ def main() -> None:
         + (f"image checks in {check_seconds:.0f} s: {metrics['image_issues']}; " if checks else "")
         + f"review {REVIEW_PAGE.relative_to(ROOT)}"
     )
+
+
+def write_review(
+    params: Params,
+    metrics: dict,
+    suspects: pd.DataFrame,
+    counts: pd.DataFrame,
+    sets: pd.DataFrame,
+    left_out: pd.DataFrame,
+) -> None:
+    """The review page: the suspects to look at first, the image checks, the conflicts."""
+    page = review_report(
+        dataset=dataset_name(params.ingest.source, params.ingest.classes),
+        metrics=metrics,
+        suspects=suspects.head(params.audit.review_size),
+        pairs=pair_counts(suspects),
+        checks=counts,
+        conflicts=sets[sets["conflicting_labels"]],
+        left_out=left_out,
+        root=SPLIT_DIR,
+    )
+    write_page(page, REVIEW_PAGE)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ import logging
 
 import numpy as np
 
-from pipeline import CUDA_INIT_FAILED, native_stderr
 from pipeline.common.files import write_csv, write_json
 from pipeline.common.log import run_stage
+from pipeline.common.native import CUDA_INIT_FAILED, native_stderr
 from pipeline.contracts import read_labels, read_run_record
 from pipeline.curation.label_issues import read_suspects
 from pipeline.evaluation.metrics import (
@@ -163,20 +163,36 @@ def main() -> None:
     rule = (params.registered_model, cfg.promote_on)
     text = confusion_text(result.counts, result.metrics["accuracy"])
     decision = log_evaluation(
-        run_id, load_raw_params(), result.metrics, result.per_class, result.counts, files, text,
+        run_id,
+        load_raw_params(),
+        result.metrics,
+        result.per_class,
+        result.counts,
+        files,
+        text,
         rule,
-    )  # fmt: skip
+    )
 
+    log.info(headline(result, classifier.views, cfg.tta, run_id))
+    alias = f"models:/{params.registered_model}@{promotion.ALIAS}"
+    where = decision.version if decision.promoted else decision.champion_version
+    moved = "-> version" if decision.promoted else "stays at version"
+    log.info(f"{alias} {moved} {where} ({decision.reason})")
+
+
+def headline(result, views: str, tta: str, run_id: str) -> str:
+    """The stage's log line: the scores, the mistakes, the suspects and where the report is."""
     metrics = result.metrics
     over = ", ".join(
         f"{e['class']} {e['difference']:+.1%}" for e in result.extremes["over_predicted"]
     )
-    tta = f"with TTA ({cfg.tta}) {metrics['tta_accuracy']:.4f}; " if cfg.tta != "none" else ""
+    tta = f"with TTA ({tta}) {metrics['tta_accuracy']:.4f}; " if tta != "none" else ""
     views = (
-        f"the mean over test-time views {classifier.views}, one view "
-        f"{metrics['one_view_accuracy']:.4f}; " if classifier.views != "none" else ""
-    )  # fmt: skip
-    log.info(
+        f"the mean over test-time views {views}, one view {metrics['one_view_accuracy']:.4f}; "
+        if views != "none"
+        else ""
+    )
+    return (
         f"test accuracy {metrics['accuracy']:.4f} ({views}SVC baseline on the same split "
         f"{metrics['baseline_svc_accuracy']:.4f}), macro F1 {metrics['macro_f1']:.4f}, ECE "
         f"{metrics['expected_calibration_error']:.4f} on {metrics['n_images']} images; {tta}"
@@ -186,10 +202,6 @@ def main() -> None:
         f"most over-predicted: {over or 'none'}; "
         f"report {EVALUATE_REPORT.relative_to(ROOT)} (MLflow run {run_id})"
     )
-    alias = f"models:/{params.registered_model}@{promotion.ALIAS}"
-    where = decision.version if decision.promoted else decision.champion_version
-    moved = "-> version" if decision.promoted else "stays at version"
-    log.info(f"{alias} {moved} {where} ({decision.reason})")
 
 
 if __name__ == "__main__":

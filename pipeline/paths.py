@@ -47,6 +47,7 @@ TRAIN_METRICS_FILE = TRAIN_REPORTS_DIR / "metrics.json"
 RESUME_DIR = ROOT / ".resume" / "train"  # backup of an unfinished training
 CACHE_DIR = ROOT / ".cache" / "tf-data"  # decoded images, when train.cache is on disk
 WORKING_COPIES_DIR = ROOT / ".cache" / "working-copies"  # the split's, while it runs
+MODELS_CACHE_DIR = ROOT / ".cache" / "mlflow-models"  # models of MLflow URIs, as local files
 AUDIT_DIR = REPORTS_DIR / "audit"
 OUT_OF_SAMPLE_CSV = AUDIT_DIR / "out_of_sample.csv"  # every placed image's fold and probabilities
 FOLDS_CSV = AUDIT_DIR / "folds.csv"  # per fold: images held out, accuracy, seconds

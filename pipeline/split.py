@@ -38,7 +38,7 @@ def main() -> None:
     previous = previous_assignments(SPLIT_DIR, seed, cfg.fractions)
     listed = read_raw_listing(RAW_LISTING)  # what ingest saw, with what it did not copy
     skipped = listed[listed["problem"] != ""]
-    relabels = read_relabels(RELABELS_FILE)  # label fixes, committed (README, "Fixing labels")
+    relabels = read_relabels(RELABELS_FILE)  # label fixes, committed (docs/fixing-labels.md)
     source = RELABELS_FILE.relative_to(ROOT).as_posix()
     WORKING_COPIES_DIR.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="split-", dir=WORKING_COPIES_DIR) as folder:

@@ -9,17 +9,17 @@ module; the chief alone writes the model, the reports and the MLflow run.
 import logging
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import keras
 import pandas as pd
 import tensorflow as tf
 
-from pipeline import native_stderr
 from pipeline.common.files import single_writer, staged_file, write_csv, write_json
 from pipeline.common.log import PipelineError, run_stage
 from pipeline.common.names import dataset_name
+from pipeline.common.native import native_stderr
 from pipeline.contracts import (
     Labels,
     RunRecord,
@@ -29,9 +29,8 @@ from pipeline.contracts import (
     write_labels,
     write_run_record,
 )
-from pipeline.imagedata.dataset import label_indices, read_split
-from pipeline.imagedata.manifest import split_channels
-from pipeline.params import Params, TrainParams, load_params, load_raw_params
+from pipeline.imagedata.dataset import read_split
+from pipeline.params import Params, load_params, load_raw_params
 from pipeline.paths import (
     DATA_DOCS_DIR,
     HISTORY_FILE,
@@ -62,10 +61,13 @@ from pipeline.tracking.runs import (
 from pipeline.training import distribute
 from pipeline.training.devices import DeviceSetup, configure_devices
 from pipeline.training.fitting import (
+    Fitting,
+    Network,
+    Plan,
     TrainingInputs,
     build_network,
-    class_weights,
     make_fitting,
+    resolved_settings,
     run_schedule,
     summarise,
     training_inputs,
@@ -79,20 +81,24 @@ from pipeline.training.resume import (
     start_from_chief_state,
     state_folder,
 )
-from pipeline.training.shape import (
-    resolve_base,
-    resolve_input,
-    resolve_training,
-    resolve_views,
-    resolved_params,
-)
+from pipeline.training.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # What the model's run holds besides the model: the files behind it, where the project has them.
-RUN_ARTIFACTS = (PARAMS_FILE, HISTORY_FILE, PHASES_FILE, HISTORY_PNG, TRAIN_METRICS_FILE,
-                 LABELS_FILE, MODEL_LABELS_FILE, SPLIT_MANIFEST, VALIDATION_FILE,
-                 NEAR_DUPLICATES_FILE, NEAR_DUPLICATES_PNG)  # fmt: skip
+RUN_ARTIFACTS = (
+    PARAMS_FILE,
+    HISTORY_FILE,
+    PHASES_FILE,
+    HISTORY_PNG,
+    TRAIN_METRICS_FILE,
+    LABELS_FILE,
+    MODEL_LABELS_FILE,
+    SPLIT_MANIFEST,
+    VALIDATION_FILE,
+    NEAR_DUPLICATES_FILE,
+    NEAR_DUPLICATES_PNG,
+)
 
 
 def resumable_run(key: str) -> str | None:
@@ -108,15 +114,24 @@ def resumable_run(key: str) -> str | None:
     return resume_run
 
 
-def run_tags(
-    setup: DeviceSetup,
-    dist: distribute.Distribution,
-    inputs: TrainingInputs,
-    classes: list[str],
-    params: Params,
-    base_choice: str,
-) -> dict[str, str]:
+@dataclass(frozen=True)
+class Job:
+    """A training as this process runs it: everything built before the fit."""
+
+    params: Params  # train.transfer.base resolved; the other autos are in plan.settings
+    plan: Plan
+    setup: DeviceSetup
+    dist: distribute.Distribution
+    inputs: TrainingInputs
+    network: Network
+    classes: list[str]
+    folder: Path  # this process's training state
+    key: str  # the fingerprint of params and data that a resumed run must match
+
+
+def run_tags(job: Job) -> dict[str, str]:
     """How and on what the model trains, as the run's tags."""
+    params, setup, dist, inputs = job.params, job.setup, job.dist, job.inputs
     return {
         "dataset": dataset_name(params.ingest.source, params.ingest.classes),
         "registered_model": params.registered_model,
@@ -125,19 +140,22 @@ def run_tags(
         "precision_policy": setup.precision,
         "jit_compile": str(setup.jit_compile).lower(),
         "input_cache": inputs.cache,
-        "classes": ",".join(classes),
+        "classes": ",".join(job.classes),
         "train_images": str(inputs.train_images),
         "validation_images": str(inputs.validation_images),
-        "transfer_base_choice": base_choice,  # what train.transfer.base became, and why
+        "transfer_base_choice": job.plan.settings.notes[
+            0
+        ],  # what train.transfer.base became, and why
     }
 
 
-def prepare_process(seed: int, cfg: TrainParams) -> tuple[DeviceSetup, distribute.Distribution]:
+def prepare_process(plan: Plan, gpus: int) -> tuple[DeviceSetup, distribute.Distribution]:
     """Devices, the distribution strategy and the seeds, before any dataset or model."""
-    setup = configure_devices(cfg.device, cfg.transfer.base)  # before anything touches a GPU
-    dist = distribute.configure(cfg)  # before any dataset or model exists
-    keras.utils.set_random_seed(seed)
-    if cfg.deterministic:
+    settings = plan.settings
+    setup = configure_devices(settings.precision, settings.jit_compile, gpus)
+    dist = distribute.configure(plan.cfg, settings.distribute, settings.batch_size)
+    keras.utils.set_random_seed(plan.seed)
+    if plan.cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
     log.info(dist.describe())
     return setup, dist
@@ -160,93 +178,107 @@ def checked_gate(allowed: bool) -> ValidationResult:
             f"the split failed the data gate ({described}; {report}): fix the data and run "
             "`dvc repro validate`, or set train.allow_failed_validation: true to train anyway"
         )
-    log.warning(f"training on a split that failed the data gate ({described}): "
-                "train.allow_failed_validation is true; the run records it")  # fmt: skip
+    log.warning(
+        f"training on a split that failed the data gate ({described}): "
+        "train.allow_failed_validation is true; the run records it"
+    )
     return result
 
 
 def main() -> None:
-    params = load_params()
+    params = registry.local_transfer_weights(load_params())  # an MLflow URI: a local file
     gate = checked_gate(params.train.allow_failed_validation)
     rows = read_split("train"), read_split("validation")
-    params, base_choice = resolve_base(params, rows[0], split_channels(SPLIT_DIR))
-    log.info(base_choice)
-    cfg = resolve_training(params.train, len(rows[0]))  # batch_size and epochs auto resolved
-    setup, dist = prepare_process(params.base.seed, cfg)
+    classes = read_labels(LABELS_FILE).classes
+    params, settings, gpus = resolved_settings(params, rows, classes)
+    plan = Plan(params.train, settings, params.base.seed)
+    setup, dist = prepare_process(plan, gpus)
     folder = state_folder(dist.cluster)
     # one training at a time per state folder: two would share the backup and the disk cache
     with single_writer(folder.with_name(f"{folder.name}.lock"), "a training"):
-        train(params, gate, rows, cfg, setup, dist, folder, base_choice)
+        key = fingerprint(params, SPLIT_MANIFEST)
+        inputs = training_inputs(plan, dist, classes, rows, key, folder)
+        network = build_network(plan, len(classes), dist.strategy)
+        job = Job(params, plan, setup, dist, inputs, network, classes, folder, key)
+        if dist.is_chief:
+            train_chief(job, gate)
+        else:
+            train_share(job)
 
 
-def train(params: Params, gate: ValidationResult, rows: tuple[pd.DataFrame, pd.DataFrame],
-          cfg: TrainParams, setup: DeviceSetup, dist: distribute.Distribution,
-          folder: Path, base_choice: str = "") -> None:  # fmt: skip
-    """Build the inputs and the model, fit (resuming an interrupted fit of the same params and
-    data), and write and log everything about the model."""
-    labels = read_labels(LABELS_FILE)
-    classes = labels.classes
-    shape = resolve_input(params, rows[0], split_channels(SPLIT_DIR))
-    log.info(f"{shape.describe()}; {cfg.epochs} epochs of batch {cfg.batch_size} (train.epochs "
-             f"{params.train.epochs}, train.batch_size {params.train.batch_size}); early "
-             f"stopping from epoch {cfg.early_stopping.start_from_epoch + 1}")  # fmt: skip
-    base = shape.applied(params.base)
-    key = fingerprint(params, SPLIT_MANIFEST)
-    inputs = training_inputs(base, cfg, dist, classes, rows, key, folder)
-    model, transfer = build_network(base, cfg, len(classes), dist.strategy)
-    if dist.is_chief:
-        experiment_id = store.configure()
-        resume_run = resumable_run(key)
+def train_chief(job: Job, gate: ValidationResult) -> None:
+    """The chief's part: its MLflow run (resumed after a kill), the fit, and every output."""
+    dist, settings = job.dist, job.plan.settings
+    experiment_id = store.configure()
+    resume_run = resumable_run(job.key)
     if dist.kind == "multi_worker":
-        start_from_chief_state(dist, folder, key)
-    loggers = [EpochMetrics()] if dist.is_chief else []
-    fitting = make_fitting(model, transfer, cfg, dist, setup.jit_compile, inputs, folder,
-                           class_weights(label_indices(rows[0]["label"], classes), len(classes),
-                                         cfg.class_weight), loggers)  # fmt: skip
-    if not dist.is_chief:
-        train_share(fitting, dist, folder)
-        return
-
+        start_from_chief_state(dist, job.folder, job.key)
+    fitting = make_fitting(job.network, job.plan, dist, job.inputs, job.folder, [EpochMetrics()])
     with training_run(experiment_id, resume_run) as run_id:
-        remember_run(RESUME_DIR, run_id, key)
+        remember_run(RESUME_DIR, run_id, job.key)
         if resume_run is None:
-            blocks = transfer.blocks if transfer is not None else None
+            transfer = job.network.transfer
             log_training_start(
                 load_raw_params(),
-                dist.log_params() | shape.as_params() | resolved_params(cfg),
-                run_tags(setup, dist, inputs, classes, params, base_choice),
-                model, blocks, gate,
-            )  # fmt: skip
+                dist.log_params() | settings.as_params(),
+                run_tags(job),
+                job.network.model,
+                transfer.blocks if transfer is not None else None,
+                gate,
+            )
         else:
             log.info(f"resuming MLflow run {resume_run} from the last finished epoch")
-        started = time.perf_counter()
-        with dist.strategy.scope():
-            stopper, phases = run_schedule(fitting)
-        seconds = time.perf_counter() - started
-        table = history_table(RESUME_DIR / "history.csv")
-        best, metrics = summarise(table, stopper, fitting, seconds, inputs.train_images)
-        views = resolve_views(params.train)
-        log.info(f"test-time views: {views} (train.test_time_views {params.train.test_time_views})")
-        deployed = replace(labels, test_time_views=views)
-        write_outputs(table, phases, metrics, best, model, deployed)
-        with native_stderr():
-            example = (SPLIT_DIR / rows[1]["path"].iloc[0]).read_bytes()
-            registry.log_model(MODEL_FILE, MODEL_LABELS_FILE, example, params.registered_model)
-        log_training_result(metrics, phases, RUN_ARTIFACTS, DATA_DOCS_DIR)
+        metrics = train(fitting, dist, job.inputs, settings, job.params.registered_model)
         write_run_record(RUN_FILE, RunRecord(run_id, experiment_id))
     shutil.rmtree(RESUME_DIR, ignore_errors=True)  # finished: nothing to resume
-
-    log.info(f"{len(table)} epochs on {setup.device}, {dist.kind} ({setup.precision}, XLA "
-             f"{'on' if setup.jit_compile else 'off'}, cache {inputs.cache}); {outcome(metrics)}; "
-             f"model -> {MODEL_FILE.relative_to(ROOT)}; MLflow run {run_id}")  # fmt: skip
+    log.info(f"{finished(job, metrics)}; MLflow run {run_id}")
 
 
-def train_share(fitting, dist: distribute.Distribution, folder: Path) -> None:
+def train_share(job: Job) -> None:
     """A worker's part: train its share, and leave every write to the chief."""
-    with dist.strategy.scope():
+    if job.dist.kind == "multi_worker":
+        start_from_chief_state(job.dist, job.folder, job.key)
+    fitting = make_fitting(job.network, job.plan, job.dist, job.inputs, job.folder, [])
+    with job.dist.strategy.scope():
         run_schedule(fitting)
-    shutil.rmtree(folder, ignore_errors=True)
-    log.info(f"{dist.describe()}: done; the chief saves the model and logs the run")
+    shutil.rmtree(job.folder, ignore_errors=True)
+    log.info(f"{job.dist.describe()}: done; the chief saves the model and logs the run")
+
+
+def finished(job: Job, metrics: dict) -> str:
+    """The training's last log line, less its run."""
+    setup = job.setup
+    return (
+        f"{metrics['epochs_run']} epochs on {setup.device}, {job.dist.kind} ({setup.precision}, "
+        f"XLA {'on' if setup.jit_compile else 'off'}, cache {job.inputs.cache}); "
+        f"{outcome(metrics)}; model -> {MODEL_FILE.relative_to(ROOT)}"
+    )
+
+
+def train(
+    fitting: Fitting,
+    dist: distribute.Distribution,
+    inputs: TrainingInputs,
+    settings: Settings,
+    registered_model: str,
+) -> dict:
+    """The chief's part, inside its MLflow run: fit (resuming an interrupted fit of the same
+    params and data), then write and log everything about the model; returns its metrics."""
+    started = time.perf_counter()
+    with dist.strategy.scope():
+        stopper, phases = run_schedule(fitting)
+    seconds = time.perf_counter() - started
+    table = history_table(RESUME_DIR / "history.csv")
+    best, metrics = summarise(table, stopper, fitting, seconds, inputs.train_images)
+    views = settings.test_time_views
+    log.info(f"test-time views: {views} (train.test_time_views, resolved)")
+    deployed = replace(read_labels(LABELS_FILE), test_time_views=views)
+    write_outputs(table, phases, metrics, best, fitting.model, deployed)
+    with native_stderr():
+        example = (SPLIT_DIR / read_split("validation")["path"].iloc[0]).read_bytes()
+        registry.log_model(MODEL_FILE, MODEL_LABELS_FILE, example, registered_model)
+    log_training_result(metrics, phases, RUN_ARTIFACTS, DATA_DOCS_DIR)
+    return metrics
 
 
 def outcome(metrics: dict) -> str:
@@ -258,15 +290,20 @@ def outcome(metrics: dict) -> str:
 
 
 def write_outputs(
-    table: pd.DataFrame, phases: pd.DataFrame, metrics: dict, best: pd.Series,
-    model: keras.Model, labels: Labels,
-) -> None:  # fmt: skip
+    table: pd.DataFrame,
+    phases: pd.DataFrame,
+    metrics: dict,
+    best: pd.Series,
+    model: keras.Model,
+    labels: Labels,
+) -> None:
     """The history, phases, curves and metrics, the model, and the labels beside it."""
     write_csv(table, HISTORY_FILE)
     write_csv(phases, PHASES_FILE)
     starts = phases["first_epoch"].tolist()[1:]
-    save_figure(history_figure(table, best_epoch=int(best["epoch"]), phase_starts=starts),
-                HISTORY_PNG)  # fmt: skip
+    save_figure(
+        history_figure(table, best_epoch=int(best["epoch"]), phase_starts=starts), HISTORY_PNG
+    )
     write_json(TRAIN_METRICS_FILE, metrics)
     with staged_file(MODEL_FILE) as tmp:
         model.save(tmp)

@@ -77,12 +77,16 @@ def pair_figure(near: pd.DataFrame, cfg: SplitParams) -> Figure:
     for title, rows in kinds.items():
         shown = rows.sample(min(len(rows), PAIRS_SHOWN), random_state=0)
         sections[title] = [
-            (_grey(row.path), _grey(row.nearest_train_path),
-             f"{row.path}\n{row.nearest_train_path}\nr = {row.correlation:.4f}, "
-             f"{row.distance} bits" + (f", {row.cropped} cropped" if row.cropped else "")
-             + (", spread" if row.spread and row.confirmed else ""))
+            (
+                _grey(row.path),
+                _grey(row.nearest_train_path),
+                f"{row.path}\n{row.nearest_train_path}\nr = {row.correlation:.4f}, "
+                f"{row.distance} bits"
+                + (f", {row.cropped} cropped" if row.cropped else "")
+                + (", spread" if row.spread and row.confirmed else ""),
+            )
             for row in shown.sort_values("correlation", ascending=False).itertuples()
-        ]  # fmt: skip
+        ]
     return near_duplicate_figure(sections)
 
 

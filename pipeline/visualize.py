@@ -19,10 +19,10 @@ import keras
 import numpy as np
 import pandas as pd
 
-from pipeline import CUDA_INIT_FAILED, native_stderr
 from pipeline.common.files import staged_dir, write_csv, write_json
 from pipeline.common.log import run_stage
 from pipeline.common.names import metric_key
+from pipeline.common.native import CUDA_INIT_FAILED, native_stderr
 from pipeline.contracts import read_labels, read_run_record
 from pipeline.evaluation.forward import (
     LayerOutput,
@@ -128,9 +128,14 @@ def draw(
 
 
 def inspect(
-    model: keras.Model, picked: pd.DataFrame, classes: list[str], cfg: VisualizeParams,
-    image_size: int, channels: int, folder: Path,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Path], dict]:  # fmt: skip
+    model: keras.Model,
+    picked: pd.DataFrame,
+    classes: list[str],
+    cfg: VisualizeParams,
+    image_size: int,
+    channels: int,
+    folder: Path,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Path], dict]:
     """The forward check, the weight-sharing table, every picture (into `folder`) and the
     metrics drawn from them, for the first test image of each class."""
     images = load_images(picked, classes, image_size, channels)
@@ -191,9 +196,15 @@ def main() -> None:
     write_csv(sharing, WEIGHT_SHARING_CSV)
     write_json(VISUALIZE_METRICS, metrics)
     page = visualization_report(
-        model_file=model_file, run_id=run_id, metrics=metrics, check=check, sharing=sharing,
-        pictures=pictures, unsupported=unsupported, tolerance=cfg.tolerance,
-    )  # fmt: skip
+        model_file=model_file,
+        run_id=run_id,
+        metrics=metrics,
+        check=check,
+        sharing=sharing,
+        pictures=pictures,
+        unsupported=unsupported,
+        tolerance=cfg.tolerance,
+    )
     write_page(page, VISUALIZE_REPORT)
     log_visualization(run_id, load_raw_params(), metrics, VISUALIZE_DIR)
 

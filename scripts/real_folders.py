@@ -1,5 +1,5 @@
 """Three real image folders of the kind users bring, built from Debian's packages, to run the
-pipeline on as a new user would (README, "Real folders"):
+pipeline on as a new user would (docs/data.md, "Real folders"):
 
 - `icons`: Oxygen's icon theme (`oxygen-icon-theme`), six contexts, every icon drawn at six
   sizes (16 to 128 px), nested as `<context>/<size>/<name>.png`: each icon is a group of near
@@ -80,7 +80,7 @@ def drawings(target: Path) -> None:
 def _variation(drawing: Image.Image, rng: np.random.Generator) -> Image.Image:
     """The drawing resized to 90% to 110% of its side and its hue turned a little:
     near-identical variations, as re-renders of one picture are (an off-centre shift is the
-    near-duplicate search's known gap: README, "The validation gate")."""
+    near-duplicate search's known gap: docs/data.md, "The validation gate")."""
     scale = rng.uniform(0.9, 1.1)
     moved = drawing.resize((round(drawing.width * scale), round(drawing.height * scale)))
     hsv = np.asarray(moved.convert("RGB").convert("HSV")).copy()

@@ -189,9 +189,11 @@ async def take(ui: str, debug_port: int, runs: list[str], experiment: str, out: 
             )
             previews = "img[src^='blob:'], pre"  # the two runs' previews
             await browser.shot(
-                out / "mlflow-compare-confusion.png", section("Artifacts"), section("Tags"),
+                out / "mlflow-compare-confusion.png",
+                section("Artifacts"),
+                section("Tags"),
                 last=previews,
-            )  # fmt: skip
+            )
             await browser.click("[aria-label='confusion_matrix.txt']", "confusion_matrix.txt")
             await browser.until(
                 "[...document.querySelectorAll('pre')]"
@@ -199,9 +201,11 @@ async def take(ui: str, debug_port: int, runs: list[str], experiment: str, out: 
                 "both confusion tables",
             )
             await browser.shot(
-                out / "mlflow-compare-confusion-table.png", section("Artifacts"), section("Tags"),
+                out / "mlflow-compare-confusion-table.png",
+                section("Artifacts"),
+                section("Tags"),
                 last=previews,
-            )  # fmt: skip
+            )
 
             # 3. loss curves of both runs on one chart
             metric = {
@@ -276,14 +280,34 @@ def main(argv: list[str] | None = None) -> None:
     ui_port, debug_port = free_port(), free_port()
     with tempfile.TemporaryDirectory() as scratch:
         logs = Path(scratch)
-        mlflow_ui = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-                     "--host", "127.0.0.1", "--port", str(ui_port), "--workers", "1"]  # fmt: skip
-        browser = [args.chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
-                   f"--remote-debugging-port={debug_port}", "--remote-debugging-address=127.0.0.1",
-                   f"--user-data-dir={logs / 'profile'}", "--hide-scrollbars",
-                   # nothing leaves the machine: every host but loopback is unreachable
-                   "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=127.0.0.1",
-                   "about:blank"]  # fmt: skip
+        mlflow_ui = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "ui",
+            "--backend-store-uri",
+            uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(ui_port),
+            "--workers",
+            "1",
+        ]
+        browser = [
+            args.chromium,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--remote-debugging-port={debug_port}",
+            "--remote-debugging-address=127.0.0.1",
+            f"--user-data-dir={logs / 'profile'}",
+            "--hide-scrollbars",
+            # nothing leaves the machine: every host but loopback is unreachable
+            "--proxy-server=127.0.0.1:9",
+            "--proxy-bypass-list=127.0.0.1",
+            "about:blank",
+        ]
         with (
             background(mlflow_ui, f"http://127.0.0.1:{ui_port}/health", logs / "ui.log"),
             background(

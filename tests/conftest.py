@@ -21,10 +21,12 @@ SHRUNK = {
         "early_stopping": {"patience": 2},
     },
     "audit": {
-        "folds": 3, "epochs": 2, "filters": [4, 8],
+        "folds": 3,
+        "epochs": 2,
+        "filters": [4, 8],
         "image_checks": ["dark", "blurry", "exact_duplicates", "near_duplicates"],
     },
-}  # fmt: skip
+}
 
 
 # For the tests of recording and running pipelines (the tracking server, sweeps): the shrunk

@@ -110,14 +110,31 @@ def build_messy_folder(root: Path) -> dict[str, str]:
 
     # several frames: the first is kept, and the manifest says so
     frames = [pattern(30 + i).convert("P") for i in range(3)]
-    save(frames[0], case("animated_gif", "Cat Photos/moving.gif"), "GIF",
-         save_all=True, append_images=frames[1:], duration=100)  # fmt: skip
+    save(
+        frames[0],
+        case("animated_gif", "Cat Photos/moving.gif"),
+        "GIF",
+        save_all=True,
+        append_images=frames[1:],
+        duration=100,
+    )
     frames = [pattern(40 + i) for i in range(3)]
-    save(frames[0], case("apng", "Cat Photos/moving.png"), "PNG",
-         save_all=True, append_images=frames[1:], duration=100)  # fmt: skip
+    save(
+        frames[0],
+        case("apng", "Cat Photos/moving.png"),
+        "PNG",
+        save_all=True,
+        append_images=frames[1:],
+        duration=100,
+    )
     pages = [pattern(50 + i) for i in range(2)]
-    save(pages[0], case("multipage_tiff", "Cat Photos/pages.tiff"), "TIFF",
-         save_all=True, append_images=pages[1:])  # fmt: skip
+    save(
+        pages[0],
+        case("multipage_tiff", "Cat Photos/pages.tiff"),
+        "TIFF",
+        save_all=True,
+        append_images=pages[1:],
+    )
 
     # 5. EXIF orientation 6: stored 20 wide x 10 high, shown rotated to 10 wide x 20 high
     exif = Image.Exif()

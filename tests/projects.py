@@ -119,9 +119,13 @@ def run_stage_alone(
     (root / "params.yaml").write_text(yaml.safe_dump(_merge(params, overrides or {})))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
     return subprocess.run(
-        [sys.executable, "-m", f"pipeline.{stage}"], cwd=root, env=env, capture_output=True,
-        text=True, timeout=300,
-    )  # fmt: skip
+        [sys.executable, "-m", f"pipeline.{stage}"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def stage_error(root: Path, stage: str, overrides: dict | None = None) -> str:

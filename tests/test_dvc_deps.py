@@ -151,9 +151,11 @@ def tiny_project(tmp_path: Path) -> Path:
             "cmd": "python -m pipeline.prepare",
             "deps": ["pipeline/__init__.py", "pipeline/prepare.py", "pipeline/lib"],
         },
-        "train": {"cmd": "python -m pipeline.train", "deps": ["pipeline/__init__.py",
-                                                              "pipeline/train.py"]},
-    }  # fmt: skip
+        "train": {
+            "cmd": "python -m pipeline.train",
+            "deps": ["pipeline/__init__.py", "pipeline/train.py"],
+        },
+    }
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
     return tmp_path
 

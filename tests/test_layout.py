@@ -1,5 +1,5 @@
-"""The architecture, checked: the folder tree says what each module is, and the rules the
-README states about it hold in the code."""
+"""The architecture, checked: the folder tree says what each module is, and the rules
+docs/layout.md states about it hold in the code."""
 
 import ast
 import re
@@ -11,6 +11,7 @@ import yaml
 from pipeline.paths import ROOT
 
 PIPELINE = ROOT / "pipeline"
+DOCS = ROOT / "docs"
 STAGES = {
     stage["cmd"].split()[2]
     for stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values()
@@ -83,9 +84,9 @@ def test_no_function_is_longer_than_60_lines_unless_a_comment_says_why():
     assert long == []
 
 
-def readme_tree_modules() -> set[str]:
-    """The .py files the README's folder tree names under pipeline/, as paths."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+def documented_tree_modules() -> set[str]:
+    """The .py files the folder tree of docs/layout.md names under pipeline/, as paths."""
+    text = (DOCS / "layout.md").read_text(encoding="utf-8")
     tree = text.split("## Folder tree", 1)[1].split("```", 2)[1]
     found, folders = set(), []
     for line in tree.splitlines():
@@ -99,33 +100,36 @@ def readme_tree_modules() -> set[str]:
     return found
 
 
-def test_the_readme_tree_names_every_module_and_no_other():
+def test_the_documented_tree_names_every_module_and_no_other():
     code = {
         path.relative_to(ROOT).as_posix()
         for path in PIPELINE.rglob("*.py")
         if path.name != "__init__.py"
     }
-    assert readme_tree_modules() == code
+    assert documented_tree_modules() == code
 
 
-def test_make_help_and_the_readme_list_the_same_targets():
+def test_make_help_and_the_make_targets_page_list_the_same_targets():
+    """`make help` and the table of docs/make-targets.md name the same targets."""
     listed = subprocess.run(
-        ["make", "--no-print-directory", "help"], cwd=ROOT, capture_output=True, text=True,
+        ["make", "--no-print-directory", "help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
         check=True,
-    ).stdout  # fmt: skip
+    ).stdout
     targets = {re.sub(r"\x1b\[[0-9;]*m", "", line).split()[0] for line in listed.splitlines()}
-    table = (ROOT / "README.md").read_text(encoding="utf-8").split("## Make targets", 1)[1]
-    table = table.split("\n## ", 1)[0]
+    table = (DOCS / "make-targets.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"`make ([a-z-]+)", table)) | {"help"}
     assert targets == documented
 
 
 def test_every_test_the_reliability_table_names_exists():
-    """README, "Reliability": each `file.py::test` (a bare `::test` belongs to the file named
-    before it in the row) is a test function in that file."""
+    """docs/reliability.md, "Reliability: bad input and faults": each `file.py::test` (a bare
+    `::test` belongs to the file named before it in the row) is a test function in that file."""
     import re
 
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (DOCS / "reliability.md").read_text(encoding="utf-8")
     section = text.split("## Reliability: bad input and faults", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if re.match(r"\| \d+ \|", line)]
     assert [int(row.split("|")[1]) for row in rows] == list(range(1, 24))

@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-import pipeline
+from pipeline.common import native
 
 
 def test_tensorflow_starts_without_its_log_wall():
@@ -34,8 +34,8 @@ def test_only_start_up_notices_count_as_noise():
         b"I0000 00:00:1795565436.133955    6908 gpu_device.cc:2022] Created device /GPU:0",
         b"Traceback (most recent call last):",
     ]
-    assert all(pipeline.NOISE.search(line) for line in notices)
-    assert not any(pipeline.NOISE.search(line) for line in real)
+    assert all(native.NOISE.search(line) for line in notices)
+    assert not any(native.NOISE.search(line) for line in real)
 
 
 def test_a_missing_cuda_driver_is_reported_in_one_line():
@@ -43,7 +43,7 @@ def test_a_missing_cuda_driver_is_reported_in_one_line():
         b"E0000 00:00:1795566572.845823   10023 cuda_platform.cc:52] failed call to cuInit: "
         b"INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)\n"
     )
-    found = pipeline.CUDA_INIT_FAILED.search(line)
+    found = native.CUDA_INIT_FAILED.search(line)
     assert (
         found["reason"].strip()
         == b"INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)"
@@ -53,7 +53,7 @@ def test_a_missing_cuda_driver_is_reported_in_one_line():
 def test_native_stderr_keeps_real_errors_and_drops_notices(capfd):
     import os
 
-    with pipeline.native_stderr() as dropped:
+    with native.native_stderr() as dropped:
         os.write(2, b"I0000 00:00:1.2    7 port.cc:153] oneDNN custom operations are on.\n")
         os.write(2, b"E0000 00:00:1.2    7 gpu.cc:9] a real failure\n")
     assert capfd.readouterr().err == "E0000 00:00:1.2    7 gpu.cc:9] a real failure\n"

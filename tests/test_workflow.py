@@ -19,10 +19,17 @@ WORKFLOW = ROOT / ".github/workflows/ci.yml"
 
 def check_schema(path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
-         str(path)],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--builtin-schema",
+            "vendor.github-workflows",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +72,9 @@ def test_it_uploads_and_posts_the_report_make_report_writes(steps):
     [upload] = [s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@")]
     assert upload["with"]["path"].rstrip("/") == report_dir
     assert upload["with"]["name"] == ARTIFACT  # the name the report sends readers to
-    comment = "\n".join(run_lines([s for s in steps if s.get("name") == "Comment on the pull "
-                                   "request"]))  # fmt: skip
+    comment = "\n".join(
+        run_lines([s for s in steps if s.get("name") == "Comment on the pull request"])
+    )
     assert f"--body-file {report_dir}/{COMMENT_NAME}" in comment
     assert f'cat {report_dir}/{COMMENT_NAME} >> "$GITHUB_STEP_SUMMARY"' in run_lines(steps)
 

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 # AUTO_IMAGES images when that is fewer, in AUTO_MIN_EPOCHS to AUTO_MAX_EPOCHS epochs. Steps
 # are what a small dataset lacks (batch normalisation's moving statistics need a few hundred
 # before the model predicts well in inference mode); on a large one, passes over the data
-# stop adding suspects long before (README, "Fixing labels", has the measurements)
+# stop adding suspects long before (docs/fixing-labels.md has the measurements)
 AUTO_STEPS = 2200
 AUTO_IMAGES = 160_000
 AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS = 3, 300
@@ -79,17 +79,31 @@ def fold_ids(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> n
 def small_cnn(shape: tuple[int, int, int], classes: int, filters: list[int]) -> keras.Model:
     """The audit's model: `build_model` with one batch-normalised convolution a block."""
     cfg = ModelParams(
-        filters=filters, convs_per_block=1, kernel_size=3, padding="same", pool_size=2,
+        filters=filters,
+        convs_per_block=1,
+        kernel_size=3,
+        padding="same",
+        pool_size=2,
         pool="after_first_conv",
-        dense_units=[], batch_norm=True, dropout=0.0, head="global_average", residual=False,
-    )  # fmt: skip
+        dense_units=[],
+        batch_norm=True,
+        dropout=0.0,
+        head="global_average",
+        residual=False,
+    )
     return build_model(shape, classes, cfg)
 
 
 def _fit_fold(
-    images: np.ndarray, labels: np.ndarray, train: np.ndarray, classes: int, cfg: AuditParams,
-    batch: int, epochs: int, seed: int,
-) -> keras.Model:  # fmt: skip
+    images: np.ndarray,
+    labels: np.ndarray,
+    train: np.ndarray,
+    classes: int,
+    cfg: AuditParams,
+    batch: int,
+    epochs: int,
+    seed: int,
+) -> keras.Model:
     keras.utils.set_random_seed(seed)
     model = small_cnn(images.shape[1:], classes, cfg.filters)
     steps = max(1, -(-int(train.sum()) // batch))
@@ -102,15 +116,21 @@ def _fit_fold(
 def predict(model: keras.Model, images: np.ndarray, batch: int = 1024) -> np.ndarray:
     """The model's probabilities, called directly batch by batch: `model.predict` would trace
     a new function for every fold's model (and TensorFlow warn about it)."""
-    parts = [model(images[start : start + batch], training=False)
-             for start in range(0, len(images), batch)]  # fmt: skip
+    parts = [
+        model(images[start : start + batch], training=False)
+        for start in range(0, len(images), batch)
+    ]
     return np.concatenate([keras.ops.convert_to_numpy(part) for part in parts])
 
 
 def cross_fit(
-    images: np.ndarray, labels: np.ndarray, groups: np.ndarray, classes: int,
-    cfg: AuditParams, seed: int,
-) -> CrossFit:  # fmt: skip
+    images: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    classes: int,
+    cfg: AuditParams,
+    seed: int,
+) -> CrossFit:
     """Probabilities for every image in `images` (uint8, N x H x W x C) from the fold model
     that did not see it (module docstring)."""
     fold = fold_ids(labels, groups, cfg.folds, seed)
@@ -129,9 +149,17 @@ def cross_fit(
         probabilities[held] = predict(model, images[held])
         accuracy = float((probabilities[held].argmax(1) == labels[held]).mean())
         seconds = time.perf_counter() - started
-        rows.append({"fold": index, "images": int(held.sum()), "accuracy": accuracy,
-                     "seconds": round(seconds, 1)})  # fmt: skip
-        log.info(f"fold {index + 1}/{cfg.folds}: {held.sum()} images held out, accuracy "
-                 f"{accuracy:.4f} against their given labels, {seconds:.0f} s")  # fmt: skip
+        rows.append(
+            {
+                "fold": index,
+                "images": int(held.sum()),
+                "accuracy": accuracy,
+                "seconds": round(seconds, 1),
+            }
+        )
+        log.info(
+            f"fold {index + 1}/{cfg.folds}: {held.sum()} images held out, accuracy "
+            f"{accuracy:.4f} against their given labels, {seconds:.0f} s"
+        )
         keras.backend.clear_session()
     return CrossFit(probabilities, fold, pd.DataFrame(rows), int(epochs), batch)

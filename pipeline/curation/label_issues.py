@@ -47,15 +47,21 @@ def relabel_line(raw_path: str, label: str, reason: str) -> str:
 
 
 def suspects_table(
-    rows: pd.DataFrame, labels: np.ndarray, probabilities: np.ndarray, classes: list[str],
+    rows: pd.DataFrame,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    classes: list[str],
     cfg: AuditParams,
-) -> pd.DataFrame:  # fmt: skip
+) -> pd.DataFrame:
     """The label issues among `rows` (manifest rows, aligned with `labels` and the
     out-of-sample `probabilities`), most likely mistakes first (SUSPECT_COLUMNS)."""
     ranked = find_label_issues(
-        labels, probabilities, filter_by=cfg.filter_by, return_indices_ranked_by=cfg.rank_by,
+        labels,
+        probabilities,
+        filter_by=cfg.filter_by,
+        return_indices_ranked_by=cfg.rank_by,
         n_jobs=1,
-    )  # fmt: skip
+    )
     scores = get_label_quality_scores(labels, probabilities, method=cfg.rank_by)
     suggested = probabilities[ranked].argmax(axis=1)
     names = np.asarray(classes, dtype=object)
@@ -84,9 +90,10 @@ def suspects_table(
     ]
     table["relabel"] = [
         relabel_line(path, label, reason)
-        for path, label, reason in zip(table["raw_path"], table["suggested_label"], reasons,
-                                       strict=True)
-    ]  # fmt: skip
+        for path, label, reason in zip(
+            table["raw_path"], table["suggested_label"], reasons, strict=True
+        )
+    ]
     return table[SUSPECT_COLUMNS]
 
 

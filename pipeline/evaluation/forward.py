@@ -17,6 +17,8 @@ import keras
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from pipeline.serving.precision import float32_copy
+
 
 class UnsupportedLayerError(ValueError):
     """The model holds a layer (or a layer option) the NumPy pass does not implement."""
@@ -92,9 +94,12 @@ def flatten(x: np.ndarray) -> np.ndarray:
 
 
 def response_map(
-    activation: np.ndarray, input_shape: tuple[int, int], kernel: tuple[int, int],
-    stride=(1, 1), padding="valid",
-) -> np.ndarray:  # fmt: skip
+    activation: np.ndarray,
+    input_shape: tuple[int, int],
+    kernel: tuple[int, int],
+    stride=(1, 1),
+    padding="valid",
+) -> np.ndarray:
     """Where on the input a filter reacted: each output value added back onto every input
     pixel of the window that produced it (the article's `product_arr`).
 
@@ -247,27 +252,6 @@ def forward(model: keras.Model, images: np.ndarray) -> list[LayerOutput]:
         values[id(layer.output)] = x
         outputs.append(LayerOutput(layer.name, type(layer).__name__, x))
     return outputs
-
-
-def float32_copy(model: keras.Model) -> keras.Model:
-    """The model with every mixed-precision layer computing in float32 and the same weights
-    (mixed precision keeps float32 weights, so nothing is lost): the exact computation the
-    NumPy pass is compared with. A float32 model is returned as it is."""
-    if not any(layer.dtype_policy.name.startswith("mixed") for layer in model.layers):
-        return model
-
-    def exact(node):
-        if isinstance(node, dict):
-            if node.get("class_name") == "DTypePolicy" and node["config"]["name"].startswith(
-                "mixed"
-            ):
-                return {**node, "config": {**node["config"], "name": "float32"}}
-            return {key: exact(value) for key, value in node.items()}
-        return [exact(value) for value in node] if isinstance(node, list) else node
-
-    copy = keras.Model.from_config(exact(model.get_config()))
-    copy.set_weights(model.get_weights())
-    return copy
 
 
 def keras_layer_outputs(model: keras.Model, images: np.ndarray) -> dict[str, np.ndarray]:

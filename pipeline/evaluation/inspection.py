@@ -9,8 +9,9 @@ import pandas as pd
 from PIL import Image
 
 from pipeline.common.log import PipelineError
-from pipeline.evaluation.forward import LayerOutput, apply_layer, compare_with_keras, float32_copy
+from pipeline.evaluation.forward import LayerOutput, apply_layer, compare_with_keras
 from pipeline.params import VisualizeParams
+from pipeline.serving.precision import float32_copy
 
 POOLING = ("MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "Flatten")
 
@@ -143,11 +144,14 @@ def upsample(maps: np.ndarray, size: int) -> np.ndarray:
     """(n, h, w) maps to (n, size, size), bilinear."""
     return np.stack(
         [
-            np.asarray(Image.fromarray(m.astype(np.float32), mode="F").resize(
-                (size, size), Image.Resampling.BILINEAR))
+            np.asarray(
+                Image.fromarray(m.astype(np.float32), mode="F").resize(
+                    (size, size), Image.Resampling.BILINEAR
+                )
+            )
             for m in maps
         ]
-    )  # fmt: skip
+    )
 
 
 def weight_sharing_table(model: keras.Model) -> pd.DataFrame:

@@ -115,8 +115,10 @@ def confusion_text(counts: pd.DataFrame, accuracy: float) -> str:
         "",
         f"{wrong} mistake{'' if wrong == 1 else 's'}" + (":" if mistakes else ""),
     ]
-    lines += [f"  {count} x true {true} predicted {predicted}"
-              for count, true, predicted in sorted(mistakes, key=lambda m: -m[0])]  # fmt: skip
+    lines += [
+        f"  {count} x true {true} predicted {predicted}"
+        for count, true, predicted in sorted(mistakes, key=lambda m: -m[0])
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -240,9 +242,12 @@ class Evaluation:
 
 
 def evaluate_predictions(
-    paths: pd.Series, true: np.ndarray, probabilities: np.ndarray, classes: list[str],
+    paths: pd.Series,
+    true: np.ndarray,
+    probabilities: np.ndarray,
+    classes: list[str],
     cfg: EvaluateParams,
-) -> Evaluation:  # fmt: skip
+) -> Evaluation:
     """Tables first; every picture and page is drawn from them."""
     predicted = probabilities.argmax(axis=1)
     predictions = predictions_table(paths, true, probabilities, classes)

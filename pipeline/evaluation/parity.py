@@ -18,9 +18,15 @@ from pipeline.serving.runtimes import load_exported
 log = logging.getLogger(__name__)
 
 COLUMNS = [
-    "format", "agreement", "disagreements", "max_probability_difference", "accuracy",
-    "accuracy_change", "size_bytes", "images_per_second",
-]  # fmt: skip
+    "format",
+    "agreement",
+    "disagreements",
+    "max_probability_difference",
+    "accuracy",
+    "accuracy_change",
+    "size_bytes",
+    "images_per_second",
+]
 
 
 class ParityError(PipelineError, ValueError):
@@ -116,9 +122,15 @@ def disagreeing(
 
 
 def export_and_compare(
-    classifier: Classifier, formats: list[str], folder: Path, images: np.ndarray,
-    true: np.ndarray, calibration: np.ndarray, batch_size: int, keras_bytes: int,
-) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:  # fmt: skip
+    classifier: Classifier,
+    formats: list[str],
+    folder: Path,
+    images: np.ndarray,
+    true: np.ndarray,
+    calibration: np.ndarray,
+    batch_size: int,
+    keras_bytes: int,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Export the model in every format into `folder` and run each export in its runtime on
     `images` against the float32 Keras model: the parity table, and each row's probabilities.
     The `.keras` model as trained is a row of its own when it computes in mixed precision."""
@@ -142,10 +154,14 @@ def export_and_compare(
 
 
 def check_parity(
-    table: pd.DataFrame, probabilities: dict[str, np.ndarray], paths: pd.Series,
-    classes: list[str], max_probability_difference: float, int8_max_accuracy_drop: float,
+    table: pd.DataFrame,
+    probabilities: dict[str, np.ndarray],
+    paths: pd.Series,
+    classes: list[str],
+    max_probability_difference: float,
+    int8_max_accuracy_drop: float,
     table_file: str,
-) -> None:  # fmt: skip
+) -> None:
     """Raise ParityError naming what the table breaks, the first images that differ and where
     the table is (`table_file`)."""
     failures = parity_failures(
@@ -159,7 +175,8 @@ def check_parity(
         for fmt in exported
     )
     raise ParityError(
-        "the exports do not answer as the Keras model does:\n  " + "\n  ".join(failures)
+        "the exports do not answer as the Keras model does:\n  "
+        + "\n  ".join(failures)
         + f"\nfirst images that differ:\n{apart.head(5).to_string(index=False)}"
         + f"\n(table: {table_file})"
-    )  # fmt: skip
+    )

@@ -18,9 +18,14 @@ def predict_tta(
     """Probabilities for manifest `rows`, each the mean over the views of `kind`."""
     # decoded once: the in-memory cache is shared by every view's dataset made from it
     data = image_dataset(
-        rows, classifier.classes, classifier.image_size, classifier.channels, batch_size,
-        root=root, cache="memory",
-    )  # fmt: skip
+        rows,
+        classifier.classes,
+        classifier.image_size,
+        classifier.channels,
+        batch_size,
+        root=root,
+        cache="memory",
+    )
     every = views(kind)
     viewed = [data.map(lambda x, y, view=view: (view(x), y)) for view in every]
     return sum(classifier.predictor.predict(batches, verbose=0) for batches in viewed) / len(every)

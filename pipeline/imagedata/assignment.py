@@ -304,8 +304,10 @@ def apply_small_class_policy(table: pd.DataFrame, policy: str) -> tuple[pd.DataF
             f"class(es) with fewer than {MIN_CLASS_SIZE} distinct images, too few for every "
             f"split: {described}. Add images, or set split.small_classes to train_only or drop"
         )
-    log.warning(f"class(es) left out of some or all splits (split.small_classes: {policy}): "
-                f"{described}; data/split/summary.csv lists them")  # fmt: skip
+    log.warning(
+        f"class(es) left out of some or all splits (split.small_classes: {policy}): "
+        f"{described}; data/split/summary.csv lists them"
+    )
     status = mf.TRAIN_ONLY if policy == "train_only" else mf.DROPPED
     rows = usable & table["label"].isin(small.index)
     table = table.copy()

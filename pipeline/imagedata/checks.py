@@ -18,8 +18,8 @@ import pandas as pd
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from PIL import Image
 
-from pipeline import CUDA_INIT_FAILED, native_stderr
 from pipeline.common.log import PipelineError
+from pipeline.common.native import CUDA_INIT_FAILED, native_stderr
 from pipeline.common.parallel import parallel_map
 from pipeline.imagedata import manifest as mf
 from pipeline.imagedata.images import Rules, file_problem, inspect_image, seen_grey, stored_size

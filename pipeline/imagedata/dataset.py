@@ -4,7 +4,6 @@ The manifest fixes the file order and the labels file fixes the class order, so 
 evaluation and every later report agree on which index means which class.
 """
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -113,16 +112,6 @@ def decode_jpeg_scaled(contents: tf.Tensor, image_size: int, channels: int) -> t
         halvings,
         [lambda r=2**k: tf.io.decode_jpeg(contents, channels=channels, ratio=r) for k in range(4)],
     )
-
-
-def choose_cache(mode: str, images: int, image_size: int, channels: int) -> str:
-    """`auto`: keep decoded images in memory when they take under a quarter of the free memory,
-    else on disk. Other modes are returned as they are."""
-    if mode != "auto":
-        return mode
-    decoded = images * image_size * image_size * channels  # uint8
-    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return "memory" if decoded < free / 4 else "disk"
 
 
 def decoded_files(files: tf.data.Dataset, image_size: int, channels: int) -> tf.data.Dataset:

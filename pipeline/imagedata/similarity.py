@@ -8,9 +8,9 @@ is a near duplicate when the two images, in grey at a common size (COMPARE_SIZE,
 smallest side when smaller), correlate at or above `split.near_duplicate_correlation`, the
 cropped copy against the original's centred crops (REGISTRATIONS, the best of them): near 1
 for a resized, re-encoded, re-lit or cropped copy, lower for a different object of the same
-outline (the hash alone cannot tell those apart on small centred images; README, "The data
-gate", has the measurement). The split keeps every group of near duplicates in one split; the
-gate checks that none crosses from training to validation or test.
+outline (the hash alone cannot tell those apart on small centred images; docs/data.md, "The
+validation gate", has the measurement). The split keeps every group of near duplicates in one
+split; the gate checks that none crosses from training to validation or test.
 """
 
 import itertools
@@ -45,8 +45,8 @@ def _dct_hashes(image: Image.Image, shares: tuple[float, ...]) -> list[str]:
     of the frequencies' mean absolute deviation. A symmetric drawing (a star, a centred icon)
     has about half its frequencies at exactly zero, its median among them: imagehash's strict
     `>` then sets those bits by the sign of rounding noise, and a JPEG copy of the drawing
-    lands about 20 bits away; with the margin they stay 0 (README, "The data gate", has the
-    measurement)."""
+    lands about 20 bits away; with the margin they stay 0 (docs/data.md, "The validation
+    gate", has the measurement)."""
     grey = image.convert("L")
     pixels = np.stack(
         [

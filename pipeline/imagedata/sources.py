@@ -42,8 +42,18 @@ log = logging.getLogger(__name__)
 DIGITS_MAX_VALUE = 16  # the scans store ink as 0..16
 # Debian's dataset-fashion-mnist installs the four IDX files here
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_MNIST_CLASSES = ("T-shirt-top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
-                         "Shirt", "Sneaker", "Bag", "Ankle boot")  # fmt: skip
+FASHION_MNIST_CLASSES = (
+    "T-shirt-top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 FASHION_MNIST_FILES = {"train": "train", "test": "t10k"}  # split -> IDX file prefix
 CHUNK = 200  # images a worker writes at a time
 MESSAGE_LINES = 50  # rows listed in an error before it says "and N more"
@@ -196,8 +206,13 @@ def _listed_problems(table: pd.DataFrame, folder: Path) -> Iterator[tuple]:
     if splits and not (splits <= set(SPLITS) and set(GIVEN_SPLITS_REQUIRED) <= splits):
         bad = table[~table["split"].isin(SPLITS)]
         for row in (bad if len(bad) else table.head(1)).itertuples():
-            yield row, (f"split {row.split!r}: the split column names train and test (and "
-                        f"maybe validation) only, and both of train and test")  # fmt: skip
+            yield (
+                row,
+                (
+                    f"split {row.split!r}: the split column names train and test (and "
+                    f"maybe validation) only, and both of train and test"
+                ),
+            )
     for row in table.itertuples():
         problem = unsafe_name(row.label) if row.label else "empty label"
         # the copy keeps the file's name only (copy_listed): that name must be safe too

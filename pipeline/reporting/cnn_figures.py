@@ -54,10 +54,12 @@ def filters_figure(kernel: np.ndarray, bias: np.ndarray | None, layer: str) -> F
     limit = float(np.abs(kernel).max()) or 1.0
     columns, groups = min(count, FILTERS_PER_ROW), -(-count // FILTERS_PER_ROW)
     fig, axes = plt.subplots(
-        groups * channels, columns,
+        groups * channels,
+        columns,
         figsize=(max(1.05 * columns, 6.0), (1.25 * channels + 0.4) * groups + 1.2),
-        squeeze=False, layout="constrained",
-    )  # fmt: skip
+        squeeze=False,
+        layout="constrained",
+    )
     annotate = size_h * size_w <= 16
     for f in range(count):
         group, column = divmod(f, columns)
@@ -67,8 +69,15 @@ def filters_figure(kernel: np.ndarray, bias: np.ndarray | None, layer: str) -> F
             image = ax.imshow(weights, cmap="RdBu_r", vmin=-limit, vmax=limit)
             if annotate:
                 for (i, j), value in np.ndenumerate(weights):
-                    ax.text(j, i, f"{value:+.2f}", ha="center", va="center", fontsize=6,
-                            color="white" if abs(value) > 0.6 * limit else "black")  # fmt: skip
+                    ax.text(
+                        j,
+                        i,
+                        f"{value:+.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="white" if abs(value) > 0.6 * limit else "black",
+                    )
             _blank(ax)
             if c == 0:
                 title = f"filter {f + 1}"
@@ -103,9 +112,12 @@ def responses_figure(
     count = responses.shape[1]
     rows = len(images)
     fig, axes = plt.subplots(
-        rows + 1, count + 1, figsize=(1.05 * (count + 1) + 0.5, 1.1 * (rows + 1) + 1.2),
-        squeeze=False, layout="constrained",
-    )  # fmt: skip
+        rows + 1,
+        count + 1,
+        figsize=(1.05 * (count + 1) + 0.5, 1.1 * (rows + 1) + 1.2),
+        squeeze=False,
+        layout="constrained",
+    )
     summed = kernel.sum(axis=2)  # over input channels: the filter's spatial pattern
     limit = float(np.abs(summed).max()) or 1.0
     axes[0, 0].axis("off")
@@ -121,14 +133,7 @@ def responses_figure(
         _blank(axes[r, 0])
         gray = _gray(image)
         for f in range(count):
-            ax = axes[r, f + 1]
-            ax.imshow(gray, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-            peak = peaks[r - 1, f]
-            ax.imshow(responses[r - 1, f], cmap="inferno", alpha=0.7, vmin=0, vmax=peak or 1.0,
-                      interpolation="nearest")  # fmt: skip
-            ax.text(0.03, 0.97, f"{peak:.2f}" if peak else "none", transform=ax.transAxes,
-                    ha="left", va="top", fontsize=6, color="white")  # fmt: skip
-            _blank(ax)
+            _response_panel(axes[r, f + 1], gray, responses[r - 1, f], peaks[r - 1, f])
     _suptitle(
         fig,
         f"Where each filter of {layer} responded on one test image per class: every output "
@@ -140,6 +145,17 @@ def responses_figure(
     return fig
 
 
+def _response_panel(ax, gray: np.ndarray, response: np.ndarray, peak: float) -> None:
+    """One filter's response on one image, laid over the image, with its peak written in."""
+    ax.imshow(gray, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.imshow(
+        response, cmap="inferno", alpha=0.7, vmin=0, vmax=peak or 1.0, interpolation="nearest"
+    )
+    label = f"{peak:.2f}" if peak else "none"
+    ax.text(0.03, 0.97, label, transform=ax.transAxes, ha="left", va="top", fontsize=6, color="w")
+    _blank(ax)
+
+
 def feature_maps_figure(
     image: np.ndarray, caption: str, layers: list[tuple[str, np.ndarray]], per_layer: int
 ) -> Figure:
@@ -147,9 +163,12 @@ def feature_maps_figure(
     `per_layer` strongest maps by mean activation, each on its own colour scale."""
     shown = min(per_layer, max(maps.shape[-1] for _, maps in layers))
     fig, axes = plt.subplots(
-        len(layers), shown + 1, figsize=(1.1 * (shown + 1) + 0.6, 1.25 * len(layers) + 1.0),
-        squeeze=False, layout="constrained",
-    )  # fmt: skip
+        len(layers),
+        shown + 1,
+        figsize=(1.1 * (shown + 1) + 0.6, 1.25 * len(layers) + 1.0),
+        squeeze=False,
+        layout="constrained",
+    )
     for row, (name, maps) in enumerate(layers):
         label = axes[row, 0]
         label.axis("off")
@@ -175,8 +194,13 @@ def feature_maps_figure(
                 ax.axis("off")
                 continue
             index = order[col]
-            ax.imshow(maps[:, :, index], cmap="viridis", vmin=0,
-                      vmax=maps[:, :, index].max() or 1.0, interpolation="nearest")  # fmt: skip
+            ax.imshow(
+                maps[:, :, index],
+                cmap="viridis",
+                vmin=0,
+                vmax=maps[:, :, index].max() or 1.0,
+                interpolation="nearest",
+            )
             ax.set_title(f"#{index + 1}  mean {strength[index]:.2f}", fontsize=6)
     _suptitle(
         fig,
@@ -189,16 +213,20 @@ def feature_maps_figure(
 
 
 def grad_cam_figure(
-    images: list[np.ndarray], captions: list[str], maps: dict[str, np.ndarray],
+    images: list[np.ndarray],
+    captions: list[str],
+    maps: dict[str, np.ndarray],
     sizes: dict[str, tuple[int, int]],
-) -> Figure:  # fmt: skip
+) -> Figure:
     """Grad-CAM for the predicted class, one column per layer, laid over each input."""
     names = list(maps)
     fig, axes = plt.subplots(
-        len(images), len(names) + 1,
+        len(images),
+        len(names) + 1,
         figsize=(1.7 * (len(names) + 1) + 0.4, 1.6 * len(images) + 1.2),
-        squeeze=False, layout="constrained",
-    )  # fmt: skip
+        squeeze=False,
+        layout="constrained",
+    )
     for r, (image, caption) in enumerate(zip(images, captions, strict=True)):
         _show_input(axes[r, 0], image)
         axes[r, 0].set_ylabel(caption, fontsize=8)

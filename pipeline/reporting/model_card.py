@@ -56,12 +56,14 @@ def confused_pairs(confusion: pd.DataFrame, count: int = FAILURE_ROWS) -> pd.Dat
     rows = []
     for true, predicted in zip(*np.unravel_index(order, off.shape), strict=True):
         if off[true, predicted]:
-            rows.append({
-                "true": str(confusion.index[true]),
-                "predicted as": str(confusion.columns[predicted]),
-                "images": int(off[true, predicted]),
-                "share of the class": off[true, predicted] / max(counts[true].sum(), 1),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "true": str(confusion.index[true]),
+                    "predicted as": str(confusion.columns[predicted]),
+                    "images": int(off[true, predicted]),
+                    "share of the class": off[true, predicted] / max(counts[true].sum(), 1),
+                }
+            )
     return pd.DataFrame(rows, columns=["true", "predicted as", "images", "share of the class"])
 
 
@@ -153,11 +155,13 @@ def results_section(inputs: CardInputs) -> dict:
     """The test results: headline, per class, calibration."""
     metrics, calibration = inputs.metrics, inputs.calibration
     headline = {
-        "accuracy": metrics["accuracy"], "macro F1": metrics["macro_f1"],
-        "log loss": metrics["log_loss"], "test images": metrics["n_images"],
+        "accuracy": metrics["accuracy"],
+        "macro F1": metrics["macro_f1"],
+        "log loss": metrics["log_loss"],
+        "test images": metrics["n_images"],
         "SVC baseline accuracy": metrics.get("baseline_svc_accuracy"),
         "accuracy without label suspects": metrics.get("accuracy_without_suspects"),
-    }  # fmt: skip
+    }
     return {
         "headline": markdown(pd.DataFrame([{k: v for k, v in headline.items() if v is not None}])),
         "per_class": markdown(inputs.per_class),

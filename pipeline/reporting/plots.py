@@ -29,11 +29,22 @@ def history_figure(
         if best_epoch is not None:
             ax.axvline(best_epoch, color="grey", linestyle="--", label=f"kept epoch {best_epoch}")
         for number, start in enumerate(phase_starts, start=2):
-            ax.axvline(start - 0.5, color="tab:green", linestyle=":", alpha=0.8,
-                       label="phase changes" if number == 2 else None)  # fmt: skip
-            ax.annotate(f"phase {number}", (start - 0.5, 1), xycoords=("data", "axes fraction"),
-                        xytext=(2, -10 - 10 * (number % 3)), textcoords="offset points", fontsize=8,
-                        color="tab:green")  # fmt: skip
+            ax.axvline(
+                start - 0.5,
+                color="tab:green",
+                linestyle=":",
+                alpha=0.8,
+                label="phase changes" if number == 2 else None,
+            )
+            ax.annotate(
+                f"phase {number}",
+                (start - 0.5, 1),
+                xycoords=("data", "axes fraction"),
+                xytext=(2, -10 - 10 * (number % 3)),
+                textcoords="offset points",
+                fontsize=8,
+                color="tab:green",
+            )
         ax.set(xlabel="epoch", ylabel=metric, title=metric.capitalize())
         ax.grid(alpha=0.3)
         ax.legend()
@@ -115,10 +126,12 @@ def reliability_figure(calibration: pd.DataFrame, ece: float) -> Figure:
 
 
 def error_gallery_figure(
-    images: list[np.ndarray], captions: list[str], columns: int = 4,
+    images: list[np.ndarray],
+    captions: list[str],
+    columns: int = 4,
     title: str = "Most confident mistakes (test split)",
     empty: str = "No mistakes on the test split",
-) -> Figure:  # fmt: skip
+) -> Figure:
     """The given images as a grid, each captioned (a mistake: its true and predicted class)."""
     if not images:
         fig, ax = plt.subplots(figsize=(5, 1.5), layout="constrained")
@@ -208,8 +221,12 @@ def lr_find_figure(table: pd.DataFrame, found: dict) -> Figure:
         ax.axvline(found[key], color=colour, linestyle="--", label=label.format(found[key]))
     low, high = table["smoothed_loss"].min(), table["smoothed_loss"].iloc[:5].max()
     ax.set_ylim(low - 0.1 * (high - low), high + 0.3 * (high - low))
-    ax.set(xscale="log", xlabel="learning rate", ylabel="training loss",
-           title=f"Learning-rate range test ({len(table)} steps)")  # fmt: skip
+    ax.set(
+        xscale="log",
+        xlabel="learning rate",
+        ylabel="training loss",
+        title=f"Learning-rate range test ({len(table)} steps)",
+    )
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     return fig
@@ -223,12 +240,20 @@ def time_to_accuracy_figure(table: pd.DataFrame, budget_minutes: float) -> Figur
     for name, rows in table.groupby("recipe", sort=False):
         best = rows["test_accuracy"].max()
         below = ", below the axis" if best < floor else ""
-        ax.plot(rows["seconds"] / 60, rows["test_accuracy"], marker="o", markersize=3,
-                label=f"{name} (best {best:.4f}{below})")  # fmt: skip
+        ax.plot(
+            rows["seconds"] / 60,
+            rows["test_accuracy"],
+            marker="o",
+            markersize=3,
+            label=f"{name} (best {best:.4f}{below})",
+        )
     ax.set_ylim(floor, min(1.0, top + 0.02))
     ax.axvline(budget_minutes, color="grey", linestyle="--", label=f"budget {budget_minutes:g} min")
-    ax.set(xlabel="training time (minutes)", ylabel="test accuracy",
-           title="Fashion-MNIST: test accuracy against training time")  # fmt: skip
+    ax.set(
+        xlabel="training time (minutes)",
+        ylabel="test accuracy",
+        title="Fashion-MNIST: test accuracy against training time",
+    )
     ax.grid(alpha=0.3)
     ax.legend()
     return fig

@@ -80,9 +80,17 @@ FONT_AWESOME = NpmPackage(
     "cf0b890ab2b68d3c4ea0f93ceb81cc24b956cccf9db36c63be044a672bd3b4dd",
 )
 PACKAGES = (
-    VEGA, VEGA_LITE, VEGA_EMBED, BOOTSTRAP, BOOTSTRAP_TABLE, BOOTSTRAP_DATEPICKER,
-    BOOTSTRAP_DARK, JQUERY, POPPER, FONT_AWESOME,
-)  # fmt: skip
+    VEGA,
+    VEGA_LITE,
+    VEGA_EMBED,
+    BOOTSTRAP,
+    BOOTSTRAP_TABLE,
+    BOOTSTRAP_DATEPICKER,
+    BOOTSTRAP_DARK,
+    JQUERY,
+    POPPER,
+    FONT_AWESOME,
+)
 
 # The Vega files dvc-render's own page loads from the CDN, in load order.
 DVC_SCRIPTS = (
@@ -98,32 +106,56 @@ DATA_DOCS_URLS = {
     "https://cdn.jsdelivr.net/npm/vega-lite@5": (VEGA_LITE, "build/vega-lite.min.js"),
     "https://cdn.jsdelivr.net/npm/vega-embed@6": (VEGA_EMBED, "build/vega-embed.min.js"),
     "https://maxcdn.bootstrapcdn.com/bootstrap/4.3.1/css/bootstrap.min.css": (
-        BOOTSTRAP, "dist/css/bootstrap.min.css"),
+        BOOTSTRAP,
+        "dist/css/bootstrap.min.css",
+    ),
     "https://stackpath.bootstrapcdn.com/bootstrap/4.3.1/js/bootstrap.min.js": (
-        BOOTSTRAP, "dist/js/bootstrap.min.js"),
+        BOOTSTRAP,
+        "dist/js/bootstrap.min.js",
+    ),
     "https://code.jquery.com/jquery-3.7.1.min.js": (JQUERY, "dist/jquery.min.js"),
     "https://cdnjs.cloudflare.com/ajax/libs/popper.js/1.12.9/umd/popper.min.js": (
-        POPPER, "dist/umd/popper.min.js"),
+        POPPER,
+        "dist/umd/popper.min.js",
+    ),
     "https://cdnjs.cloudflare.com/ajax/libs/font-awesome/6.6.0/css/all.min.css": (
-        FONT_AWESOME, "css/all.min.css"),
+        FONT_AWESOME,
+        "css/all.min.css",
+    ),
     "https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/js/bootstrap-datepicker.min.js": (
-        BOOTSTRAP_DATEPICKER, "dist/js/bootstrap-datepicker.min.js"),
+        BOOTSTRAP_DATEPICKER,
+        "dist/js/bootstrap-datepicker.min.js",
+    ),
     "https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/css/bootstrap-datepicker.min.css": (
-        BOOTSTRAP_DATEPICKER, "dist/css/bootstrap-datepicker.min.css"),
+        BOOTSTRAP_DATEPICKER,
+        "dist/css/bootstrap-datepicker.min.css",
+    ),
     "https://cdn.jsdelivr.net/npm/@forevolve/bootstrap-dark@1.1.0/dist/css/bootstrap-prefers-dark.css": (
-        BOOTSTRAP_DARK, "dist/css/bootstrap-prefers-dark.css"),
+        BOOTSTRAP_DARK,
+        "dist/css/bootstrap-prefers-dark.css",
+    ),
     "https://unpkg.com/bootstrap-table@1.19.1/dist/bootstrap-table.min.css": (
-        BOOTSTRAP_TABLE, "dist/bootstrap-table.min.css"),
+        BOOTSTRAP_TABLE,
+        "dist/bootstrap-table.min.css",
+    ),
     "https://unpkg.com/bootstrap-table@1.19.1/dist/bootstrap-table.min.js": (
-        BOOTSTRAP_TABLE, "dist/bootstrap-table.min.js"),
+        BOOTSTRAP_TABLE,
+        "dist/bootstrap-table.min.js",
+    ),
     f"https://unpkg.com/bootstrap-table@1.19.1/{_BT_FILTER}.min.js": (
-        BOOTSTRAP_TABLE, f"{_BT_FILTER}.min.js"),
+        BOOTSTRAP_TABLE,
+        f"{_BT_FILTER}.min.js",
+    ),
     # 1.19.0's filter-control styles: the 1.19.1 files are the same extension
     f"https://unpkg.com/bootstrap-table@1.19.0/{_BT_FILTER}.css": (
-        BOOTSTRAP_TABLE, f"{_BT_FILTER}.css"),
+        BOOTSTRAP_TABLE,
+        f"{_BT_FILTER}.css",
+    ),
     f"https://unpkg.com/bootstrap-table@1.19.0/{_BT_FILTER}.min.css": (
-        BOOTSTRAP_TABLE, f"{_BT_FILTER}.min.css"),
-}  # fmt: skip
+        BOOTSTRAP_TABLE,
+        f"{_BT_FILTER}.min.css",
+    ),
+}
 # Files a stylesheet above loads by relative path (Font Awesome's fonts).
 DATA_DOCS_COMPANIONS = tuple(
     (FONT_AWESOME, f"webfonts/fa-{face}.{kind}")
@@ -165,8 +197,9 @@ def fetch(packages: tuple[NpmPackage, ...], target: Path = WEB_ASSETS_DIR) -> No
 
 def _pack(npm: str, package: NpmPackage, scratch: Path) -> Path:
     try:
-        packed = run_command([npm, "pack", "--silent", "--pack-destination", str(scratch), package.spec],
-                     scratch)  # fmt: skip
+        packed = run_command(
+            [npm, "pack", "--silent", "--pack-destination", str(scratch), package.spec], scratch
+        )
     except CommandError as error:
         raise AssetError(f"npm pack {package.spec} failed: {error}") from None
     tarball = scratch / packed.strip().splitlines()[-1]

@@ -22,9 +22,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from pipeline import native_stderr
 from pipeline.common.log import PipelineError
-from pipeline.evaluation.forward import float32_copy
+from pipeline.common.native import native_stderr
+from pipeline.serving.precision import float32_copy
 from pipeline.serving.runtimes import LITERT_NOISE
 from pipeline.serving.views import with_views
 
@@ -44,7 +44,7 @@ class ExportError(PipelineError, RuntimeError):
 
 
 def inference_model(model: keras.Model, views: str = "none") -> keras.Model:
-    """`model` as the converters need it: computing in float32 (`forward.float32_copy`, the
+    """`model` as the converters need it: computing in float32 (`precision.float32_copy`, the
     same weights), inference mode fixed in the graph (`training=False`: augmentation is the
     identity, batch normalisation uses its moving statistics), with its test-time `views`
     (`serving.views`) inside."""
@@ -114,13 +114,19 @@ def export_model(
 def signature(image_size: int, channels: int, classes: int, formats: list[str]) -> dict:
     """What a deployment needs to call the exports (models/export/signature.json)."""
     return {
-        "input": {"name": "image", "shape": [None, image_size, image_size, channels],
-                  "dtype": "uint8",
-                  "pixels": "0-255, resized as the training decoder resizes (bilinear)"},
-        "output": {"shape": [None, classes], "dtype": "float32",
-                   "meaning": "class probabilities, in the order of labels.json"},
+        "input": {
+            "name": "image",
+            "shape": [None, image_size, image_size, channels],
+            "dtype": "uint8",
+            "pixels": "0-255, resized as the training decoder resizes (bilinear)",
+        },
+        "output": {
+            "shape": [None, classes],
+            "dtype": "float32",
+            "meaning": "class probabilities, in the order of labels.json",
+        },
         "files": {fmt: FILES[fmt] for fmt in formats},
-    }  # fmt: skip
+    }
 
 
 def size_bytes(path: Path) -> int:

@@ -1,4 +1,5 @@
-"""The one inference path: load a trained model (a `.keras` file or an MLflow model URI),
+"""The one inference path: load a trained model from its files (a `.keras` file or an export;
+an MLflow model URI is `tracking.registry`'s to fetch),
 check that it predicts exactly the classes it is asked for, turn image files into the arrays
 it takes, predict batches, and build the prediction table. Evaluate, visualize, predict, the
 served pyfunc model and transfer learning all load and predict through here.
@@ -15,7 +16,6 @@ runtime (`serving.runtimes`).
 """
 
 import io
-import re
 import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -35,8 +35,6 @@ from pipeline.paths import SPLIT_DIR
 from pipeline.serving.runtimes import RUNTIMES, format_of, load_exported
 from pipeline.serving.views import with_views
 
-MODEL_URI = re.compile(r"[a-z][a-z0-9+.-]*:/")  # runs:/..., models:/..., s3://...
-
 
 class ModelNotFoundError(PipelineError, FileNotFoundError):
     """No model where the user pointed, or none trained yet; the message says which file."""
@@ -44,10 +42,6 @@ class ModelNotFoundError(PipelineError, FileNotFoundError):
 
 class ModelMismatchError(PipelineError, ValueError):
     """The model is unreadable, or was trained on other classes than it is asked for."""
-
-
-def is_model_uri(source: str | Path) -> bool:
-    return isinstance(source, str) and bool(MODEL_URI.match(source))
 
 
 def load_keras_model(path: Path) -> keras.Model:
@@ -187,9 +181,13 @@ class Classifier:
     def labels(self) -> Labels:
         """What labels.json says of this model (as the split wrote it)."""
         return Labels(
-            self.classes, self.background, self.max_pixels, self.max_side, self.jpeg_quality,
+            self.classes,
+            self.background,
+            self.max_pixels,
+            self.max_side,
+            self.jpeg_quality,
             self.views,
-        )  # fmt: skip
+        )
 
     def ready(self, data: bytes) -> bytes:
         """A file's bytes as the split would have written them (`images.model_ready`); raises
@@ -267,26 +265,11 @@ def load_checked(
 
 def load_classifier(source: str | Path) -> Classifier:
     """A `.keras` file or an export (`.onnx`, `.tflite`, a SavedModel folder; class names from
-    `labels.json` beside it), a folder holding `model.keras`, or an MLflow model URI
-    (`runs:/<id>/model`, `models:/<name>/<version>`, `models:/<name>@champion`: the
-    pipeline's pyfunc model, or a Keras-flavor model whose run holds `models/labels.json`)."""
-    if is_model_uri(source):
-        from pipeline.tracking import registry
-
-        model, labels = registry.load_logged_model(str(source))
-        return Classifier.from_labels(model, labels)
+    `labels.json` beside it), or a folder holding `model.keras`. (An MLflow model URI:
+    `tracking.registry.load_classifier`.)"""
     path = Path(source)
     plain_folder = path.is_dir() and format_of(path) is None
     return Classifier.from_files(path / "model.keras" if plain_folder else path)
-
-
-def load_model(source: str | Path) -> keras.Model:
-    """The Keras model alone (no class names needed): a `.keras` file or an MLflow URI."""
-    if is_model_uri(source):
-        from pipeline.tracking import registry
-
-        return registry.load_logged_model(str(source), labels=False)[0]
-    return load_keras_model(Path(source))
 
 
 def prediction_table(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import native_stderr
+from pipeline.common.native import native_stderr
 
 # the formats a path stands for, by its name; a folder holding saved_model.pb is a SavedModel
 SUFFIXES = {".onnx": "onnx", ".tflite": "tflite", ".keras": "keras"}

@@ -44,9 +44,10 @@ def comparison_table(
         known = sorted(c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics."))
         raise CompareError(f"no run has the metric {sort_by!r}; metrics: {', '.join(known)}")
     params = [
-        c for c in sorted(runs.columns)
+        c
+        for c in sorted(runs.columns)
         if c.startswith("params.") and runs[c].astype(str).nunique(dropna=False) > 1
-    ]  # fmt: skip
+    ]
     metrics = [f"metrics.{m}" for m in KEY_METRICS if f"metrics.{m}" in runs.columns]
     if metric_column not in metrics:
         metrics.insert(0, metric_column)

@@ -12,6 +12,7 @@ yours to set, e.g. `dvc exp run -S train.optimizer.learning_rate=...`).
 
 import argparse
 import logging
+from dataclasses import replace
 
 import keras
 import numpy as np
@@ -21,15 +22,14 @@ from pipeline.common.files import write_csv, write_json
 from pipeline.common.log import PipelineError, run_stage
 from pipeline.contracts import read_labels
 from pipeline.imagedata.dataset import read_split
-from pipeline.imagedata.manifest import split_channels
 from pipeline.params import load_params
-from pipeline.paths import LABELS_FILE, REPORTS_DIR, ROOT, SPLIT_DIR
+from pipeline.paths import LABELS_FILE, REPORTS_DIR, ROOT
 from pipeline.reporting.plots import lr_find_figure, save_figure
+from pipeline.tracking import registry
 from pipeline.training import distribute
 from pipeline.training.devices import configure_devices
-from pipeline.training.fitting import build_network, training_inputs
+from pipeline.training.fitting import Plan, build_network, resolved_settings, training_inputs
 from pipeline.training.optimizer import make_optimizer
-from pipeline.training.shape import resolve_base, resolve_input, resolve_training
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,14 @@ class StepLosses(keras.callbacks.Callback):
         smoothed = self.smoothed / (1 - SMOOTHING ** (batch + 1))  # bias-corrected
         rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         self.rows.append(
-            {"step": batch + 1, "learning_rate": rate, "loss": loss, "smoothed_loss": smoothed,
-             "running_mean": mean}
-        )  # fmt: skip
+            {
+                "step": batch + 1,
+                "learning_rate": rate,
+                "loss": loss,
+                "smoothed_loss": smoothed,
+                "running_mean": mean,
+            }
+        )
         self.best = min(self.best, smoothed)
         if not np.isfinite(smoothed) or (batch > 10 and smoothed > DIVERGED * self.best):
             self.model.stop_training = True
@@ -83,18 +88,17 @@ def suggest(table: pd.DataFrame) -> dict[str, float]:
 
 def range_test(steps: int, start: float, end: float) -> tuple[pd.DataFrame, dict]:
     """Train the configured model `steps` steps at geometrically rising rates."""
-    params = load_params()
+    params = registry.local_transfer_weights(load_params())  # an MLflow URI: a local file
     rows = read_split("train"), read_split("validation")
-    params, _ = resolve_base(params, rows[0], split_channels(SPLIT_DIR))
-    cfg = resolve_training(params.train, len(rows[0]))
-    setup = configure_devices(cfg.device, cfg.transfer.base)
-    dist = distribute.configure(cfg.model_copy(update={"distribute": "none"}))
-    keras.utils.set_random_seed(params.base.seed)
-    shape = resolve_input(params, rows[0], split_channels(SPLIT_DIR))
-    base = shape.applied(params.base)
     classes = read_labels(LABELS_FILE).classes
-    inputs = training_inputs(base, cfg, dist, classes, rows, "lr-find", LR_FIND_DIR)
-    model, _ = build_network(base, cfg, len(classes), dist.strategy)
+    params, settings, gpus = resolved_settings(params, rows, classes)
+    cfg = params.train
+    plan = Plan(cfg, replace(settings, distribute="none"), params.base.seed)
+    setup = configure_devices(settings.precision, settings.jit_compile, gpus)
+    dist = distribute.configure(cfg, "none", settings.batch_size)
+    keras.utils.set_random_seed(params.base.seed)
+    inputs = training_inputs(plan, dist, classes, rows, "lr-find", LR_FIND_DIR)
+    model = build_network(plan, len(classes), dist.strategy).model
     optimizer = make_optimizer(cfg.optimizer.model_copy(update={"schedule": "constant"}), 1, 1)
     optimizer.learning_rate = keras.optimizers.schedules.ExponentialDecay(
         start, decay_steps=steps, decay_rate=end / start
@@ -105,13 +109,15 @@ def range_test(steps: int, start: float, end: float) -> tuple[pd.DataFrame, dict
         jit_compile=setup.jit_compile,
     )
     losses = StepLosses()
-    model.fit(inputs.train_data(0), steps_per_epoch=steps, epochs=1, callbacks=[losses],
-              verbose=0)  # fmt: skip
+    model.fit(inputs.train_data(0), steps_per_epoch=steps, epochs=1, callbacks=[losses], verbose=0)
     table = pd.DataFrame(losses.rows).drop(columns="running_mean")
     about = {
-        "steps_run": len(table), "batch_size": cfg.batch_size, "start": start, "end": end,
-        "input": shape.describe(),
-    }  # fmt: skip
+        "steps_run": len(table),
+        "batch_size": settings.batch_size,
+        "start": start,
+        "end": end,
+        "input": settings.notes[1],
+    }
     return table, about | suggest(table)
 
 

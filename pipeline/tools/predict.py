@@ -25,7 +25,8 @@ from pipeline.common.parallel import progress_bar
 from pipeline.imagedata.images import UnreadableImageError, is_junk, not_regular
 from pipeline.paths import EXPORT_DIR, MODEL_FILE
 from pipeline.serving.formats import FILES
-from pipeline.serving.inference import Classifier, load_classifier, prediction_table
+from pipeline.serving.inference import Classifier, prediction_table
+from pipeline.tracking.registry import load_classifier
 
 
 class InputNotFoundError(PipelineError, FileNotFoundError):
@@ -138,9 +139,12 @@ def predict_files(
 
 
 def prediction_rows(
-    files: list[Path], probabilities: np.ndarray, errors: list[str], classes: list[str],
+    files: list[Path],
+    probabilities: np.ndarray,
+    errors: list[str],
+    classes: list[str],
     top_k: int,
-) -> pd.DataFrame:  # fmt: skip
+) -> pd.DataFrame:
     """The CSV's rows: path, the prediction (empty where the file could not be read), error."""
     table = prediction_table(probabilities, classes, min(top_k, len(classes)), False)
     table = table.astype(object)
@@ -158,8 +162,10 @@ def summary(table: pd.DataFrame, seconds: float) -> str:
     if len(read):
         counts = read["predicted"].value_counts()
         lines.append("  predicted: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
-        lines.append(f"  median confidence {read['confidence'].median():.3f}; "
-                     f"{(read['confidence'] < 0.5).sum()} below 0.5")  # fmt: skip
+        lines.append(
+            f"  median confidence {read['confidence'].median():.3f}; "
+            f"{(read['confidence'] < 0.5).sum()} below 0.5"
+        )
     unreadable = table[table["error"] != ""]
     if len(unreadable):
         lines.append(f"  {len(unreadable)} files could not be read:")
@@ -172,12 +178,20 @@ def summary(table: pd.DataFrame, seconds: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", type=Path, help="image files or folders")
-    parser.add_argument("--model", default=None, help="a .keras file, an export (.onnx, "
-                        ".tflite, a SavedModel folder), a folder holding model.keras, or an "
-                        "MLflow model URI (default: models/model.keras, the model `make run` "
-                        "trained)")  # fmt: skip
-    parser.add_argument("--format", choices=["keras", *FILES], default=None,
-                        help="predict with this export (models/export/) of the model")  # fmt: skip
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a .keras file, an export (.onnx, "
+        ".tflite, a SavedModel folder), a folder holding model.keras, or an "
+        "MLflow model URI (default: models/model.keras, the model `make run` "
+        "trained)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=["keras", *FILES],
+        default=None,
+        help="predict with this export (models/export/) of the model",
+    )
     parser.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write")
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)

@@ -43,6 +43,6 @@ def yaml_value(value: object) -> str:
 
 
 def exp_run_command(recipe: str) -> str:
-    """The `dvc exp run` line that trains `recipe` (the README shows it)."""
+    """The `dvc exp run` line that trains `recipe` (docs/training.md shows it)."""
     settings = " ".join(f"-S {key}={yaml_value(v)}" for key, v in RECIPES[recipe].items())
     return f"dvc exp run {settings}"

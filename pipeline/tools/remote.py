@@ -50,7 +50,7 @@ def choose_remote(repo: Repo, value: str, action: str) -> str:
             raise RemoteError(
                 f"no DVC remote to {action}: set DVC_REMOTE to a URL or path "
                 f"(make {action} DVC_REMOTE=s3://bucket/dvc), or to a remote's name, or add a "
-                "default remote (dvc remote add -d storage <url>); README, 'Scaling up'"
+                "default remote (dvc remote add -d storage <url>); docs/scaling.md"
             )
         return default
     if value not in remotes:

@@ -84,11 +84,16 @@ def relative(path: Path) -> str:
 def diff_table(diff: dict, key: str) -> pd.DataFrame:
     """DVC's nested {file: {name: {old, new, diff}}} as one row per (file, name)."""
     rows = [
-        {"file": file, key: name, "base": d.get("old"), "workspace": d.get("new"),
-         "change": d.get("diff")}
+        {
+            "file": file,
+            key: name,
+            "base": d.get("old"),
+            "workspace": d.get("new"),
+            "change": d.get("diff"),
+        }
         for file, names in sorted(diff.get("diff", {}).items())
         for name, d in sorted(names.items())
-    ]  # fmt: skip
+    ]
     # object columns: ints stay ints, a value the base lacks stays None
     return pd.DataFrame(rows, columns=["file", key, "base", "workspace", "change"], dtype=object)
 
@@ -179,9 +184,13 @@ def headline_rows(metrics: pd.DataFrame) -> list[list[str]]:
         row = found.iloc[0]
         change = None if pd.isna(row["base"]) else row["change"]
         rows.append(
-            [label, number(row["base"]), number(row["workspace"]),
-             number(change, signed=True) + verdict(change, higher_is_better(name))]
-        )  # fmt: skip
+            [
+                label,
+                number(row["base"]),
+                number(row["workspace"]),
+                number(change, signed=True) + verdict(change, higher_is_better(name)),
+            ]
+        )
     return rows
 
 

@@ -78,8 +78,10 @@ def prepare_checkout(run: RecordedRun, folder: Path) -> list[str]:
             diff = diff.split("\n# git status --porcelain\n")[0]
             if diff.strip():
                 (artifacts / "changes.patch").write_text(diff, encoding="utf-8")
-                _run(["git", "apply", "--whitespace=nowarn", str(artifacts / "changes.patch")],
-                     folder)  # fmt: skip
+                _run(
+                    ["git", "apply", "--whitespace=nowarn", str(artifacts / "changes.patch")],
+                    folder,
+                )
                 steps.append("code: the run's uncommitted changes applied (lineage/git_diff.patch)")
         copy_params(run.run_id, folder / "params.yaml", artifacts)
         steps.append("params: the run's params.yaml")
@@ -180,16 +182,21 @@ def reproduce(run_id: str, keep: bool = False) -> tuple[str, pd.DataFrame]:
         command = ["dvc", "repro", "--no-run-cache", *from_stage]
         log.info(f"{' '.join(command)} (training again)")
         result = subprocess.run(
-            command, cwd=folder, env=env, text=True, stdout=subprocess.PIPE,
+            command,
+            cwd=folder,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        )
         if result.returncode != 0:
             raise ReproduceError(f"dvc repro failed in {folder}:\n{result.stdout[-4000:]}")
         new_id = read_run_record(folder / "models" / "mlflow_run.json").run_id
     finally:
         if not keep:
-            subprocess.run(["git", "worktree", "remove", "--force", str(folder)], cwd=ROOT,
-                           capture_output=True)  # fmt: skip
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(folder)], cwd=ROOT, capture_output=True
+            )
             shutil.rmtree(folder.parent, ignore_errors=True)
     new = recorded_run(new_id)
     table = side_by_side(original, new)

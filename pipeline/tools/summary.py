@@ -37,8 +37,10 @@ def summary() -> str:
         found = read_json(AUDIT_METRICS)
         audit = f"{found['suspects']} of {found['images']} images"
         if "accuracy_without_suspects" in metrics:
-            audit += (f", {metrics['test_suspects']} in test (accuracy without them "
-                      f"{metrics['accuracy_without_suspects']:.4f})")  # fmt: skip
+            audit += (
+                f", {metrics['test_suspects']} in test (accuracy without them "
+                f"{metrics['accuracy_without_suspects']:.4f})"
+            )
     exports = "not exported yet"
     if EXPORT_METRICS.exists():
         found = read_json(EXPORT_METRICS)

@@ -108,8 +108,13 @@ def main(argv: list[str] | None = None) -> None:
     # finish the whole queue, so their start-up output goes to a file.
     log = ROOT / ".dvc/tmp/sweep-queue-start.log"
     with log.open("w") as out:
-        subprocess.run(["dvc", "queue", "start", "-j", str(args.jobs)], cwd=ROOT, check=True,
-                       stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        subprocess.run(
+            ["dvc", "queue", "start", "-j", str(args.jobs)],
+            cwd=ROOT,
+            check=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     print(f"sweep: {len(names)} experiments, {args.jobs} at a time (dvc queue status)")
     if args.no_wait:
         return

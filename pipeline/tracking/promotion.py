@@ -31,10 +31,11 @@ class Decision:
             "champion.decision": "promoted" if self.promoted else "kept",
             "champion.metric": f"test_{metric}",
             "champion.previous_version": self.champion_version or "none",
-            "champion.previous_value": "none" if self.champion_value is None
+            "champion.previous_value": "none"
+            if self.champion_value is None
             else repr(self.champion_value),
             "champion.reason": self.reason,
-        }  # fmt: skip
+        }
 
 
 def run_version(client: MlflowClient, name: str, run_id: str) -> str:

@@ -1,9 +1,11 @@
 """The model registry side of MLflow: log and register the trained model as the pipeline's
-pyfunc model, and load a logged model back by URI."""
+pyfunc model, and load a logged model back by URI (the one place that does: serving loads
+files only, and training takes a URI's model as a local file, `local_transfer_weights`)."""
 
 import base64
 import importlib.metadata
 import logging
+import re
 from pathlib import Path
 
 import keras
@@ -13,16 +15,25 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 from mlflow.types.schema import Array
 
+from pipeline.common.files import staged_file
 from pipeline.contracts import Labels, read_labels
-from pipeline.paths import MODEL_LABELS_FILE, ROOT
-from pipeline.serving.inference import ModelNotFoundError
+from pipeline.params import Params
+from pipeline.paths import MODEL_LABELS_FILE, MODELS_CACHE_DIR, ROOT
+from pipeline.serving import inference
+from pipeline.serving.inference import Classifier, ModelNotFoundError
 from pipeline.serving.pyfunc import COLUMN, PIXELS
 from pipeline.tracking import store
 
 PACKAGE_DATA = ("model_code.py",)  # the served model as code: read, never imported here
 MODEL_CODE = Path(__file__).with_name(PACKAGE_DATA[0])
 
+MODEL_URI = re.compile(r"[a-z][a-z0-9+.-]*:/")  # runs:/..., models:/..., s3://...
+
 PACKAGES = ("mlflow", "tensorflow", "keras", "pillow", "pandas", "numpy")
+
+
+def is_model_uri(source: str | Path) -> bool:
+    return isinstance(source, str) and bool(MODEL_URI.match(source))
 
 
 def signature(classes: list[str]) -> ModelSignature:
@@ -98,3 +109,40 @@ def load_logged_model(uri: str, labels: bool = True) -> tuple[keras.Model, Label
     except mlflow.exceptions.MlflowException as error:
         raise ModelNotFoundError(f"no model at {uri} ({error.message})") from error
     return model, read_labels(Path(local), writer="train")
+
+
+def load_classifier(source: str | Path) -> Classifier:
+    """An MLflow model URI (`runs:/<id>/model`, `models:/<name>/<version>`,
+    `models:/<name>@champion`: the pipeline's pyfunc model, or a Keras-flavor model whose run
+    holds `models/labels.json`), or the files `serving.inference.load_classifier` reads."""
+    if is_model_uri(source):
+        model, labels = load_logged_model(str(source))
+        return Classifier.from_labels(model, labels)
+    return inference.load_classifier(source)
+
+
+def local_model_file(uri: str) -> Path:
+    """The Keras model at an MLflow URI, saved as a `.keras` file under MODELS_CACHE_DIR (one
+    folder per URI, so the same URI is the same file)."""
+    model, _ = load_logged_model(uri, labels=False)
+    target = MODELS_CACHE_DIR / re.sub(r"[^A-Za-z0-9._@-]+", "_", uri) / "model.keras"
+    with staged_file(target) as tmp:
+        model.save(tmp)
+    return target
+
+
+def local_transfer_weights(params: Params) -> Params:
+    """`params` with train.transfer.weights, when it is an MLflow model URI, pointing at that
+    model's local copy (`local_model_file`): training reads model files only."""
+    transfer = params.train.transfer
+    if transfer.base != "pipeline" or not is_model_uri(transfer.weights):
+        return params
+    try:
+        local = local_model_file(transfer.weights)
+    except ModelNotFoundError as error:
+        raise ModelNotFoundError(
+            f"train.transfer.weights: cannot load the MLflow model {transfer.weights}: {error}"
+        ) from None
+    weights = transfer.model_copy(update={"weights": str(local)})
+    train = params.train.model_copy(update={"transfer": weights})
+    return params.model_copy(update={"train": train})

@@ -69,8 +69,10 @@ def main() -> None:
     args = parser.parse_args()
     store.configure()
     app = bounded_app(args.model_uri, int(args.max_request_mb * 2**20))
-    log.info(f"serving {args.model_uri} on http://{args.host}:{args.port} (request bodies up "
-             f"to {args.max_request_mb:g} MB)")  # fmt: skip
+    log.info(
+        f"serving {args.model_uri} on http://{args.host}:{args.port} (request bodies up "
+        f"to {args.max_request_mb:g} MB)"
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 

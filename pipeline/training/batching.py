@@ -1,9 +1,9 @@
-"""`batch_size: auto`, the rule training and the audit's fold models share.
+"""`batch_size: auto`, the rule training (`training.settings`) and the audit's fold models
+share; part of the resolver, kept apart so that the audit imports nothing else of training.
 
-About AUTO_STEPS steps an epoch, as a power of two, and never below AUTO_MIN_BATCH. On a CPU a
-step costs a fixed overhead besides its arithmetic (a batch of 128 ran 2.5 times the images per
-second of 20 on the default CNN), so a large training set takes large batches; a small one
-keeps enough steps to learn from (the digits stay at 20).
+About AUTO_STEPS steps an epoch, as a power of two, and never below AUTO_MIN_BATCH: on a CPU a
+step costs a fixed overhead besides its arithmetic, so a large training set takes large
+batches; a small one keeps enough steps to learn from.
 """
 
 import math

@@ -33,16 +33,17 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     Across the phases of a schedule the best value and weights carry over (a new phase must
     beat what came before), while the patience count starts afresh in each phase."""
 
-    def __init__(self, folder: Path, cfg: EarlyStoppingParams, patience: int, phase: int) -> None:
+    def __init__(
+        self, folder: Path, cfg: EarlyStoppingParams, start: int, patience: int, phase: int
+    ) -> None:
+        """`start`: train.early_stopping.start_from_epoch, resolved (`training.settings`)."""
         super().__init__(
             monitor=cfg.monitor,
             mode="min" if cfg.monitor.endswith("loss") else "max",
             patience=patience,
             restore_best_weights=cfg.restore_best_weights,
             verbose=1,
-            # auto is resolved by training.shape before train fits; a caller that fits with the
-            # params as written (the transfer tests) watches from the first epoch
-            start_from_epoch=0 if cfg.start_from_epoch == "auto" else cfg.start_from_epoch,
+            start_from_epoch=start,
         )
         self.phase = phase
         self.state_file = folder / "early_stopping.json"

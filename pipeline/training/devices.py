@@ -1,5 +1,5 @@
-"""The device training runs on: memory growth, precision policy and XLA, each resolved from
-`auto` for this machine."""
+"""The device training runs on: its GPUs (memory growth), and the precision policy and XLA
+that `training.settings` resolved for it."""
 
 import logging
 import os
@@ -10,8 +10,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from pipeline import CUDA_INIT_FAILED, native_stderr
-from pipeline.params import DeviceParams
+from pipeline.common.native import CUDA_INIT_FAILED, native_stderr
 
 log = logging.getLogger(__name__)
 
@@ -31,29 +30,23 @@ def cpu_has_bf16() -> bool:
         return False
 
 
-# bases built of depthwise convolutions, which oneDNN runs slower in bfloat16 than in float32
-# on a CPU (EfficientNet-Lite0 at 224 px, 2 cores: 37 against 64 images/s with the base frozen)
-DEPTHWISE_BASES = ("efficientnet_lite0", "efficientnet_b0", "mobilenet_v2", "mobilenet_v3_small")
-
-
-def configure_devices(cfg: DeviceParams, base: str = "none") -> DeviceSetup:
-    """Memory growth, precision policy and XLA, each resolved from `auto` for this machine
-    and the model (`base`: train.transfer.base, resolved): mixed_float16 on a GPU;
-    mixed_bfloat16 on a CPU that computes it natively, unless the base is one of
-    DEPTHWISE_BASES; else float32."""
+def visible_gpus(memory_growth: str) -> int:
+    """How many GPUs TensorFlow sees, each set to grow its memory (train.device.memory_growth);
+    call before anything touches a GPU."""
     with native_stderr(CUDA_INIT_FAILED) as dropped:
         gpus = tf.config.list_physical_devices("GPU")
     if dropped:  # a CUDA build of TensorFlow without a usable driver: one line, not an E0000
         reason = CUDA_INIT_FAILED.search(dropped[0]).group("reason").decode(errors="replace")
         log.info(f"no usable GPU (CUDA: {reason.strip()}); training on the CPU")
-    if gpus and cfg.memory_growth != "off":
+    if gpus and memory_growth != "off":
         for gpu in gpus:
             tf.config.experimental.set_memory_growth(gpu, True)
-    precision = cfg.mixed_precision
-    if precision == "auto":
-        bf16 = cpu_has_bf16() and base not in DEPTHWISE_BASES
-        precision = "mixed_float16" if gpus else "mixed_bfloat16" if bf16 else "float32"
+    return len(gpus)
+
+
+def configure_devices(precision: str, jit_compile: bool, gpus: int) -> DeviceSetup:
+    """The precision policy (resolved: `training.settings.resolve_precision`) set for every
+    model built from here on."""
     keras.mixed_precision.set_global_policy(precision)
-    jit = bool(gpus) if cfg.jit_compile == "auto" else cfg.jit_compile == "on"
-    device = f"GPU x{len(gpus)}" if gpus else f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
-    return DeviceSetup(device, precision, jit)
+    device = f"GPU x{gpus}" if gpus else f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
+    return DeviceSetup(device, precision, jit_compile)

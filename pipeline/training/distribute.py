@@ -1,9 +1,8 @@
 """Which `tf.distribute` strategy trains the model, with what batch and learning rate, and
 which process may write.
 
-`train.distribute: auto` picks MultiWorkerMirroredStrategy when `TF_CONFIG` describes a cluster
-of two or more tasks, MirroredStrategy when this machine has two or more GPUs, and the default
-(one device) strategy otherwise; `none`, `mirrored` and `multi_worker` force one. Every worker
+`train.distribute` (resolved by `training.settings.resolve_distribute`) names the strategy:
+MultiWorkerMirroredStrategy, MirroredStrategy or the default (one device) one. Every worker
 runs the same `python -m pipeline.train`; only the chief (task `chief`, or worker 0 when the
 cluster names none) writes the model, the reports and the MLflow run.
 """
@@ -56,15 +55,6 @@ def read_cluster(tf_config: str | None) -> Cluster:
             'expected {"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", '
             '"index": 0}}'
         ) from error
-
-
-def resolve(mode: str, gpus: int, cluster: Cluster) -> str:
-    """`auto` made concrete for this machine and cluster."""
-    if mode != "auto":
-        return mode
-    if cluster.tasks > 1:
-        return "multi_worker"
-    return "mirrored" if gpus > 1 else "none"
 
 
 def batch_sizes(batch_size: int, scope: str, replicas: int) -> tuple[int, int]:
@@ -121,17 +111,16 @@ class Distribution:
         }
 
 
-def configure(cfg: TrainParams) -> Distribution:
-    """The strategy `cfg.distribute` asks for; call after the devices are configured and
-    before any model or dataset is made."""
+def configure(cfg: TrainParams, kind: str, batch_size: int) -> Distribution:
+    """The strategy `kind` (train.distribute, resolved) for a batch of `batch_size` (resolved)
+    counted per `cfg.batch_size_scope`; call after the devices are configured and before any
+    model or dataset is made."""
     cluster = read_cluster(os.environ.get("TF_CONFIG"))
-    gpus = len(tf.config.list_physical_devices("GPU"))
-    kind = resolve(cfg.distribute, gpus, cluster)
     if kind == "multi_worker":
         if cluster.tasks < 2:
             raise DistributeError(
                 "train.distribute = multi_worker needs TF_CONFIG describing a cluster of two or "
-                "more workers (README, 'Scaling up')"
+                "more workers (docs/scaling.md)"
             )
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         patch_keras_for_multi_worker()
@@ -147,7 +136,7 @@ def configure(cfg: TrainParams) -> Distribution:
             )
         strategy = tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync
-    global_batch, per_replica = batch_sizes(cfg.batch_size, cfg.batch_size_scope, replicas)
+    global_batch, per_replica = batch_sizes(batch_size, cfg.batch_size_scope, replicas)
     scale = learning_rate_scale(cfg.scale_learning_rate, replicas)
     return Distribution(strategy, kind, cluster, replicas, global_batch, per_replica, scale)
 

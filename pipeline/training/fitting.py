@@ -2,10 +2,12 @@
 learning unfreezes blocks), each resumable after a kill."""
 
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -13,9 +15,10 @@ import pandas as pd
 import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
-from pipeline.imagedata.dataset import choose_cache, image_dataset
-from pipeline.params import BaseParams, TrainParams
-from pipeline.paths import CACHE_DIR, RESUME_DIR
+from pipeline.imagedata.dataset import image_dataset, label_indices
+from pipeline.imagedata.manifest import split_channels
+from pipeline.params import Params, TrainParams
+from pipeline.paths import CACHE_DIR, RESUME_DIR, SPLIT_DIR
 from pipeline.training import distribute
 from pipeline.training.callbacks import (
     AtomicBackupAndRestore,
@@ -28,28 +31,21 @@ from pipeline.training.callbacks import (
     load_weights,
     save_weights,
 )
+from pipeline.training.devices import cpu_has_bf16, visible_gpus
 from pipeline.training.mixing import mixed
 from pipeline.training.model import build_model
 from pipeline.training.optimizer import make_optimizer
 from pipeline.training.resume import history_table
 from pipeline.training.schedule import Phase, ScheduleState, first_phase, next_phase
+from pipeline.training.settings import Machine, Settings, resolve
 from pipeline.training.transfer import TransferModel, build_transfer_model, trainable_count
 
 log = logging.getLogger(__name__)
 
 
-AUTO_IMBALANCE = 2.0  # `auto` weighs the classes when the largest has this many times the smallest
-
-
 def class_weights(labels: list[int], num_classes: int, mode: str) -> dict[int, float] | None:
-    """`balanced`: weights inversely proportional to class frequency in the training split;
-    `auto`: balanced when the largest class has AUTO_IMBALANCE times the smallest or more."""
-    if mode == "auto":
-        sizes = np.bincount(np.asarray(labels))
-        smallest, largest = sizes[sizes > 0].min(), sizes.max()
-        mode = "balanced" if largest >= AUTO_IMBALANCE * smallest else "none"
-        log.info(f"train.class_weight auto: {mode} (classes of {smallest} to {largest} "
-                 "training images)")  # fmt: skip
+    """`balanced` (train.class_weight, resolved): weights inversely proportional to class
+    frequency in the training split; `none`: no weights."""
     if mode == "none":
         return None
     present = np.unique(labels)
@@ -59,13 +55,52 @@ def class_weights(labels: list[int], num_classes: int, mode: str) -> dict[int, f
     }
 
 
+def resolved_settings(
+    params: Params, rows: tuple[pd.DataFrame, pd.DataFrame], classes: list[str]
+) -> tuple[Params, Settings, int]:
+    """Every auto of a training on these rows, resolved once for the split and this machine
+    (`training.settings.resolve`) and printed; and how many GPUs it sees."""
+    gpus = visible_gpus(params.train.device.memory_growth)  # before anything touches a GPU
+    tasks = distribute.read_cluster(os.environ.get("TF_CONFIG")).tasks
+    labels = label_indices(rows[0]["label"], classes)
+    machine = Machine(gpus=gpus, bf16=cpu_has_bf16(), cluster_tasks=tasks)
+    params, settings = resolve(params, rows, labels, split_channels(SPLIT_DIR), machine)
+    for note in settings.notes:
+        log.info(note)
+    log.info(
+        f"{settings.describe()} (train.epochs {params.train.epochs}, train.batch_size "
+        f"{params.train.batch_size}, train.early_stopping.start_from_epoch "
+        f"{params.train.early_stopping.start_from_epoch})"
+    )
+    return params, settings, gpus
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A training as planned: the train params as written (their auto keys are not read:
+    `settings` holds what each became) and the seed."""
+
+    cfg: TrainParams
+    settings: Settings
+    seed: int
+
+
+class Network(NamedTuple):
+    """The model to fit and, for transfer learning, its base and blocks."""
+
+    model: keras.Model
+    transfer: TransferModel | None
+
+
 @dataclass
 class Fitting:
     """What every phase of a training schedule fits with."""
 
     model: keras.Model
     transfer: TransferModel | None
-    cfg: TrainParams
+    cfg: TrainParams  # its auto keys are not read: epochs and stopping_start hold them
+    epochs: int
+    stopping_start: int  # train.early_stopping.start_from_epoch
     resume_dir: Path  # this process's training state (the chief's: RESUME_DIR)
     learning_rate_scale: float  # every learning rate times this (the replica count rule)
     jit_compile: bool
@@ -83,14 +118,16 @@ def run_schedule(fitting: Fitting) -> tuple[ResumableEarlyStopping, pd.DataFrame
     cfg, transfer, folder = fitting.cfg, fitting.transfer, fitting.resume_dir
     blocks = len(transfer.blocks) if transfer else 0
     state_file = folder / "schedule.json"
-    state = ScheduleState.load(state_file) or ScheduleState(first_phase(cfg, blocks), [])
+    state = ScheduleState.load(state_file) or ScheduleState(
+        first_phase(cfg, blocks, fitting.epochs), []
+    )
     while True:
         phase = state.phase
         stopper = run_phase(fitting, phase)
         table = history_table(folder / "history.csv")
         done = int(table["epoch"].max())
         stalled = stopper.wait >= phase.patience
-        following, decision = next_phase(cfg, phase, done, stalled, blocks)
+        following, decision = next_phase(cfg, phase, done, stalled, blocks, fitting.epochs)
         epochs = table[(table["epoch"] > phase.first_epoch) & (table["epoch"] <= done)]
         state.rows.append(
             {
@@ -138,7 +175,9 @@ def run_phase(fitting: Fitting, phase: Phase) -> ResumableEarlyStopping:
     start = folder / "phase_start.npz"
     if start.exists() and not backup.exists():
         load_weights(model, start)
-    stopper = ResumableEarlyStopping(folder, cfg.early_stopping, phase.patience, phase.index)
+    stopper = ResumableEarlyStopping(
+        folder, cfg.early_stopping, fitting.stopping_start, phase.patience, phase.index
+    )
     saved = stopper.saved_state()
     history = folder / "history.csv"
     done = int(history_table(history)["epoch"].max()) if history.exists() else 0
@@ -189,17 +228,22 @@ class TrainingInputs:
     cache: str  # memory | disk | off
     train_images: int
     validation_images: int
+    class_weight: dict[int, float] | None
 
 
 def training_inputs(
-    base: BaseParams, cfg: TrainParams, dist: distribute.Distribution, classes: list[str],
-    rows: tuple[pd.DataFrame, pd.DataFrame], key: str, folder: Path,
-) -> TrainingInputs:  # fmt: skip
+    plan: Plan,
+    dist: distribute.Distribution,
+    classes: list[str],
+    rows: tuple[pd.DataFrame, pd.DataFrame],
+    key: str,
+    folder: Path,
+) -> TrainingInputs:
     """`rows`: the manifest rows of the training and validation splits; `key`: the
     training's fingerprint, which names its on-disk cache; `folder`: this process's state."""
     train_rows, validation_rows = rows
-    size, channels = base.image_size, base.channels
-    cache = choose_cache(cfg.cache, len(train_rows) + len(validation_rows), size, channels)
+    settings = plan.settings
+    size, channels, cache = settings.image_size, settings.channels, settings.cache
     # two processes on one machine cannot share an on-disk cache while they write it
     task = "" if dist.is_chief else folder.name.removeprefix(RESUME_DIR.name)
     cache_for = {
@@ -211,42 +255,54 @@ def training_inputs(
 
     def train_data(first_epoch: int) -> tf.data.Dataset:
         batches = image_dataset(
-            train_rows, classes, size, channels, dist.global_batch, shuffle_seed=base.seed,
-            cache=cache_for["train"], first_epoch=first_epoch,
-        )  # fmt: skip
-        return shard(mixed(batches, cfg.augmentation, base.seed))
+            train_rows,
+            classes,
+            size,
+            channels,
+            dist.global_batch,
+            shuffle_seed=plan.seed,
+            cache=cache_for["train"],
+            first_epoch=first_epoch,
+        )
+        return shard(mixed(batches, plan.cfg.augmentation, plan.seed))
 
-    validation_data = shard(image_dataset(
-        validation_rows, classes, size, channels, dist.global_batch,
-        cache=cache_for["validation"],
-    ))  # fmt: skip
+    validation_data = shard(
+        image_dataset(
+            validation_rows,
+            classes,
+            size,
+            channels,
+            dist.global_batch,
+            cache=cache_for["validation"],
+        )
+    )
     steps = int(np.ceil(len(train_rows) / dist.global_batch))
+    labels = label_indices(train_rows["label"], classes)
+    weights = class_weights(labels, len(classes), settings.class_weight)
     return TrainingInputs(
-        train_data, validation_data, steps, cache, len(train_rows), len(validation_rows)
+        train_data, validation_data, steps, cache, len(train_rows), len(validation_rows), weights
     )
 
 
-def build_network(
-    base: BaseParams, cfg: TrainParams, num_classes: int, strategy: tf.distribute.Strategy
-) -> tuple[keras.Model, TransferModel | None]:
+def build_network(plan: Plan, num_classes: int, strategy: tf.distribute.Strategy) -> Network:
     """The pipeline's CNN, or a transfer-learning model (`train.transfer.base`), its
     variables on every replica."""
-    shape = (base.image_size, base.image_size, base.channels)
+    settings, cfg, seed = plan.settings, plan.cfg, plan.seed
+    shape = (settings.image_size, settings.image_size, settings.channels)
     with strategy.scope():
-        if cfg.transfer.base == "none":
-            return build_model(
-                shape, num_classes, cfg.model, cfg.augmentation, seed=base.seed
-            ), None
-        transfer = build_transfer_model(
-            shape, num_classes, cfg.transfer, cfg.augmentation, seed=base.seed
-        )
-        return transfer.model, transfer
+        if settings.base == "none":
+            return Network(build_model(shape, num_classes, cfg.model, cfg.augmentation, seed), None)
+        transfer = build_transfer_model(shape, num_classes, cfg.transfer, cfg.augmentation, seed)
+        return Network(transfer.model, transfer)
 
 
 def summarise(
-    table: pd.DataFrame, stopper: ResumableEarlyStopping, fitting: Fitting, seconds: float,
+    table: pd.DataFrame,
+    stopper: ResumableEarlyStopping,
+    fitting: Fitting,
+    seconds: float,
     train_images: int,
-) -> tuple[pd.Series, dict]:  # fmt: skip
+) -> tuple[pd.Series, dict]:
     """The kept epoch's row of the history, and the training's metrics."""
     restored = fitting.cfg.early_stopping.restore_best_weights
     best = table.iloc[stopper.best_epoch if restored else len(table) - 1]
@@ -267,23 +323,28 @@ def summarise(
 
 
 def make_fitting(
-    model: keras.Model, transfer: TransferModel | None, cfg: TrainParams,
-    dist: distribute.Distribution, jit_compile: bool, inputs: TrainingInputs, folder: Path,
-    class_weight: dict[int, float] | None, loggers: list[keras.callbacks.Callback],
-) -> Fitting:  # fmt: skip
+    network: Network,
+    plan: Plan,
+    dist: distribute.Distribution,
+    inputs: TrainingInputs,
+    folder: Path,
+    loggers: list[keras.callbacks.Callback],
+) -> Fitting:
     """What every phase fits with; `loggers` (the run's per-epoch metrics, on the chief) run
     before the history file's own logger."""
     return Fitting(
-        model=model,
-        transfer=transfer,
-        cfg=cfg,
+        model=network.model,
+        transfer=network.transfer,
+        cfg=plan.cfg,
+        epochs=plan.settings.epochs,
+        stopping_start=plan.settings.stopping_start,
         resume_dir=folder,
         learning_rate_scale=dist.learning_rate_scale,
-        jit_compile=jit_compile,
+        jit_compile=plan.settings.jit_compile,
         steps=inputs.steps,
         train_data=inputs.train_data,
         validation_data=inputs.validation_data,
-        class_weight=class_weight,
+        class_weight=inputs.class_weight,
         loggers=[*loggers, keras.callbacks.CSVLogger(str(folder / "history.csv"), append=True)],
         throughput=Throughput(),
     )

@@ -27,9 +27,11 @@ def make_optimizer(
     elif cfg.schedule == "warmup_cosine":
         warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total - 1)
         rate = keras.optimizers.schedules.CosineDecay(
-            cfg.learning_rate / 10, decay_steps=total - warmup,
-            warmup_target=cfg.learning_rate, warmup_steps=warmup,
-        )  # fmt: skip
+            cfg.learning_rate / 10,
+            decay_steps=total - warmup,
+            warmup_target=cfg.learning_rate,
+            warmup_steps=warmup,
+        )
     else:  # constant, or plateau (a callback lowers it)
         rate = cfg.learning_rate
     ema = {"use_ema": bool(cfg.ema_momentum), "ema_momentum": cfg.ema_momentum or 0.99}

@@ -24,41 +24,42 @@ class Phase:
     patience: int  # epochs without a better monitored value before the phase ends early
 
 
-def first_phase(cfg: TrainParams, blocks: int) -> Phase:
+def first_phase(cfg: TrainParams, blocks: int, epochs: int) -> Phase:
+    """The first phase of `epochs` in all (train.epochs, resolved)."""
     transfer = cfg.transfer
     if transfer.base == "none":
         learning_rate, patience = cfg.optimizer.learning_rate, cfg.early_stopping.patience
-        return Phase(0, None, learning_rate, 0, cfg.epochs, patience)
+        return Phase(0, None, learning_rate, 0, epochs, patience)
     if transfer.schedule == "auto":
-        return Phase(0, 0, cfg.optimizer.learning_rate, 0, cfg.epochs, transfer.patience)
-    return _manual_phase(cfg, 0, 0, blocks)
+        return Phase(0, 0, cfg.optimizer.learning_rate, 0, epochs, transfer.patience)
+    return _manual_phase(cfg, 0, 0, blocks, epochs)
 
 
-def _manual_phase(cfg: TrainParams, index: int, start: int, blocks: int) -> Phase:
+def _manual_phase(cfg: TrainParams, index: int, start: int, blocks: int, epochs: int) -> Phase:
     planned = cfg.transfer.phases[index]
     if planned.unfreeze > blocks:
         raise ValueError(
             f"train.transfer.phases[{index}].unfreeze = {planned.unfreeze}, but the base "
             f"{cfg.transfer.base} has {blocks} blocks"
         )
-    end = min(start + planned.epochs, cfg.epochs)
+    end = min(start + planned.epochs, epochs)
     patience = cfg.early_stopping.patience
     return Phase(index, planned.unfreeze, planned.learning_rate, start, end, patience)
 
 
 def next_phase(
-    cfg: TrainParams, phase: Phase, epochs_done: int, stalled: bool, blocks: int
+    cfg: TrainParams, phase: Phase, epochs_done: int, stalled: bool, blocks: int, epochs: int
 ) -> tuple[Phase | None, str]:
     """The phase after `phase`, which ended after `epochs_done` epochs in all (`stalled`: its
     monitored value stopped improving), and the reason for the choice."""
     if cfg.transfer.base == "none":
         return None, "done: training from scratch is one phase"
-    if epochs_done >= cfg.epochs:
-        return None, f"stop: train.epochs = {cfg.epochs} epochs reached"
+    if epochs_done >= epochs:
+        return None, f"stop: train.epochs = {epochs} epochs reached"
     if cfg.transfer.schedule == "manual":
         if phase.index + 1 == len(cfg.transfer.phases):
             return None, "stop: last manual phase done"
-        following = _manual_phase(cfg, phase.index + 1, epochs_done, blocks)
+        following = _manual_phase(cfg, phase.index + 1, epochs_done, blocks, epochs)
         return following, (
             f"next: manual phase {following.index + 1}, {following.unfrozen} of {blocks} "
             f"blocks unfrozen at learning rate {following.learning_rate:g}"
@@ -67,7 +68,7 @@ def next_phase(
         return None, f"stop: all {blocks} blocks unfrozen and val_loss stalled"
     rate = phase.learning_rate * cfg.transfer.learning_rate_factor
     following = Phase(
-        phase.index + 1, phase.unfrozen + 1, rate, epochs_done, cfg.epochs, phase.patience
+        phase.index + 1, phase.unfrozen + 1, rate, epochs_done, epochs, phase.patience
     )
     return following, (
         f"next: val_loss stalled for {phase.patience} epochs; unfreeze block "

@@ -30,7 +30,7 @@ from keras import layers
 from pipeline.common.log import PipelineError
 from pipeline.params import AugmentationParams, TransferParams
 from pipeline.paths import ROOT
-from pipeline.serving.inference import ModelNotFoundError, is_model_uri, load_model
+from pipeline.serving.inference import load_keras_model
 from pipeline.training import efficientnet_lite
 from pipeline.training.model import augmentation, dense_head
 
@@ -44,8 +44,17 @@ def _stage_of(table: list[range]) -> Callable[[int], int]:
 
 
 # MobileNetV2 paper, Table 2: seven bottleneck sequences (16, 24, 32, 64, 96, 160, 320 channels)
-_MOBILENET_V2_STAGE = _stage_of([range(0, 1), range(1, 3), range(3, 6), range(6, 10),
-                                 range(10, 13), range(13, 16), range(16, 17)])  # fmt: skip
+_MOBILENET_V2_STAGE = _stage_of(
+    [
+        range(0, 1),
+        range(1, 3),
+        range(3, 6),
+        range(6, 10),
+        range(10, 13),
+        range(13, 16),
+        range(16, 17),
+    ]
+)
 # MobileNetV3-Small: bottlenecks grouped by output width (16, 24, 40, 48, 96 channels)
 _MOBILENET_V3_STAGE = _stage_of([range(0, 1), range(1, 3), range(3, 6), range(6, 8), range(8, 11)])
 
@@ -204,18 +213,12 @@ def application_base(name: str, weights: str, input_shape: tuple[int, int, int])
 
 
 def load_pipeline_model(source: str) -> keras.Model:
-    """A model of an earlier run: a `.keras` path, or an MLflow URI (runs:/..., models:/...)."""
-    if not is_model_uri(source):
-        path = Path(source) if Path(source).is_absolute() else ROOT / source
-        if not path.is_file():
-            raise TransferError(f"train.transfer.weights: model file {path} not found")
-        source = path
-    try:
-        return load_model(source)
-    except ModelNotFoundError as error:
-        raise TransferError(
-            f"train.transfer.weights: cannot load the MLflow model {source}: {error}"
-        ) from None
+    """A model of an earlier run, from its `.keras` file (an MLflow URI in params.yaml is
+    fetched to a local file before training: `tracking.registry.local_transfer_weights`)."""
+    path = Path(source) if Path(source).is_absolute() else ROOT / source
+    if not path.is_file():
+        raise TransferError(f"train.transfer.weights: model file {path} not found")
+    return load_keras_model(path)
 
 
 def pipeline_base(source: str, input_shape: tuple[int, int, int]) -> keras.Model:

@@ -52,11 +52,23 @@ runpy.run_module("benchmarks.gpu_benchmark", run_name="__main__")
 def test_the_recipe_trains_under_jax_without_tensorflow_or_mlflow(tiny_fashion, tmp_path):
     out = tmp_path / "rows.jsonl"
     run = subprocess.run(
-        [sys.executable, "-c", WITHOUT_TENSORFLOW, "gpu_benchmark", "--variant",
-         "short:train.epochs=2", "--no-default", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-c",
+            WITHOUT_TENSORFLOW,
+            "gpu_benchmark",
+            "--variant",
+            "short:train.epochs=2",
+            "--no-default",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "KERAS_BACKEND": "jax", "FASHION_MNIST_DIR": str(tiny_fashion)},
-    )  # fmt: skip
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     epochs, result = rows[:-1], rows[-1]

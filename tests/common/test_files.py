@@ -154,8 +154,9 @@ def test_a_second_writer_stops_naming_the_first_and_the_lock_dies_with_it(tmp_pa
     from pipeline.paths import ROOT
 
     lock = tmp_path / ".resume" / "train.lock"
-    first = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock)], cwd=ROOT,
-                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    first = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(lock)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     assert first.stdout.readline().strip() == "holding"
     busy = rf"a training is already running in this workspace \(pid {first.pid}, since .*; it "
     with pytest.raises(WorkspaceBusyError, match=busy), single_writer(lock, "a training"):

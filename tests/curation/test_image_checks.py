@@ -23,8 +23,16 @@ def _split(tmp_path):
         path = f"train/{label}/{index}.png"
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(tmp_path / path)
-        rows.append({"raw_path": f"{label}/{index}.png", "path": path, "split": "train",
-                     "label": label, "sha256": f"{index:064x}", "group": ""})  # fmt: skip
+        rows.append(
+            {
+                "raw_path": f"{label}/{index}.png",
+                "path": path,
+                "split": "train",
+                "label": label,
+                "sha256": f"{index:064x}",
+                "group": "",
+            }
+        )
     (tmp_path / "train/dog/11.png").write_bytes((tmp_path / "train/cat/4.png").read_bytes())
     rows[11]["sha256"] = rows[4]["sha256"]  # a copy kept under two classes
     rows[7]["group"] = rows[8]["group"] = rows[7]["sha256"]  # near duplicates, as the split grouped

@@ -87,8 +87,11 @@ def test_a_group_of_near_duplicates_stays_in_one_fold():
 
 
 def test_too_few_images_for_the_folds_is_named():
-    with pytest.raises(CrossFitError, match=r"audit\.folds = 5 needs at least 10 images and 2 "
-                       r"a class; the split has 6 images, the smallest class 3"):  # fmt: skip
+    with pytest.raises(
+        CrossFitError,
+        match=r"audit\.folds = 5 needs at least 10 images and 2 "
+        r"a class; the split has 6 images, the smallest class 3",
+    ):
         fold_ids(np.array([0, 0, 0, 1, 1, 1]), np.arange(6), 5, seed=0)
 
 
@@ -103,9 +106,8 @@ def test_a_relabel_line_is_a_row_relabels_csv_reads_back(tmp_path):
     line = relabel_line('odd, "name".png', "dog", "audit: p(dog)=0.91, p(given)=0.02")
     (tmp_path / "relabels.csv").write_text("path,label,reason\n" + line + "\n")
     assert read_relabels(tmp_path / "relabels.csv").to_dict("records") == [
-        {"path": 'odd, "name".png', "label": "dog",
-         "reason": "audit: p(dog)=0.91, p(given)=0.02"}
-    ]  # fmt: skip
+        {"path": 'odd, "name".png', "label": "dog", "reason": "audit: p(dog)=0.91, p(given)=0.02"}
+    ]
 
 
 def test_reading_suspects_without_the_audit_names_the_stage(tmp_path):

@@ -1,7 +1,7 @@
 """Advice that works when followed: for each expected failure of the split whose message tells
 the user what to do, the real `dvc repro` is run, the test does exactly what the message says
 (deletes a folder, sets the param it names) and runs `dvc repro` again, which must then get past
-that point (README, "When the split stops"). One folder, planted with every case at once,
+that point (docs/data.md, "When the split stops"). One folder, planted with every case at once,
 walked through them in the order the split meets them."""
 
 import shutil

@@ -69,9 +69,13 @@ def test_a_planted_mismatch_stops_the_stage_naming_the_format_and_images(project
         root / "models/export", root / "reports/export", root / "mlflow.db", root / "mlartifacts"
     )
     result = subprocess.run(
-        [sys.executable, "-c", PLANTED], cwd=root, env=env, capture_output=True, text=True,
+        [sys.executable, "-c", PLANTED],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=600,
-    )  # fmt: skip
+    )
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert "export: error: the exports do not answer as the Keras model does:" in result.stderr
@@ -88,9 +92,22 @@ def test_predict_runs_each_export_in_its_runtime_with_the_same_answers(project, 
     for fmt in ["keras", "onnx", "tflite_int8"]:  # the others: tests/serving/test_formats.py
         out = tmp_path / f"{fmt}.csv"
         printed = subprocess.run(
-            [sys.executable, "-m", "pipeline.tools.predict", "data/split/test", "--format", fmt,
-             "--out", str(out)], cwd=root, env=env, capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "pipeline.tools.predict",
+                "data/split/test",
+                "--format",
+                fmt,
+                "--out",
+                str(out),
+            ],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert "images classified" in printed
         answers[fmt] = pd.read_csv(out)
     expected = pd.read_csv(root / "reports/evaluate/predictions.csv")

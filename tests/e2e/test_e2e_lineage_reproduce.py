@@ -54,8 +54,9 @@ def test_a_run_carries_its_lineage_and_make_reproduce_matches_it_exactly(project
     ]
     # the tool's own verdicts, from what MLflow stored: timings and the registry apart, every
     # metric the same (export sizes within the tool's tolerance), none missing on either side
-    table = side_by_side(*(RecordedRun(r.info.run_id, "", "", "", r.data.metrics, {}, {})
-                           for r in (original, again)))  # fmt: skip
+    table = side_by_side(
+        *(RecordedRun(r.info.run_id, "", "", "", r.data.metrics, {}, {}) for r in (original, again))
+    )
     assert not table["verdict"].isin(["differs", "missing"]).any(), table.to_string()
     assert again.data.params == original.data.params
     assert again.data.tags["data.raw_dvc_md5"] == raw["md5"]

@@ -28,17 +28,21 @@ def test_one_mlflow_run_holds_params_metrics_and_artifacts(project):
     params = yaml.safe_load((root / "params.yaml").read_text())
     batch = str(params["train"]["batch_size"])
     resolved = {  # what the distribution strategy made of the params: one device here
-        "train.strategy": "none", "train.replicas": "1", "train.workers": "1",
-        "train.batch_size_global": batch, "train.batch_size_per_replica": batch,
+        "train.strategy": "none",
+        "train.replicas": "1",
+        "train.workers": "1",
+        "train.batch_size_global": batch,
+        "train.batch_size_per_replica": batch,
         "train.learning_rate_scale": "1.0",
         # base.image_size and base.channels as training resolved them (auto: grey digits)
-        "input.image_size": str(params["base"]["image_size"]), "input.channels": "1",
+        "input.image_size": str(params["base"]["image_size"]),
+        "input.channels": "1",
         "train.epochs_resolved": str(params["train"]["epochs"]),  # set: as it is
         # auto: early stopping watched from half-way through the cosine schedule
         "train.early_stopping.start_from_epoch_resolved": str(params["train"]["epochs"] // 2),
         # train.transfer.base auto: grey digits train the CNN from scratch
         "train.transfer.base_resolved": "none",
-    }  # fmt: skip
+    }
     assert run.data.params == runs.flatten_params(params) | resolved
 
     history = client.get_metric_history(run_id, "val_loss")
@@ -65,8 +69,14 @@ def test_one_mlflow_run_holds_params_metrics_and_artifacts(project):
     } <= artifacts
     assert "reports/evaluate/.gitignore" not in artifacts  # DVC's, not a report
     top = {a.path for a in client.list_artifacts(run_id)}  # what the compare view shows
-    assert {"params.yaml", "confusion_matrix.png", "confusion_matrix.csv", "confusion_matrix.txt",
-            "per_class_metrics.csv", "history.png"} <= top  # fmt: skip
+    assert {
+        "params.yaml",
+        "confusion_matrix.png",
+        "confusion_matrix.csv",
+        "confusion_matrix.txt",
+        "per_class_metrics.csv",
+        "history.png",
+    } <= top
     champion = client.get_model_version_by_alias("image-classifier-digits", "champion")
     assert champion.run_id == run_id  # the first model of a fresh store
     assert run.data.tags["champion.decision"] == "promoted"
@@ -124,8 +134,10 @@ def test_the_pyfunc_model_predicts_the_test_split_as_evaluate_did(project, monke
     expected = pd.read_csv(
         root / "reports/evaluate/predictions.csv", dtype={"predicted_label": str}
     )
-    images = [base64.b64encode((root / "data/split" / p).read_bytes()).decode("ascii")
-              for p in expected["path"]]  # fmt: skip
+    images = [
+        base64.b64encode((root / "data/split" / p).read_bytes()).decode("ascii")
+        for p in expected["path"]
+    ]
     answer = model.predict(pd.DataFrame({"image": images}))
     assert answer["class"].tolist() == expected["predicted_label"].tolist()
     probabilities = [c for c in expected.columns if c.startswith("p_")]
@@ -137,7 +149,7 @@ def test_the_pyfunc_model_predicts_the_test_split_as_evaluate_did(project, monke
         gap = np.abs(answer[column].to_numpy() - written[column].astype(float).to_numpy())
         assert gap.max() <= 1.5e-6, (column, gap.max())
     # the predict CLI and transfer learning take the same URI
-    from pipeline.serving.inference import load_classifier
+    from pipeline.tracking.registry import load_classifier
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
     classifier = load_classifier(f"runs:/{run_id}/model")

@@ -42,9 +42,14 @@ def test_the_audit_runs_and_evaluate_scores_without_its_suspects(project):
 def test_a_relabel_commit_reruns_from_the_split_and_the_run_records_it(project, restore):
     root, env = project
     restore(
-        root / "data", root / "dvc.lock", root / "models", root / "reports", root / "mlflow.db",
-        root / "mlartifacts", root / ".dvc/cache",
-    )  # fmt: skip
+        root / "data",
+        root / "dvc.lock",
+        root / "models",
+        root / "reports",
+        root / "mlflow.db",
+        root / "mlartifacts",
+        root / ".dvc/cache",
+    )
     manifest = pd.read_csv(root / "data/split/manifest.csv", dtype=str, keep_default_na=False)
     train = manifest[manifest["split"] == "train"]
     moved, dropped = train.iloc[0], train.iloc[1]

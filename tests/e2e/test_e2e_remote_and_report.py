@@ -74,8 +74,11 @@ def test_make_report_shows_a_change_against_main(project, tmp_path):
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for name in ("Makefile", "pyproject.toml", "uv.lock", ".venv", ".tools"):
         (work / name).symlink_to(ROOT / name)  # the project's installed environment
-    ci = {"GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": "o/r",
-          "GITHUB_RUN_ID": "7"}  # fmt: skip
+    ci = {
+        "GITHUB_SERVER_URL": "https://github.com",
+        "GITHUB_REPOSITORY": "o/r",
+        "GITHUB_RUN_ID": "7",
+    }
     output = _run(["make", "report", "BASE=main"], work, {**env, **ci})
 
     text = (work / "reports/ci/report.md").read_text()
@@ -104,14 +107,20 @@ def test_push_without_a_remote_says_how_to_name_one(project, tmp_path, restore):
     restore(root / ".dvc/config.local")  # where a remote would be registered
     env = {k: v for k, v in env.items() if k != "DVC_REMOTE"}
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.tools.remote", "push"], cwd=root, env=env,
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "pipeline.tools.remote", "push"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0
     assert "push: error: no DVC remote to push: set DVC_REMOTE to a URL or path" in result.stderr
     named = {**env, "DVC_REMOTE": "nosuchremote"}
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.tools.remote", "pull"], cwd=root, env=named,
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "pipeline.tools.remote", "pull"],
+        cwd=root,
+        env=named,
+        capture_output=True,
+        text=True,
+    )
     assert "DVC_REMOTE=nosuchremote is neither a URL nor a remote of this project" in result.stderr

@@ -29,11 +29,25 @@ def test_the_champion_is_served_over_http_and_bad_requests_get_a_readable_4xx(pr
     port = free_port()
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.tracking.server", "--host", "127.0.0.1",
-         "--port", str(port), "--model-uri", "models:/image-classifier-digits@champion",
-         "--max-request-mb", "40"],
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pipeline.tracking.server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--model-uri",
+            "models:/image-classifier-digits@champion",
+            "--max-request-mb",
+            "40",
+        ],
+        cwd=root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
 
     def post(body: bytes) -> tuple[int, str]:

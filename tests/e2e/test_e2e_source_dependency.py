@@ -36,8 +36,11 @@ def test_a_change_in_the_source_folder_reruns_ingest_and_nothing_else_does(tmp_p
     (source / "cat" / "new.png").rename(source / "cat" / "renamed.png")  # renamed
     assert _ingest_ran(root, env)
     assert sorted(p.name for p in (root / "data/raw/cat").iterdir()) == [
-        "0.png", "1.png", "2.png", "renamed.png"
-    ]  # fmt: skip
+        "0.png",
+        "1.png",
+        "2.png",
+        "renamed.png",
+    ]
     write_png(source / "dog" / "0.png", 1234, size=12)  # changed in place
     assert _ingest_ran(root, env)
     (source / "cat" / "renamed.png").unlink()  # removed

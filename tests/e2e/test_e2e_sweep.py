@@ -37,8 +37,11 @@ def test_a_two_point_sweep_runs_at_once_into_the_project_store(tmp_path, prepare
     result = subprocess.run(sweep, cwd=root, env=env, capture_output=True, text=True, timeout=900)
     logs = "".join(p.read_text() for p in (root / ".dvc/tmp/exps/celery").glob("*.out"))
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{logs[-5000:]}"
-    [prefix] = {line.split()[2].rsplit("-", 1)[0] for line in result.stdout.splitlines()
-                if line.startswith("sweep: queued ")}  # fmt: skip
+    [prefix] = {
+        line.split()[2].rsplit("-", 1)[0]
+        for line in result.stdout.splitlines()
+        if line.startswith("sweep: queued ")
+    }
     assert prefix.startswith("grid-")
     names = {f"{prefix}-1": 1, f"{prefix}-2": 2}
     assert f"sweep: {prefix}-1: Success" in result.stdout
@@ -64,8 +67,9 @@ def test_a_two_point_sweep_runs_at_once_into_the_project_store(tmp_path, prepare
     champion = client.get_model_version_by_alias("image-classifier-digits", "champion")
     assert client.get_run(champion.run_id).data.metrics["test_macro_f1"] == best
     assert sorted(r.data.tags["champion.decision"] for r in runs.values()) in (
-        ["kept", "promoted"], ["promoted", "promoted"]
-    )  # fmt: skip
+        ["kept", "promoted"],
+        ["promoted", "promoted"],
+    )
     shown = _run(["dvc", "exp", "show", "--no-pager", "--md"], root, env)
     assert all(name in shown for name in names)
     # ranked as `make compare` ranks: the two runs, only the param that differs, best first

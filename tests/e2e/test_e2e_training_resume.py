@@ -25,10 +25,16 @@ def _validated_left_as_trained(validated, trained, restore) -> None:
     back as `trained` left it, so that the tests pass in any order."""
     root, _ = validated
     restore(
-        root / "params.yaml", root / "earlier.keras", root / "transfer_blocks.json",
-        root / ".resume", root / ".cache", root / "models", root / "reports/train",
-        root / "mlflow.db", root / "mlartifacts",
-    )  # fmt: skip
+        root / "params.yaml",
+        root / "earlier.keras",
+        root / "transfer_blocks.json",
+        root / ".resume",
+        root / ".cache",
+        root / "models",
+        root / "reports/train",
+        root / "mlflow.db",
+        root / "mlartifacts",
+    )
 
 
 def _weights(path: Path) -> list:
@@ -51,9 +57,12 @@ def _kill_training_after(root: Path, env: dict[str, str], epochs: int) -> int:
     """Start `pipeline.train` and SIGKILL it once `epochs` epochs are done; return how many
     it had finished."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.train"], cwd=root, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [sys.executable, "-m", "pipeline.train"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return kill_when_trained([process], root / ".resume/train/history.csv", epochs)
 
 

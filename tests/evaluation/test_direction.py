@@ -29,10 +29,16 @@ def test_counts_have_no_direction_and_ties_do_not_beat():
 
 @pytest.mark.parametrize(
     ("metric", "timing"),
-    [("training_seconds", True), ("images_per_second_later_epochs", True),
-     ("export_onnx_images_per_second", True), ("cross_fit_seconds", True),
-     ("export_onnx_agreement", False), ("test_accuracy", False), ("export_onnx_size_bytes", False)],
-)  # fmt: skip
+    [
+        ("training_seconds", True),
+        ("images_per_second_later_epochs", True),
+        ("export_onnx_images_per_second", True),
+        ("cross_fit_seconds", True),
+        ("export_onnx_agreement", False),
+        ("test_accuracy", False),
+        ("export_onnx_size_bytes", False),
+    ],
+)
 def test_timings_are_told_apart_from_what_the_model_does(metric, timing):
     from pipeline.evaluation.direction import is_timing
 

@@ -24,8 +24,9 @@ def loop_conv2d(x, kernel, bias, stride, padding):
     """The article's nested loops, one output pixel at a time (the slow, obvious definition)."""
     k_h, k_w, _, count = kernel.shape
     if padding == "same":
-        (top, bottom), (left, right) = (same_padding(x.shape[i], kernel.shape[i - 1], stride)
-                                        for i in (1, 2))  # fmt: skip
+        (top, bottom), (left, right) = (
+            same_padding(x.shape[i], kernel.shape[i - 1], stride) for i in (1, 2)
+        )
         x = np.pad(x, [(0, 0), (top, bottom), (left, right), (0, 0)])
     out_h = (x.shape[1] - k_h) // stride + 1
     out_w = (x.shape[2] - k_w) // stride + 1
@@ -74,8 +75,18 @@ def test_response_map_adds_each_output_onto_its_window(padding, stride):
     """The article's `product_arr[h, i:i+3, j:j+3] += dot_product`, as loops."""
     rng = np.random.default_rng(stride)
     height, width, k = 9, 8, 3
-    activation = rng.random((2, *conv2d(np.zeros((1, height, width, 1)), np.zeros((k, k, 1, 1)),
-                                        None, (stride, stride), padding).shape[1:3]))  # fmt: skip
+    activation = rng.random(
+        (
+            2,
+            *conv2d(
+                np.zeros((1, height, width, 1)),
+                np.zeros((k, k, 1, 1)),
+                None,
+                (stride, stride),
+                padding,
+            ).shape[1:3],
+        )
+    )
     top, left = (0, 0)
     if padding == "same":
         top, left = same_padding(height, k, stride)[0], same_padding(width, k, stride)[0]

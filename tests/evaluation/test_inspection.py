@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from keras import layers
 
-from pipeline.evaluation.forward import compare_with_keras, float32_copy, forward
+from pipeline.evaluation.forward import compare_with_keras, forward
 from pipeline.evaluation.inspection import (
     ForwardMismatchError,
     block_ends,
@@ -20,12 +20,21 @@ from pipeline.evaluation.inspection import (
     weight_sharing_table,
 )
 from pipeline.params import ModelParams, VisualizeParams
+from pipeline.serving.precision import float32_copy
 from pipeline.training.model import build_model
 
 SEED_CNN = ModelParams(
-    filters=[12, 25], convs_per_block=2, kernel_size=2, padding="valid", pool_size=2,
-    dense_units=[16], batch_norm=False, dropout=0.0, head="flatten", residual=False,
-)  # fmt: skip
+    filters=[12, 25],
+    convs_per_block=2,
+    kernel_size=2,
+    padding="valid",
+    pool_size=2,
+    dense_units=[16],
+    batch_norm=False,
+    dropout=0.0,
+    head="flatten",
+    residual=False,
+)
 
 
 def test_first_test_image_of_each_class_in_class_order_and_missing_classes_named():
@@ -121,8 +130,11 @@ def test_feature_maps_are_taken_after_batch_norm_and_relu():
     outputs = forward(model, images)
     stages = conv_representations(outputs)
     assert [name for name, _ in stages] == [
-        "block1_conv1", "block1_conv2", "block2_conv1", "block2_conv2",
-    ]  # fmt: skip
+        "block1_conv1",
+        "block1_conv2",
+        "block2_conv1",
+        "block2_conv2",
+    ]
     relu = {o.name: o.value for o in outputs}["block1_conv1_relu"]
     np.testing.assert_array_equal(stages[0][1], relu)
     assert all(value.min() >= 0 for _, value in stages)

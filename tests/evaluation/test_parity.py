@@ -86,8 +86,10 @@ def test_check_parity_stops_naming_the_rule_the_images_and_the_table():
 
     flipped = REFERENCE.copy()
     flipped[1] = [0.7, 0.3]
-    rows = table(parity_row("keras", REFERENCE, REFERENCE, TRUE, 1, 1.0),
-                 parity_row("onnx", flipped, REFERENCE, TRUE, 1, 1.0))  # fmt: skip
+    rows = table(
+        parity_row("keras", REFERENCE, REFERENCE, TRUE, 1, 1.0),
+        parity_row("onnx", flipped, REFERENCE, TRUE, 1, 1.0),
+    )
     paths = pd.Series(["a.png", "b.png", "c.png", "d.png"])
     found = {"keras": REFERENCE, "onnx": flipped}
     with pytest.raises(ParityError) as error:

@@ -527,9 +527,11 @@ def test_given_test_is_kept_and_validation_is_carved_from_given_train(tmp_path):
     assert (table.loc[given_test, "split"] == "test").all()  # the official test set, whole
     carved = table[table["given_split"] == "train"].groupby(["label", "split"]).size()
     assert carved.to_dict() == {
-        ("cat", "train"): 34, ("cat", "validation"): 6,
-        ("dog", "train"): 34, ("dog", "validation"): 6,
-    }  # fmt: skip
+        ("cat", "train"): 34,
+        ("cat", "validation"): 6,
+        ("dog", "train"): 34,
+        ("dog", "validation"): 6,
+    }
     assert table.loc[0, "raw_path"] == "train/cat/0.png"
     assert set(table["path"].str.split("/").str[0]) == {"train", "validation", "test"}
     assert "test/dog/9.png" in set(table["path"])  # <split>/<class>/<file>, no folder twice
@@ -767,9 +769,12 @@ def test_a_group_placed_apart_before_is_kept_together_where_most_of_it_was():
     """A group spread by `split.inseparable_groups: split` before (or joined only now by a new
     image) must not leak once it is a group again: its members follow the majority."""
     contents = pd.DataFrame(
-        {"label": ["a"] * 8, "sha256": [f"{i}" for i in range(8)],
-         "group": ["g", "g", "g", ""] + [""] * 4}
-    )  # fmt: skip
+        {
+            "label": ["a"] * 8,
+            "sha256": [f"{i}" for i in range(8)],
+            "group": ["g", "g", "g", ""] + [""] * 4,
+        }
+    )
     previous = {("a", "0"): "train", ("a", "1"): "train", ("a", "2"): "test"}
     assignment = split_assignments(contents, FRACTIONS, 0, previous)
     assert {assignment[("a", d)] for d in "012"} == {"train"}

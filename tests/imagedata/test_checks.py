@@ -301,8 +301,10 @@ def test_the_gate_decodes_without_tensorflows_cuda_notice(split):
     paths = mf.in_splits(split["manifest"])["path"].tolist()
     run = subprocess.run(
         [sys.executable, "-c", code, str(split["out"]), *paths],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert run.stdout.strip() == str(len(paths))
     assert "cuInit" not in run.stderr and "E0000" not in run.stderr, run.stderr
 

@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from pipeline.common.files import link_or_copy
-from pipeline.imagedata.dataset import choose_cache, image_dataset, label_indices
+from pipeline.imagedata.dataset import image_dataset, label_indices
 from tests.conftest import split_table
 
 
@@ -66,9 +66,16 @@ def test_training_passes_hold_every_image_once_reshuffled_and_later_ones_come_fr
     def dataset(name: str, first_epoch: int = 0):
         store = tmp_path / "cache" / name if cache == "disk" else cache
         return image_dataset(
-            rows, classes, image_size=8, channels=1, batch_size=7, root=split, shuffle_seed=3,
-            cache=store, first_epoch=first_epoch,
-        )  # fmt: skip
+            rows,
+            classes,
+            image_size=8,
+            channels=1,
+            batch_size=7,
+            root=split,
+            shuffle_seed=3,
+            cache=store,
+            first_epoch=first_epoch,
+        )
 
     def passes(data, count: int) -> list[list[int]]:
         """Each pass as the file indices in the order seen (images identify their file)."""
@@ -95,12 +102,6 @@ def test_training_passes_hold_every_image_once_reshuffled_and_later_ones_come_fr
         for path in rows["path"]:
             (split / path).unlink()
         next(batches)
-
-
-def test_cache_auto_keeps_small_data_in_memory():
-    assert choose_cache("auto", 1000, 64, 3) == "memory"
-    assert choose_cache("auto", 10**9, 512, 3) == "disk"
-    assert choose_cache("off", 10, 8, 1) == "off"
 
 
 def test_disk_cache_gives_the_same_batches(image_tree, tmp_path):

@@ -31,8 +31,12 @@ def test_list_images_lists_hidden_files_as_ignored_and_debris_folders_as_rejecte
     listing = list_images(image_tree)
     ignored = listing[listing["problem"].map(is_ignored)]
     assert sorted(ignored["path"]) == [
-        ".DS_Store", ".hidden_class", "cat/.DS_Store", "cat/.ipynb_checkpoints", "cat/Thumbs.db",
-    ]  # fmt: skip
+        ".DS_Store",
+        ".hidden_class",
+        "cat/.DS_Store",
+        "cat/.ipynb_checkpoints",
+        "cat/Thumbs.db",
+    ]
     debris = listing[listing["problem"] == "OS debris folder (not read)"]
     assert sorted(debris["path"]) == ["__MACOSX", "cat/@eaDir", "lost+found"]
     assert sorted(set(listing["label"]) - {""}) == ["cat", "dog", "owl"]

@@ -65,8 +65,11 @@ def test_a_relabel_moves_the_class_and_remembers_the_old_one(tmp_path):
     assert table.loc[2, "status"] == mf.EXCLUDED
     assert table.loc[2, "reason"] == "data/relabels.csv: drop (blurred)"
     assert summary(table, fixes, "f00") == {
-        "sha256": "f00", "rows": 2, "relabelled": 1, "dropped": 1
-    }  # fmt: skip
+        "sha256": "f00",
+        "rows": 2,
+        "relabelled": 1,
+        "dropped": 1,
+    }
 
 
 def test_dropping_a_rejected_file_keeps_it_rejected(tmp_path):
@@ -77,8 +80,11 @@ def test_dropping_a_rejected_file_keeps_it_rejected(tmp_path):
 
 def test_a_fix_for_a_file_data_raw_lacks_is_named(tmp_path):
     fixes = _fixes(tmp_path, "path,label,reason\ncat/9.png,dog,\n")
-    with pytest.raises(RelabelError, match=r"names 1 file\(s\) that data/raw does not have .*"
-                       r"e\.g\. cat/0\.png\):\n  cat/9\.png"):  # fmt: skip
+    with pytest.raises(
+        RelabelError,
+        match=r"names 1 file\(s\) that data/raw does not have .*"
+        r"e\.g\. cat/0\.png\):\n  cat/9\.png",
+    ):
         apply_relabels(_table(), fixes, "data/relabels.csv")
 
 

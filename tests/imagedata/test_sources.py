@@ -180,14 +180,20 @@ def test_a_labels_file_places_each_listed_image_under_its_label(tmp_path):
     raw = tmp_path / "raw"
     assert sources.write_source(str(path), raw)[0] == 3
     assert sorted(p.relative_to(raw).as_posix() for p in raw.rglob("*.png")) == [
-        "cat/a-row4.png", "cat/a.png", "dog/b.png"
-    ]  # fmt: skip
+        "cat/a-row4.png",
+        "cat/a.png",
+        "dog/b.png",
+    ]
     assert given_splits(raw) == []
 
 
 def test_a_split_column_gives_the_splits(tmp_path):
-    rows = ["pictures/a.png,cat,train", "pictures/b.png,dog,train", "pictures/c.png,cat,test",
-            "pictures/d.png,dog,test"]  # fmt: skip
+    rows = [
+        "pictures/a.png,cat,train",
+        "pictures/b.png,dog,train",
+        "pictures/c.png,cat,test",
+        "pictures/d.png,dog,test",
+    ]
     path = _labels_file(tmp_path, "path,label,split\n" + "\n".join(rows) + "\n")
     raw = tmp_path / "raw"
     assert sources.write_source(str(path), raw)[0] == 4

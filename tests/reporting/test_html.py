@@ -66,23 +66,41 @@ def test_the_review_page_shows_each_suspect_with_the_row_that_fixes_it(tmp_path)
     reason = "audit: p(dog)=0.97, p(given)=0.01"
     suspects = pd.DataFrame(
         {
-            "rank": [1, 2], "raw_path": ["cat/a.png", "cat/b.png"],
-            "path": ["train/cat/a.png", "train/cat/b.png"], "split": ["train", "train"],
-            "given_label": ["cat", "cat"], "relabelled_from": ["", "owl"],
+            "rank": [1, 2],
+            "raw_path": ["cat/a.png", "cat/b.png"],
+            "path": ["train/cat/a.png", "train/cat/b.png"],
+            "split": ["train", "train"],
+            "given_label": ["cat", "cat"],
+            "relabelled_from": ["", "owl"],
             "suggested_label": ["dog", "owl"],
-            "p_given": [0.01, 0.2], "p_suggested": [0.97, 0.7], "label_quality": [0.01, 0.2],
+            "p_given": [0.01, 0.2],
+            "p_suggested": [0.97, 0.7],
+            "label_quality": [0.01, 0.2],
             "reason": [reason, "x"],
         }
-    )  # fmt: skip
+    )
     suspects["relabel"] = [relabel_line("cat/a.png", "dog", reason), "cat/b.png,owl,x"]
-    metrics = {"images": 10, "suspects": 2, "suspect_share": 0.2, "cross_fit_accuracy": 0.9,
-               "cross_fit_seconds": 3.0, "folds": 5, "filter_by": "f", "rank_by": "r"}  # fmt: skip
+    metrics = {
+        "images": 10,
+        "suspects": 2,
+        "suspect_share": 0.2,
+        "cross_fit_accuracy": 0.9,
+        "cross_fit_seconds": 3.0,
+        "folds": 5,
+        "filter_by": "f",
+        "rank_by": "r",
+    }
     counts = pd.DataFrame({"class": ["cat", "(all)"], "images": [2, 2], "dark": [0, 0]})
     page = review_report(
-        dataset="pets", metrics=metrics, suspects=suspects,
+        dataset="pets",
+        metrics=metrics,
+        suspects=suspects,
         pairs=pd.DataFrame({"given_label": ["cat"], "suggested_label": ["dog"], "suspects": [1]}),
-        checks=counts, conflicts=pd.DataFrame(), left_out=pd.DataFrame(), root=tmp_path,
-    )  # fmt: skip
+        checks=counts,
+        conflicts=pd.DataFrame(),
+        left_out=pd.DataFrame(),
+        root=tmp_path,
+    )
     assert page.count('<img src="data:image/png;base64,') == 2  # self-contained
     assert external_loads(page) == []
     assert page.count('class="suspect"') == 2

@@ -24,37 +24,81 @@ def inputs(raw_params) -> CardInputs:
         run_id="abc123",
         run_tags={"git.commit": "deadbeef", "git.dirty": "false"},
         raw_params={**raw_params, "card": {"intended_use": ""}},
-        split={"fractions": {"train": 0.7, "validation": 0.15, "test": 0.15}, "placed": 150,
-               "seed": 42, "left_out": {"rejected": 2},
-               "relabels": {"relabelled": 1, "dropped": 0}},
+        split={
+            "fractions": {"train": 0.7, "validation": 0.15, "test": 0.15},
+            "placed": 150,
+            "seed": 42,
+            "left_out": {"rejected": 2},
+            "relabels": {"relabelled": 1, "dropped": 0},
+        },
         class_counts=pd.DataFrame({"class": CLASSES, "train": [35, 35, 35], "test": [10, 10, 10]}),
         manifest_sha256="f" * 64,
         signature={"input": {"shape": [None, 32, 32, 3]}, "files": {"onnx": "model.onnx"}},
         train_metrics={"epochs_run": 12, "best_epoch": 9, "training_seconds": 61.2},
-        metrics={"accuracy": 0.8667, "macro_f1": 0.86, "log_loss": 0.41, "n_images": 30,
-                 "expected_calibration_error": 0.08, "baseline_svc_accuracy": 0.7,
-                 "test_suspects": 2, "mistakes_on_suspects": 1},
-        per_class=pd.DataFrame({"class": CLASSES, "precision": [1.0, 0.875, 0.77],
-                                "recall": [0.9, 0.7, 1.0], "f1": [0.95, 0.78, 0.87],
-                                "support": [10, 10, 10]}),
-        calibration=pd.DataFrame({"bin_lower": [0.0, 0.5, 0.9], "bin_upper": [0.5, 0.9, 1.0],
-                                  "images": [0, 10, 20], "mean_confidence": [None, 0.7, 0.95],
-                                  "accuracy": [None, 0.6, 0.85]}),
+        metrics={
+            "accuracy": 0.8667,
+            "macro_f1": 0.86,
+            "log_loss": 0.41,
+            "n_images": 30,
+            "expected_calibration_error": 0.08,
+            "baseline_svc_accuracy": 0.7,
+            "test_suspects": 2,
+            "mistakes_on_suspects": 1,
+        },
+        per_class=pd.DataFrame(
+            {
+                "class": CLASSES,
+                "precision": [1.0, 0.875, 0.77],
+                "recall": [0.9, 0.7, 1.0],
+                "f1": [0.95, 0.78, 0.87],
+                "support": [10, 10, 10],
+            }
+        ),
+        calibration=pd.DataFrame(
+            {
+                "bin_lower": [0.0, 0.5, 0.9],
+                "bin_upper": [0.5, 0.9, 1.0],
+                "images": [0, 10, 20],
+                "mean_confidence": [None, 0.7, 0.95],
+                "accuracy": [None, 0.6, 0.85],
+            }
+        ),
         confusion=confusion,
-        errors=pd.DataFrame({"path": ["test/dog/3.png"], "true_label": ["dog"],
-                             "predicted_label": ["o|wl"], "confidence": [0.97]}),
-        parity=pd.DataFrame({"format": ["keras", "onnx"], "agreement": [1, 1],
-                             "disagreements": [0, 0], "max_probability_difference": [0, 3e-7],
-                             "accuracy": [0.8667, 0.8667], "accuracy_change": [0, 0],
-                             "size_bytes": [300_000, 100_000], "images_per_second": [900, 2500.4]}),
-    )  # fmt: skip
+        errors=pd.DataFrame(
+            {
+                "path": ["test/dog/3.png"],
+                "true_label": ["dog"],
+                "predicted_label": ["o|wl"],
+                "confidence": [0.97],
+            }
+        ),
+        parity=pd.DataFrame(
+            {
+                "format": ["keras", "onnx"],
+                "agreement": [1, 1],
+                "disagreements": [0, 0],
+                "max_probability_difference": [0, 3e-7],
+                "accuracy": [0.8667, 0.8667],
+                "accuracy_change": [0, 0],
+                "size_bytes": [300_000, 100_000],
+                "images_per_second": [900, 2500.4],
+            }
+        ),
+    )
 
 
 def test_the_card_has_every_section_with_the_numbers(inputs):
     card = model_card(inputs)
-    for heading in ("# Model card: image-classifier-pets", "## Intended use", "## Data",
-                    "## Test results", "### Calibration", "## Known failure modes",
-                    "## Exports and their parity with Keras", "## Parameters"):  # fmt: skip
+    for heading in (
+        "# Model card: image-classifier-pets",
+        "## Intended use",
+        "## Data",
+        "## Test results",
+        "### Calibration",
+        "## Known failure modes",
+        "## Exports and their parity with Keras",
+        "## Parameters",
+    ):
         assert heading in card
     assert "test accuracy 0.8667 on 30 held-out images" in card
     assert "SHA-256 `" + "f" * 64 in card and "1 relabelled, 0 dropped" in card

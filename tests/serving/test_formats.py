@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.evaluation.forward import float32_copy
 from pipeline.params import AugmentationParams, ModelParams
 from pipeline.serving.formats import FILES, FLOAT_FORMATS, export_model, inference_model
 from pipeline.serving.inference import Classifier, ModelMismatchError, load_model_file
+from pipeline.serving.precision import float32_copy
 from pipeline.serving.runtimes import format_of, load_exported
 from pipeline.serving.views import with_views
 from pipeline.training.model import build_model
@@ -161,9 +161,17 @@ def test_an_efficientnet_lite0_transfer_model_keeps_its_features_in_int8(tmp_pat
     from pipeline.training.transfer import build_transfer_model
 
     cfg = TransferParams.model_validate(
-        {"base": "efficientnet_lite0", "weights": "imagenet", "dense_units": [], "dropout": 0.0,
-         "schedule": "auto", "phases": [], "patience": 1, "learning_rate_factor": 0.5}
-    )  # fmt: skip
+        {
+            "base": "efficientnet_lite0",
+            "weights": "imagenet",
+            "dense_units": [],
+            "dropout": 0.0,
+            "schedule": "auto",
+            "phases": [],
+            "patience": 1,
+            "learning_rate_factor": 0.5,
+        }
+    )
     model = build_transfer_model((96, 96, 3), 2, cfg).model
     features = keras.Model(model.input, model.get_layer("global_pool").output)
     rng = np.random.default_rng(0)

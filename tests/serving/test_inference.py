@@ -142,8 +142,13 @@ def test_a_batch_is_decoded_exactly_as_the_training_decoder_decodes_each_file(ch
         for shape in shapes
         for fmt in ("PNG", "JPEG")
     ]
-    model = keras.Sequential([keras.Input((16, 16, channels), dtype="uint8"),
-                              keras.layers.Flatten(), keras.layers.Dense(2)])  # fmt: skip
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, channels), dtype="uint8"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2),
+        ]
+    )
     classifier = Classifier(model, ["a", "b"])
     got = classifier.images([classifier.ready(data) for data in files])
     expected = [decode_contents(tf.constant(classifier.ready(d)), 16, channels) for d in files]

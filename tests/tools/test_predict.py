@@ -125,11 +125,27 @@ def test_cli_writes_the_csv_and_names_what_is_missing(tmp_path, messy_split, cla
     with pytest.raises(InputNotFoundError, match=f"no such file or folder: {root / 'nowhere'}"):
         main([str(root / "nowhere"), "--model", str(model_file.parent)])
 
-    assert main([str(root / "tiny"), str(root / "dog" / "cmyk.jpg"), "--model",
-                 str(model_file), "--out", str(out), "--top-k", "5"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                str(root / "tiny"),
+                str(root / "dog" / "cmyk.jpg"),
+                "--model",
+                str(model_file),
+                "--out",
+                str(out),
+                "--top-k",
+                "5",
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(out, keep_default_na=False)
-    assert table["path"].tolist() == [str(root / "tiny/a.png"), str(root / "tiny/b.png"),
-                                      str(root / "dog/cmyk.jpg")]  # fmt: skip
+    assert table["path"].tolist() == [
+        str(root / "tiny/a.png"),
+        str(root / "tiny/b.png"),
+        str(root / "dog/cmyk.jpg"),
+    ]
     assert list(table.columns)[-1] == "error" and "top_3_probability" in table  # 3 classes
     assert "3 images classified" in capsys.readouterr().out
 
@@ -142,7 +158,7 @@ def test_a_model_with_other_outputs_than_classes_is_refused(classifier):
 def test_an_mlflow_uri_brings_the_run_s_class_names(tmp_path, monkeypatch, messy_split, classifier):
     import mlflow
 
-    from pipeline.serving.inference import load_classifier
+    from pipeline.tracking.registry import load_classifier
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     labels = tmp_path / "labels.json"

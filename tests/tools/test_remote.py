@@ -31,10 +31,32 @@ def pushed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]
     (root / "words.txt").write_text("one\ntwo\n")
     upper = "open('upper.txt', 'w').write(open('words.txt').read().upper())"
     count = "print(len(open('upper.txt').read().split()), file=open('count.txt', 'w'))"
-    dvc("stage", "add", "-q", "-n", "upper", "-d", "words.txt", "-o", "upper.txt",
-        f'{sys.executable} -c "{upper}"', cwd=root)  # fmt: skip
-    dvc("stage", "add", "-q", "-n", "count", "-d", "upper.txt", "-o", "count.txt",
-        f'{sys.executable} -c "{count}"', cwd=root)  # fmt: skip
+    dvc(
+        "stage",
+        "add",
+        "-q",
+        "-n",
+        "upper",
+        "-d",
+        "words.txt",
+        "-o",
+        "upper.txt",
+        f'{sys.executable} -c "{upper}"',
+        cwd=root,
+    )
+    dvc(
+        "stage",
+        "add",
+        "-q",
+        "-n",
+        "count",
+        "-d",
+        "upper.txt",
+        "-o",
+        "count.txt",
+        f'{sys.executable} -c "{count}"',
+        cwd=root,
+    )
     dvc("repro", "-q", cwd=root)
     sh(["git", "add", "-A"], root)
     sh(["git", "commit", "-qm", "run"], root)

@@ -17,13 +17,22 @@ from pipeline.paths import AUDIT_METRICS, EXPORT_METRICS, ROOT, VISUALIZE_METRIC
 from pipeline.tools import report
 from tests.projects import GIT_IDENTITY, run
 
-EVALUATE = {"accuracy": 0.90, "macro_f1": 0.89, "log_loss": 0.31, "n_images": 30,
-            "per_class_f1": {"cat": 0.9, "dog": 0.8, "owl": 0.97}}  # fmt: skip
+EVALUATE = {
+    "accuracy": 0.90,
+    "macro_f1": 0.89,
+    "log_loss": 0.31,
+    "n_images": 30,
+    "per_class_f1": {"cat": 0.9, "dog": 0.8, "owl": 0.97},
+}
 VISUALIZE = {"forward_max_abs_difference": 2e-06, "weight_sharing": {"cnn_params": 5000}}
 AUDIT = {"suspects": 3, "images": 50, "cross_fit_accuracy": 0.9}
 EXPORT = {"onnx_agreement": 1.0, "tflite_int8_accuracy": 0.9}
-TRAIN = {"best_val_loss": 0.25, "epochs_run": 12, "training_seconds": 40.0,
-         "images_per_second_later_epochs": 800.0}  # fmt: skip
+TRAIN = {
+    "best_val_loss": 0.25,
+    "epochs_run": 12,
+    "training_seconds": 40.0,
+    "images_per_second_later_epochs": 800.0,
+}
 
 
 def git(root: Path, *args: str) -> str:
@@ -50,9 +59,14 @@ def write_results(root: Path, evaluate: dict, train: dict) -> None:
         columns=["cat", "dog", "owl"],
     ).to_csv(root / report.relative(report.CONFUSION_CSV))
     pd.DataFrame(
-        {"epoch": [1, 2, 3], "loss": [1.0, 0.5, 0.4], "val_loss": [0.9, 0.25, 0.3],
-         "accuracy": [0.5, 0.8, 0.9], "val_accuracy": [0.6, 0.85, 0.84]}
-    ).to_csv(root / report.relative(report.HISTORY_FILE), index=False)  # fmt: skip
+        {
+            "epoch": [1, 2, 3],
+            "loss": [1.0, 0.5, 0.4],
+            "val_loss": [0.9, 0.25, 0.3],
+            "accuracy": [0.5, 0.8, 0.9],
+            "val_accuracy": [0.6, 0.85, 0.84],
+        }
+    ).to_csv(root / report.relative(report.HISTORY_FILE), index=False)
     for picture, _ in report.PICTURES:
         Image.new("RGB", (4, 4), "white").save(root / report.relative(picture))
 
@@ -82,8 +96,12 @@ def change_params(root: Path, epochs: int) -> None:
 
 def test_a_change_shows_its_params_and_metrics_against_the_base(repo):
     change_params(repo, 5)
-    better = {**EVALUATE, "accuracy": 0.95, "log_loss": 0.40,
-              "per_class_f1": {**EVALUATE["per_class_f1"], "dog": 0.9}}  # fmt: skip
+    better = {
+        **EVALUATE,
+        "accuracy": 0.95,
+        "log_loss": 0.40,
+        "per_class_f1": {**EVALUATE["per_class_f1"], "dog": 0.9},
+    }
     write_results(repo, better, {**TRAIN, "training_seconds": 35.5})
     comparison = report.compare(repo, "main")
 
@@ -133,9 +151,13 @@ def test_the_report_folder_holds_the_report_its_tables_and_pictures(repo, tmp_pa
     change_params(repo, 5)
     written = report.write_report(report.compare(repo, "main"), repo, tmp_path / "ci")
     assert sorted(p.name for p in written.parent.iterdir()) == [
-        "comment.md", "confusion_matrix.png", "history.png", "metrics_diff.csv",
-        "params_diff.csv", "report.md",
-    ]  # fmt: skip
+        "comment.md",
+        "confusion_matrix.png",
+        "history.png",
+        "metrics_diff.csv",
+        "params_diff.csv",
+        "report.md",
+    ]
     text = written.read_text()
     assert "![Confusion matrix (test)](confusion_matrix.png)" in text
     assert "![Training curves](history.png)" in text
@@ -143,10 +165,16 @@ def test_the_report_folder_holds_the_report_its_tables_and_pictures(repo, tmp_pa
     comment = (written.parent / "comment.md").read_text()
     assert "![" not in comment
     assert "*Training curves: `history.png` in the `pipeline-report` artifact.*" in comment
-    assert comment.replace("*Training curves: `history.png` in the `pipeline-report` artifact.*",
-                           "![Training curves](history.png)").replace(
-        "*Confusion matrix (test): `confusion_matrix.png` in the `pipeline-report` artifact.*",
-        "![Confusion matrix (test)](confusion_matrix.png)") == text  # fmt: skip
+    assert (
+        comment.replace(
+            "*Training curves: `history.png` in the `pipeline-report` artifact.*",
+            "![Training curves](history.png)",
+        ).replace(
+            "*Confusion matrix (test): `confusion_matrix.png` in the `pipeline-report` artifact.*",
+            "![Confusion matrix (test)](confusion_matrix.png)",
+        )
+        == text
+    )
     params = pd.read_csv(written.parent / "params_diff.csv")
     assert params[["param", "base", "workspace"]].values.tolist() == [["train.epochs", "auto", 5]]
 
@@ -171,8 +199,9 @@ def test_a_removed_or_non_numeric_metric_that_changed_is_listed(repo):
     base = {**EVALUATE, "status": "ok"}
     write_results(repo, base, TRAIN)
     git(repo, "commit", "-qam", "a status")
-    write_results(repo, {k: v for k, v in base.items() if k != "macro_f1"} | {"status": "bad"},
-                  TRAIN)  # fmt: skip
+    write_results(
+        repo, {k: v for k, v in base.items() if k != "macro_f1"} | {"status": "bad"}, TRAIN
+    )
     text = report.render(report.compare(repo, "change"), repo)
     changed = text.split("## Model metrics that differ")[1].split("## Timings")[0]
     assert "| `reports/evaluate/metrics.json` | `macro_f1` | 0.8900 | — | — |" in changed

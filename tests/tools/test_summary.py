@@ -17,21 +17,35 @@ def test_after_a_run_it_names_the_label_suspects_and_their_page(tmp_path, monkey
     from pipeline.common.files import read_json, write_json
 
     metrics, audit = tmp_path / "reports/evaluate/metrics.json", tmp_path / "audit.json"
-    write_json(metrics, {"accuracy": 0.9, "macro_f1": 0.9, "n_images": 10, "test_suspects": 2,
-                         "accuracy_without_suspects": 0.95})  # fmt: skip
+    write_json(
+        metrics,
+        {
+            "accuracy": 0.9,
+            "macro_f1": 0.9,
+            "n_images": 10,
+            "test_suspects": 2,
+            "accuracy_without_suspects": 0.95,
+        },
+    )
     write_json(audit, {"suspects": 7, "images": 50})
-    write_json(tmp_path / "export.json", {"keras_agreement": 1.0, "onnx_agreement": 1.0,
-                                          "tflite_int8_agreement": 0.99})  # fmt: skip
+    write_json(
+        tmp_path / "export.json",
+        {"keras_agreement": 1.0, "onnx_agreement": 1.0, "tflite_int8_agreement": 0.99},
+    )
     places = {
-        "METRICS_FILE": metrics, "AUDIT_METRICS": audit, "ROOT": tmp_path,
+        "METRICS_FILE": metrics,
+        "AUDIT_METRICS": audit,
+        "ROOT": tmp_path,
         "REVIEW_PAGE": tmp_path / "reports/audit/review.html",
-        "RUN_FILE": tmp_path / "none.json", "MODEL_FILE": tmp_path / "models/model.keras",
+        "RUN_FILE": tmp_path / "none.json",
+        "MODEL_FILE": tmp_path / "models/model.keras",
         "EVALUATE_DIR": tmp_path / "reports/evaluate",
         "TRAIN_REPORTS_DIR": tmp_path / "reports/train",
         "VISUALIZE_REPORT": tmp_path / "reports/visualize/report.html",
-        "MODEL_CARD": tmp_path / "models/model_card.md", "EXPORT_DIR": tmp_path / "models/export",
+        "MODEL_CARD": tmp_path / "models/model_card.md",
+        "EXPORT_DIR": tmp_path / "models/export",
         "EXPORT_METRICS": tmp_path / "export.json",
-    }  # fmt: skip
+    }
     for name, path in places.items():
         monkeypatch.setattr(summary, name, path)
     assert (

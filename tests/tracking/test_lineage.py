@@ -9,8 +9,10 @@ from pipeline.tracking import lineage
 
 def _lock(tmp_path, stages):
     path = tmp_path / "dvc.lock"
-    outs = {name: {"outs": [{"path": path_, "md5": md5} for path_, md5 in outs]}
-            for name, outs in stages.items()}  # fmt: skip
+    outs = {
+        name: {"outs": [{"path": path_, "md5": md5} for path_, md5 in outs]}
+        for name, outs in stages.items()
+    }
     path.write_text(yaml.safe_dump({"schema": "2.0", "stages": outs}))
     return path
 

@@ -21,8 +21,9 @@ def test_the_saved_pyfunc_model_holds_no_pickle_and_loads_from_its_code(tmp_path
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
     model.save(tmp_path / "model.keras")
     write_labels(tmp_path / "labels.json", Labels(["cat", "dog"]))
-    folder = registry.save_model(tmp_path / "pyfunc", tmp_path / "model.keras",
-                                 tmp_path / "labels.json")  # fmt: skip
+    folder = registry.save_model(
+        tmp_path / "pyfunc", tmp_path / "model.keras", tmp_path / "labels.json"
+    )
     files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".cloudpickle"))], files
     assert "model_code_path" in (folder / "MLmodel").read_text()

@@ -23,9 +23,11 @@ from pipeline.tracking import registry
 def _post(url: str, body: bytes, length: bool = True) -> tuple[int, str]:
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
     if not length:  # a chunked body: no Content-Length
-        request = urllib.request.Request(url, data=iter([body]),
-                                         headers={"Content-Type": "application/json",
-                                                  "Transfer-Encoding": "chunked"})  # fmt: skip
+        request = urllib.request.Request(
+            url,
+            data=iter([body]),
+            headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, response.read().decode()
@@ -44,17 +46,34 @@ def test_a_body_over_the_bound_is_refused_unkept_and_the_server_goes_on(tmp_path
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.tracking.server", "--model-uri", str(folder),
-         "--port", str(port), "--max-request-mb", "0.01"],
-        cwd=ROOT, env=env, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pipeline.tracking.server",
+            "--model-uri",
+            str(folder),
+            "--port",
+            str(port),
+            "--max-request-mb",
+            "0.01",
+        ],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/ping", server, seconds=120)
         image = io.BytesIO()
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(image, "PNG")
-        small = json.dumps({"dataframe_split": {"columns": ["image"], "data": [
-            [base64.b64encode(image.getvalue()).decode()]]}}).encode()  # fmt: skip
+        small = json.dumps(
+            {
+                "dataframe_split": {
+                    "columns": ["image"],
+                    "data": [[base64.b64encode(image.getvalue()).decode()]],
+                }
+            }
+        ).encode()
         status, body = _post(f"{url}/invocations", small)
         assert status == 200 and json.loads(body)["predictions"][0]["class"] in ("cat", "dog")
         status, body = _post(f"{url}/invocations", b"x" * 20_000)

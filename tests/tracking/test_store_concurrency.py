@@ -35,14 +35,22 @@ def test_concurrent_writers_wait_out_a_locked_store_and_lose_nothing(tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{database}"}
     subprocess.run(
         [sys.executable, "-c", "from pipeline.tracking import store; store.configure()"],
-        cwd=ROOT, env=env, check=True, capture_output=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     processes = []
     for n in range(writers):
         process = subprocess.Popen(
-            [sys.executable, "-c", WRITER, f"writer-{n}", str(steps)], cwd=ROOT, env=env,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            [sys.executable, "-c", WRITER, f"writer-{n}", str(steps)],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         processes.append(process)
     for process in processes:  # imports done: what follows is all database work
         assert process.stdout.readline().strip() == "ready"

@@ -113,9 +113,13 @@ def test_two_pipelines_at_once_against_the_server_are_recorded_in_full(server, t
             "MLFLOW_TRACKING_PASSWORD": PASSWORD,
         }
         process = subprocess.Popen(
-            ["dvc", "repro"], cwd=root, env=env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            ["dvc", "repro"],
+            cwd=root,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         processes[name] = (root, process)
     for _, process in processes.values():
         output = process.communicate(timeout=1200)[0]

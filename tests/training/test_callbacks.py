@@ -52,13 +52,15 @@ def test_a_kill_during_the_first_backup_starts_afresh(tmp_path):
 def _random_model() -> keras.Model:
     """Augmentation and dropout: layers whose draws depend on a seed state, not on weights."""
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((4, 4, 1)),
-        keras.layers.RandomTranslation(0.2, 0.2, seed=1),
-        keras.layers.Flatten(),
-        keras.layers.Dropout(0.5, seed=2),
-        keras.layers.Dense(2, activation="softmax"),
-    ])  # fmt: skip
+    model = keras.Sequential(
+        [
+            keras.Input((4, 4, 1)),
+            keras.layers.RandomTranslation(0.2, 0.2, seed=1),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.5, seed=2),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
     model.compile(optimizer="adam", loss="categorical_crossentropy")
     return model
 
@@ -67,8 +69,9 @@ def _fit_random(folder, epochs: int) -> keras.Model:
     x = np.random.default_rng(0).random((16, 4, 4, 1), dtype=np.float32)
     y = np.eye(2, dtype=np.float32)[np.arange(16) % 2]
     model = _random_model()
-    model.fit(x, y, epochs=epochs, shuffle=False, callbacks=[AtomicBackupAndRestore(folder)],
-              verbose=0)  # fmt: skip
+    model.fit(
+        x, y, epochs=epochs, shuffle=False, callbacks=[AtomicBackupAndRestore(folder)], verbose=0
+    )
     return model
 
 
@@ -109,9 +112,11 @@ def _fit_averaged(
     averaged = AveragedWeights(resumed=backed_up_epochs(folder) is not None)
     callbacks = [averaged]
     if stop_at is not None:
-        callbacks.append(keras.callbacks.LambdaCallback(
-            on_epoch_end=lambda epoch, logs: setattr(model, "stop_training", epoch == stop_at)
-        ))  # fmt: skip
+        callbacks.append(
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: setattr(model, "stop_training", epoch == stop_at)
+            )
+        )
     callbacks += [averaged.finish()] if finish else []
     callbacks.append(AtomicBackupAndRestore(folder))
     if kill_at is not None:
@@ -150,9 +155,7 @@ def test_early_stopping_waits_for_its_start_epoch_before_counting_patience(tmp_p
     )  # each epoch's validation loss worse than the last
     ran = {}
     for start in (0, 3):
-        stopper = ResumableEarlyStopping(
-            tmp_path / str(start), cfg.model_copy(update={"start_from_epoch": start}), 1, 0
-        )
+        stopper = ResumableEarlyStopping(tmp_path / str(start), cfg, start, 1, 0)
         (tmp_path / str(start)).mkdir()
         history = _tiny_model().fit(x, y, epochs=10, callbacks=[worse, stopper], verbose=0)
         ran[start] = len(history.history["loss"])

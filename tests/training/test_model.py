@@ -77,9 +77,10 @@ def _cfg(**changes):
 
 def test_model_options_build_the_layers_they_name():
     model = build_model(
-        (32, 32, 3), 5,
+        (32, 32, 3),
+        5,
         _cfg(batch_norm=True, dropout=0.3, head="global_average", padding="same", dense_units=[8]),
-    )  # fmt: skip
+    )
     names = [layer.name for layer in model.layers]
     assert "block1_conv1_bn" in names and "global_pool" in names and "dropout1" in names
     assert "flatten" not in names

@@ -1,11 +1,14 @@
 """Transfer learning: bases built offline, real architectural blocks, freezing, schedules."""
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pandas as pd
 import pytest
 
 from pipeline.params import ModelParams, TrainParams, TransferParams, parse_params
+from pipeline.serving.inference import ModelNotFoundError
 from pipeline.training.callbacks import Throughput
 from pipeline.training.fitting import Fitting, run_schedule
 from pipeline.training.model import build_model
@@ -105,9 +108,17 @@ def test_imagenet_weights_come_from_the_keras_cache_or_an_error_naming_the_file(
 
 def seed_cnn(convs: int = 1, residual: bool = False) -> keras.Model:
     cfg = ModelParams(
-        filters=[4, 8], convs_per_block=convs, kernel_size=3, padding="same", pool_size=2,
-        dense_units=[16], batch_norm=True, dropout=0.0, head="flatten", residual=residual,
-    )  # fmt: skip
+        filters=[4, 8],
+        convs_per_block=convs,
+        kernel_size=3,
+        padding="same",
+        pool_size=2,
+        dense_units=[16],
+        batch_norm=True,
+        dropout=0.0,
+        head="flatten",
+        residual=residual,
+    )
     return build_model(SHAPE, 5, cfg)
 
 
@@ -145,23 +156,41 @@ def test_a_pipeline_model_lends_its_convolutional_blocks_to_a_new_head(tmp_path)
 
 
 def test_a_pipeline_model_is_found_by_its_mlflow_uri(tmp_path, monkeypatch):
+    """Training reads model files only: the stage fetches an MLflow URI's model first
+    (tracking.registry.local_transfer_weights), and the base is built from that file."""
     import mlflow
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    from pipeline.tracking import store
+    from pipeline.params import load_params
+    from pipeline.tracking import registry, store
 
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setattr(registry, "MODELS_CACHE_DIR", tmp_path / "cache")
     experiment = store.configure()
     earlier = seed_cnn()
     with mlflow.start_run(experiment_id=experiment) as run:
         mlflow.keras.log_model(earlier, name="model", pip_requirements=["keras"])
     uri = f"runs:/{run.info.run_id}/model"
-    built = build_transfer_model(SHAPE, 4, transfer_params(base="pipeline", weights=uri))
+    params = load_params()
+    transfer = params.train.transfer.model_copy(update={"base": "pipeline", "weights": uri})
+    params = params.model_copy(
+        update={"train": params.train.model_copy(update={"transfer": transfer})}
+    )
+    local = registry.local_transfer_weights(params).train.transfer.weights
+    assert Path(local).parent.parent == tmp_path / "cache"
+    built = build_transfer_model(SHAPE, 4, transfer_params(base="pipeline", weights=local))
     np.testing.assert_array_equal(
         built.base.get_layer("block1_conv1").get_weights()[0],
         earlier.get_layer("block1_conv1").get_weights()[0],
     )
-    with pytest.raises(TransferError, match="cannot load the MLflow model runs:/nope/model"):
-        build_transfer_model(SHAPE, 4, transfer_params(base="pipeline", weights="runs:/nope/model"))
+    missing = params.model_copy(
+        update={
+            "train": params.train.model_copy(
+                update={"transfer": transfer.model_copy(update={"weights": "runs:/nope/model"})}
+            )
+        }
+    )
+    with pytest.raises(ModelNotFoundError, match="cannot load the MLflow model runs:/nope/model"):
+        registry.local_transfer_weights(missing)
 
 
 def test_training_changes_only_the_unfrozen_block_and_no_batch_norm_layer():
@@ -203,17 +232,19 @@ def train_params(**transfer) -> TrainParams:
 
 def test_the_automatic_schedule_unfreezes_a_block_whenever_validation_loss_stalls():
     cfg = train_params(schedule="auto", patience=2, learning_rate_factor=0.1)
-    phase = first_phase(cfg, blocks=2)
+    phase = first_phase(cfg, blocks=2, epochs=cfg.epochs)
     assert (phase.unfrozen, phase.learning_rate, phase.last_epoch) == (0, 0.001, cfg.epochs)
-    phase, reason = next_phase(cfg, phase, epochs_done=5, stalled=True, blocks=2)
+    phase, reason = next_phase(cfg, phase, epochs_done=5, stalled=True, blocks=2, epochs=cfg.epochs)
     assert (phase.unfrozen, phase.first_epoch) == (1, 5)
     assert phase.learning_rate == pytest.approx(0.0001)
     assert "unfreeze block 2 of 2" in reason
-    phase, _ = next_phase(cfg, phase, epochs_done=9, stalled=True, blocks=2)
+    phase, _ = next_phase(cfg, phase, epochs_done=9, stalled=True, blocks=2, epochs=cfg.epochs)
     assert phase.unfrozen == 2 and phase.learning_rate == pytest.approx(0.00001)
-    done, reason = next_phase(cfg, phase, epochs_done=12, stalled=True, blocks=2)
+    done, reason = next_phase(cfg, phase, epochs_done=12, stalled=True, blocks=2, epochs=cfg.epochs)
     assert done is None and "all 2 blocks unfrozen" in reason
-    done, reason = next_phase(cfg, first_phase(cfg, 2), cfg.epochs, stalled=False, blocks=2)
+    done, reason = next_phase(
+        cfg, first_phase(cfg, 2, cfg.epochs), cfg.epochs, stalled=False, blocks=2, epochs=cfg.epochs
+    )
     assert done is None and f"train.epochs = {cfg.epochs}" in reason
 
 
@@ -223,15 +254,22 @@ def test_the_manual_schedule_follows_its_phases_and_names_a_block_count_too_high
         {"epochs": 4, "unfreeze": 2, "learning_rate": 0.001},
     ]
     cfg = train_params(schedule="manual", phases=phases)
-    phase = first_phase(cfg, blocks=2)
+    phase = first_phase(cfg, blocks=2, epochs=cfg.epochs)
     assert (phase.unfrozen, phase.learning_rate, phase.first_epoch, phase.last_epoch) == (
-        0, 0.01, 0, 3,
-    )  # fmt: skip
-    phase, _ = next_phase(cfg, phase, epochs_done=2, stalled=True, blocks=2)  # stopped early
+        0,
+        0.01,
+        0,
+        3,
+    )
+    phase, _ = next_phase(
+        cfg, phase, epochs_done=2, stalled=True, blocks=2, epochs=cfg.epochs
+    )  # stopped early
     assert (phase.unfrozen, phase.first_epoch, phase.last_epoch) == (2, 2, 6)
-    assert next_phase(cfg, phase, 6, stalled=False, blocks=2)[0] is None
+    assert next_phase(cfg, phase, 6, stalled=False, blocks=2, epochs=cfg.epochs)[0] is None
     with pytest.raises(ValueError, match=r"phases\[1\].unfreeze = 2, but the base .* has 1 blocks"):
-        next_phase(cfg, first_phase(cfg, 1), 3, stalled=False, blocks=1)
+        next_phase(
+            cfg, first_phase(cfg, 1, cfg.epochs), 3, stalled=False, blocks=1, epochs=cfg.epochs
+        )
 
 
 def test_params_name_what_a_transfer_setup_lacks(raw_params):
@@ -281,12 +319,21 @@ def test_a_manual_schedule_recompiles_between_phases_and_carries_the_best_value(
     data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
     record = Record()
     fitting = Fitting(
-        model=built.model, transfer=built, cfg=cfg, resume_dir=tmp_path, learning_rate_scale=3.0,
-        jit_compile=False, steps=3, train_data=lambda first: data.repeat(),
-        validation_data=data, class_weight=None,
+        model=built.model,
+        transfer=built,
+        cfg=cfg,
+        epochs=cfg.epochs,
+        stopping_start=0,
+        resume_dir=tmp_path,
+        learning_rate_scale=3.0,
+        jit_compile=False,
+        steps=3,
+        train_data=lambda first: data.repeat(),
+        validation_data=data,
+        class_weight=None,
         loggers=[record, keras.callbacks.CSVLogger(str(tmp_path / "history.csv"), append=True)],
         throughput=Throughput(),
-    )  # fmt: skip
+    )
     stopper, table = run_schedule(fitting)
 
     optimizers, rates, trainable = zip(*record.epochs, strict=True)

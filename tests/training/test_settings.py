@@ -1,4 +1,5 @@
-"""base.image_size and base.channels: auto resolved from the split, numbers kept."""
+"""training.settings: every auto of a training resolved from the split and the machine, numbers
+and names kept."""
 
 import json
 
@@ -9,14 +10,20 @@ from pipeline.imagedata import manifest as mf
 from pipeline.imagedata.assignment import build_split, placed_channels, write_split
 from pipeline.imagedata.images import resolve_channels
 from pipeline.params import ParamsError, load_params, parse_params
-from pipeline.training.shape import (
+from pipeline.training.batching import resolve_batch_size
+from pipeline.training.settings import (
     AUTO_LAST_MAP,
     AUTO_MAX_BASE_SIZE,
     AUTO_MAX_SIZE,
+    Machine,
+    Settings,
+    resolve,
     resolve_base,
-    resolve_batch_size,
+    resolve_cache,
+    resolve_class_weight,
+    resolve_distribute,
     resolve_input,
-    resolve_training,
+    resolve_precision,
     resolve_views,
 )
 from tests.conftest import _merge, write_png
@@ -25,6 +32,18 @@ from tests.conftest import _merge, write_png
 def sized(*sides: tuple[int, int]) -> pd.DataFrame:
     """Manifest rows (text columns, as read) of images of these (width, height)."""
     return pd.DataFrame({"width": [str(w) for w, _ in sides], "height": [str(h) for _, h in sides]})
+
+
+CPU = Machine(gpus=0, bf16=False, cluster_tasks=1)
+
+
+def resolved(train, images: int, machine: Machine = CPU) -> Settings:
+    """The settings of a training of `train` params on `images` 8x8 grey images of 10
+    classes (as the split of the digits leaves them)."""
+    params = load_params().model_copy(update={"train": train})
+    rows = sized(*[(8, 8)] * images).assign(label=[str(i % 10) for i in range(images)])
+    labels = [i % 10 for i in range(images)]
+    return resolve(params, (rows, rows.head(10)), labels, 1, machine)[1]
 
 
 def params_with(raw_params: dict, **changes: dict):
@@ -175,9 +194,9 @@ def test_auto_batches_give_about_400_steps_an_epoch_and_never_fewer_than_20(imag
 )
 def test_auto_epochs_give_about_8000_steps_in_10_to_30_epochs(images, batch, epochs):
     cfg = load_params().train
-    resolved = resolve_training(cfg, images)
-    assert (resolved.batch_size, resolved.epochs) == (batch, epochs)
-    fixed = resolve_training(cfg.model_copy(update={"epochs": 7, "batch_size": 50}), images)
+    settings = resolved(cfg, images)
+    assert (settings.batch_size, settings.epochs) == (batch, epochs)
+    fixed = resolved(cfg.model_copy(update={"epochs": 7, "batch_size": 50}), images)
     assert (fixed.batch_size, fixed.epochs) == (50, 7)  # numbers win
 
 
@@ -185,26 +204,26 @@ def test_early_stopping_starts_half_way_through_a_cosine_schedule_from_scratch()
     cfg = load_params().train
     cfg = cfg.model_copy(update={"transfer": cfg.transfer.model_copy(update={"base": "none"})})
     assert cfg.early_stopping.start_from_epoch == "auto"
-    assert resolve_training(cfg, 1257).early_stopping.start_from_epoch == 15  # of 30 epochs
+    assert resolved(cfg, 1257).stopping_start == 15  # of 30 epochs
     constant = cfg.model_copy(
         update={"optimizer": cfg.optimizer.model_copy(update={"schedule": "constant"})}
     )
-    assert resolve_training(constant, 1257).early_stopping.start_from_epoch == 0
+    assert resolved(constant, 1257).stopping_start == 0
     transfer = cfg.model_copy(
         update={"transfer": cfg.transfer.model_copy(update={"base": "mobilenet_v2"})}
     )  # the phases of a transfer schedule end at each stall, from the first epoch
-    assert resolve_training(transfer, 1257).early_stopping.start_from_epoch == 0
+    assert resolved(transfer, 1257).stopping_start == 0
     fixed = cfg.model_copy(
         update={"early_stopping": cfg.early_stopping.model_copy(update={"start_from_epoch": 4})}
     )
-    assert resolve_training(fixed, 1257).early_stopping.start_from_epoch == 4  # a number wins
+    assert resolved(fixed, 1257).stopping_start == 4  # a number wins
     late = fixed.model_copy(update={"epochs": 3})
-    assert resolve_training(late, 1257).early_stopping.start_from_epoch == 2  # the last epoch
+    assert resolved(late, 1257).stopping_start == 2  # the last epoch
 
 
 def test_auto_epochs_stay_at_10_or_more_when_an_epoch_has_many_steps():
     cfg = load_params().train.model_copy(update={"batch_size": 16})
-    assert resolve_training(cfg, 51_000).epochs == 10  # 3,188 steps an epoch: 3 wanted
+    assert resolved(cfg, 51_000).epochs == 10  # 3,188 steps an epoch: 3 wanted
 
 
 def test_test_time_views_auto_shift_from_scratch_and_none_with_a_pretrained_base():
@@ -218,3 +237,83 @@ def test_test_time_views_auto_shift_from_scratch_and_none_with_a_pretrained_base
     assert resolve_views(train.model_copy(update={"transfer": lite})) == "none"
     chosen = scratch.model_copy(update={"test_time_views": "flip"})
     assert resolve_views(chosen) == "flip"
+
+
+def test_the_digits_defaults_resolve_into_plain_values():
+    """The default params on the digits' training split: every auto a plain value."""
+    settings = resolved(load_params().train, 1257)
+    assert settings == Settings(
+        base="none",
+        image_size=16,
+        channels=1,
+        batch_size=20,
+        epochs=30,
+        stopping_start=15,
+        class_weight="none",
+        cache="memory",
+        precision="float32",
+        jit_compile=False,
+        distribute="none",
+        test_time_views="shift",
+        notes=settings.notes,
+    )
+    assert "auto" not in {str(value) for value in vars(settings).values()}
+    assert settings.as_params()["train.epochs_resolved"] == 30
+    with pytest.raises(AttributeError):
+        settings.epochs = 3  # frozen
+
+
+def test_class_weights_cache_precision_and_strategy_follow_their_rules():
+    assert resolve_class_weight("auto", [0] * 4 + [1] * 2)[0] == "balanced"  # 2 to 1
+    assert resolve_class_weight("auto", [0] * 3 + [1] * 2)[0] == "none"
+    assert resolve_class_weight("balanced", [0, 1])[0] == "balanced"  # a name wins
+    assert resolve_cache("auto", 1000, 64, 3) == "memory"
+    assert resolve_cache("auto", 10**9, 512, 3) == "disk"
+    assert resolve_cache("off", 10, 8, 1) == "off"
+    device = load_params().train.device
+    assert resolve_precision(device, 0, "none", bf16=True) == ("mixed_bfloat16", False)
+    # a base of depthwise convolutions runs faster in float32 on a CPU; VGG keeps bfloat16
+    assert resolve_precision(device, 0, "efficientnet_lite0", bf16=True)[0] == "float32"
+    assert resolve_precision(device, 0, "vgg16", bf16=True)[0] == "mixed_bfloat16"
+    assert resolve_precision(device, 0, "none", bf16=False)[0] == "float32"
+    assert resolve_precision(device, 1, "none", bf16=False) == ("mixed_float16", True)
+    forced = device.model_copy(update={"mixed_precision": "float32", "jit_compile": "on"})
+    assert resolve_precision(forced, 0, "none", bf16=True) == ("float32", True)
+
+
+@pytest.mark.parametrize(
+    ("mode", "gpus", "tasks", "kind"),
+    [
+        ("auto", 0, 1, "none"),
+        ("auto", 1, 1, "none"),
+        ("auto", 2, 1, "mirrored"),
+        ("auto", 0, 2, "multi_worker"),
+        ("auto", 4, 3, "multi_worker"),
+        ("none", 2, 1, "none"),
+        ("mirrored", 0, 1, "mirrored"),
+    ],
+)
+def test_auto_picks_the_strategy_for_the_machine_and_cluster(mode, gpus, tasks, kind):
+    assert resolve_distribute(mode, gpus, tasks) == kind
+
+
+def test_the_training_code_never_compares_with_auto():
+    """Every auto is resolved in training.settings: no other module of the training code
+    compares a setting with it."""
+    import re
+    from pathlib import Path
+
+    training = Path(__file__).resolve().parents[2] / "pipeline" / "training"
+    # not settings: Keras' own loss reduction named auto, and the transfer schedule named auto
+    # (unfreeze a block at each stall: a schedule, not a setting left to resolve)
+    allowed = {"distribute.py": 'reduction in ("auto"', "schedule.py": 'schedule == "auto"'}
+    found = []
+    for path in sorted(training.glob("*.py")):
+        if path.name in ("settings.py", "batching.py"):  # the resolver
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if allowed.get(path.name, "@") in line:
+                continue
+            if re.search(r"""(==|!=|\bin)\s*\(?["']auto["']|\bAUTO\b""", line):
+                found.append(f"{path.name}:{number}: {line.strip()}")
+    assert found == []

@@ -1,5 +1,6 @@
-"""The input the model takes: `base.image_size`, `base.channels` and `train.batch_size`, with
-`auto` resolved from the split.
+"""Every `auto` of a training resolved once, from the split and the machine, into `Settings`:
+a frozen object of plain values that the training code takes instead of params' auto keys
+(`resolve`). The rules, each by its constant:
 
 - channels auto: the split's colour model (grayscale when every image is; `split.json`),
   RGB for an ImageNet base, the earlier model's for a `pipeline` base;
@@ -10,18 +11,15 @@
   AUTO_MAX_SIZE; a `pipeline` base keeps the earlier model's size. Small images are not
   upscaled past what the model needs.
 
-- batch_size auto: about 400 steps an epoch, as a power of two, and never below 20
-  (`training.batching`, which the audit's fold models share).
+- batch_size auto (`training.batching`, the rule the audit's fold models share too).
 
 - epochs auto: about AUTO_TOTAL_STEPS steps in all, kept between AUTO_MIN_EPOCHS and
-  AUTO_MAX_EPOCHS (the digits' 63 steps an epoch: 30 epochs; Fashion-MNIST's 399: 10). The
-  schedule is counted in epochs, so it spans whatever this gives.
+  AUTO_MAX_EPOCHS. The schedule is counted in epochs, so it spans whatever this gives.
 
 - early_stopping.start_from_epoch auto: under a cosine schedule from scratch, half the epochs
-  (no stopping while the learning rate is above half its peak), else 0. The validation loss
-  of a cosine schedule falls late, and on a small training set (a few steps an epoch) batch
-  normalisation's moving statistics lag for the first epochs: from epoch 1, patience 8 ended a
-  run on 180 digits at epoch 10 at chance level, where the full 60 epochs reached 0.959.
+  (no stopping while the learning rate is above half its peak), else 0: the validation loss
+  of a cosine schedule falls late, and on a small training set batch normalisation's moving
+  statistics lag for the first epochs (docs/benchmarks.md has the run that showed it).
 
 - train.transfer.base auto (`resolve_base`): AUTO_BASE, pretrained on ImageNet, when the
   split holds colour images larger than the CNN's input (the images' median shorter side
@@ -30,14 +28,30 @@
   With a pretrained base, image_size auto goes up to AUTO_MAX_BASE_SIZE, the resolution the
   bases were trained at, instead of AUTO_MAX_SIZE.
 
-A number or a name always wins. The resolved shape is printed by the train stage and logged
-to the run (`input.image_size`, `input.channels`, `train.transfer.base_resolved`); every
-later stage reads it off the saved model.
+- train.class_weight auto (`resolve_class_weight`): balanced when the largest class has
+  AUTO_IMBALANCE times the smallest's training images, else none.
+
+- train.cache auto (`resolve_cache`): decoded images in memory when they take under
+  AUTO_CACHE_SHARE of the free memory, else on disk.
+
+- train.device.mixed_precision auto (`resolve_precision`): mixed_float16 on a GPU;
+  mixed_bfloat16 on a CPU that computes it natively, unless the base is one of
+  DEPTHWISE_BASES; else float32. train.device.jit_compile auto: on with a GPU.
+
+- train.distribute auto (`resolve_distribute`): multi_worker in a cluster of two or more
+  tasks (TF_CONFIG), mirrored over two or more GPUs, else none.
+
+- train.test_time_views auto (`resolve_views`): shift from scratch, none with a base.
+
+A number or a name always wins. The train stage prints the resolved values and logs them to
+the run (`Settings.as_params`); every later stage reads the input off the saved model.
 """
 
 import math
+import os
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from pipeline.params import (
@@ -46,6 +60,7 @@ from pipeline.params import (
     BASES,
     MIN_BASE_SIZE,
     BaseParams,
+    DeviceParams,
     Params,
     TrainParams,
 )
@@ -57,6 +72,46 @@ AUTO_LAST_MAP = 2  # auto: the CNN's last feature map at least this many pixels 
 AUTO_TOTAL_STEPS = 8000  # epochs auto: about this many steps in all ...
 AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS = 10, 30  # ... in this many epochs
 COSINE_SCHEDULES = ("cosine", "warmup_cosine")
+AUTO_CACHE_SHARE = 0.25  # cache auto: in memory when the decoded images take under this share
+AUTO_IMBALANCE = 2.0  # class_weight auto: balanced from this ratio of largest to smallest class
+# bases built of depthwise convolutions, which oneDNN runs slower in bfloat16 than in float32
+# on a CPU (docs/benchmarks.md)
+DEPTHWISE_BASES = ("efficientnet_lite0", "efficientnet_b0", "mobilenet_v2", "mobilenet_v3_small")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every `auto` of one training resolved (`resolve`): plain values, and how each came."""
+
+    base: str  # train.transfer.base: none, pipeline or a pretrained architecture
+    image_size: int
+    channels: int
+    batch_size: int  # train.batch_size, counted per train.batch_size_scope
+    epochs: int
+    stopping_start: int  # train.early_stopping.start_from_epoch
+    class_weight: str  # none | balanced
+    cache: str  # memory | disk | off
+    precision: str  # a Keras dtype policy
+    jit_compile: bool
+    distribute: str  # none | mirrored | multi_worker
+    test_time_views: str
+    notes: tuple[str, ...]  # how the autos were resolved, for the log
+
+    def as_params(self) -> dict[str, str | int]:
+        """What auto became, as MLflow params beside the params as written."""
+        return {
+            "input.image_size": self.image_size,
+            "input.channels": self.channels,
+            "train.epochs_resolved": self.epochs,
+            "train.early_stopping.start_from_epoch_resolved": self.stopping_start,
+            "train.transfer.base_resolved": self.base,
+        }
+
+    def describe(self) -> str:
+        return (
+            f"input {self.image_size}x{self.image_size}x{self.channels}; {self.epochs} epochs "
+            f"of batch {self.batch_size}; early stopping from epoch {self.stopping_start + 1}"
+        )
 
 
 @dataclass(frozen=True)
@@ -166,27 +221,6 @@ def resolve_stopping_start(cfg: TrainParams, epochs: int) -> int:
     return min(int(setting), epochs - 1)
 
 
-def resolved_params(cfg: TrainParams) -> dict[str, int]:
-    """What `resolve_training` made of auto, as MLflow params."""
-    return {
-        "train.epochs_resolved": cfg.epochs,
-        "train.early_stopping.start_from_epoch_resolved": cfg.early_stopping.start_from_epoch,
-        "train.transfer.base_resolved": cfg.transfer.base,
-    }
-
-
-def resolve_training(cfg: TrainParams, train_images: int) -> TrainParams:
-    """`train` with batch_size, epochs and early_stopping.start_from_epoch auto resolved for
-    `train_images` images."""
-    batch = resolve_batch_size(cfg.batch_size, train_images)
-    epochs = resolve_epochs(cfg.epochs, math.ceil(train_images / batch))
-    start = resolve_stopping_start(cfg, epochs)
-    stopping = cfg.early_stopping.model_copy(update={"start_from_epoch": start})
-    return cfg.model_copy(
-        update={"batch_size": batch, "epochs": epochs, "early_stopping": stopping}
-    )
-
-
 def resolve_views(train: TrainParams) -> str:
     """train.test_time_views, auto resolved (once train.transfer.base is): shift for the CNN
     trained from scratch, whose input is the images' own small size, where one pixel is the
@@ -195,3 +229,89 @@ def resolve_views(train: TrainParams) -> str:
     if train.test_time_views != AUTO:
         return train.test_time_views
     return "shift" if train.transfer.base == "none" else "none"
+
+
+def resolve_class_weight(setting: str, labels: list[int]) -> tuple[str, str]:
+    """train.class_weight for these training labels (class indices), and why."""
+    if setting != AUTO:
+        return setting, f"train.class_weight {setting}"
+    sizes = np.bincount(np.asarray(labels))
+    smallest, largest = sizes[sizes > 0].min(), sizes.max()
+    mode = "balanced" if largest >= AUTO_IMBALANCE * smallest else "none"
+    return mode, f"train.class_weight auto: {mode} (classes of {smallest} to {largest} images)"
+
+
+def resolve_precision(cfg: DeviceParams, gpus: int, base: str, bf16: bool) -> tuple[str, bool]:
+    """The dtype policy and XLA for `gpus` GPUs, the base, and whether the CPU has bf16."""
+    precision = cfg.mixed_precision
+    if precision == AUTO:
+        native = bf16 and base not in DEPTHWISE_BASES
+        precision = "mixed_float16" if gpus else "mixed_bfloat16" if native else "float32"
+    jit = bool(gpus) if cfg.jit_compile == AUTO else cfg.jit_compile == "on"
+    return precision, jit
+
+
+def resolve_cache(mode: str, images: int, image_size: int, channels: int) -> str:
+    """train.cache for `images` decoded images of this size (module docstring)."""
+    if mode != AUTO:
+        return mode
+    decoded = images * image_size * image_size * channels  # uint8
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return "memory" if decoded < free * AUTO_CACHE_SHARE else "disk"
+
+
+def resolve_distribute(mode: str, gpus: int, cluster_tasks: int) -> str:
+    """train.distribute for this machine and a cluster of `cluster_tasks` tasks."""
+    if mode != AUTO:
+        return mode
+    if cluster_tasks > 1:
+        return "multi_worker"
+    return "mirrored" if gpus > 1 else "none"
+
+
+def resolve(
+    params: Params,
+    rows: tuple[pd.DataFrame, pd.DataFrame],
+    labels: list[int],
+    split_channels: int,
+    machine: "Machine",
+) -> tuple[Params, Settings]:
+    """Every auto of a training: `rows` the training and validation manifest rows, `labels`
+    the training images' class indices, `split_channels` the split's colour model. Returns
+    `params` with train.transfer.base resolved (the one auto the params keep: the model is
+    built from the transfer section) and the settings."""
+    params, base_why = resolve_base(params, rows[0], split_channels)
+    train = params.train
+    shape = resolve_input(params, rows[0], split_channels)
+    batch = resolve_batch_size(train.batch_size, len(rows[0]))
+    epochs = resolve_epochs(train.epochs, math.ceil(len(rows[0]) / batch))
+    class_weight, weight_why = resolve_class_weight(train.class_weight, labels)
+    images = len(rows[0]) + len(rows[1])
+    precision, jit = resolve_precision(
+        train.device, machine.gpus, train.transfer.base, machine.bf16
+    )
+    settings = Settings(
+        base=train.transfer.base,
+        image_size=shape.image_size,
+        channels=shape.channels,
+        batch_size=batch,
+        epochs=epochs,
+        stopping_start=resolve_stopping_start(train, epochs),
+        class_weight=class_weight,
+        cache=resolve_cache(train.cache, images, shape.image_size, shape.channels),
+        precision=precision,
+        jit_compile=jit,
+        distribute=resolve_distribute(train.distribute, machine.gpus, machine.cluster_tasks),
+        test_time_views=resolve_views(train),
+        notes=(base_why, shape.describe(), weight_why),
+    )
+    return params, settings
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the settings depend on besides params and data."""
+
+    gpus: int
+    bf16: bool  # the CPU computes bfloat16 natively
+    cluster_tasks: int  # tasks of the cluster TF_CONFIG describes (1: no cluster)
