@@ -24,7 +24,7 @@ from pipeline.imagedata.checks import (
     confirm_near_duplicates,
     failure_message,
     image_facts,
-    reported_only,
+    judged,
     run_checks,
 )
 from pipeline.imagedata.images import Rules
@@ -118,9 +118,7 @@ def main() -> None:
     ranked = candidates.sort_values(["correlation", "path"], ascending=[False, True])
     write_csv(ranked, NEAR_DUPLICATES_FILE)
     save_figure(pair_figure(near, params.split), NEAR_DUPLICATES_PNG)
-    unmet = [o for o in outcomes if not o["success"]]
-    reported = [o for o in unmet if reported_only(o, cfg, given)]
-    failed = [o for o in unmet if o not in reported]
+    failed, reported = judged(outcomes, cfg, given)  # the gate's rule, in its package
     if reported:
         report = VALIDATION_FILE.relative_to(ROOT)
         log.warning(failure_message(reported, len(outcomes), report, "unmet, reported only"))

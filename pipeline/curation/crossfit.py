@@ -67,7 +67,8 @@ def fold_ids(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> n
         )
     # the split's groups never mix classes (near duplicates are grouped within a class), so
     # stratifying the groups by their label stratifies the images: one pass of
-    # StratifiedKFold, where StratifiedGroupKFold loops over 70,000 groups in Python (18 s)
+    # StratifiedKFold, where StratifiedGroupKFold loops over every group in Python
+    # (docs/benchmarks.md)
     _, first, member_of = np.unique(groups, return_index=True, return_inverse=True)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     group_fold = np.full(len(first), -1)

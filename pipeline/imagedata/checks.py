@@ -317,6 +317,14 @@ REPORTABLE = {"class_balance": "class_imbalance"}
 GIVEN_SPLIT_LEAKS = ("content", "near_duplicates")  # n_splits and distance: across splits
 
 
+def judged(outcomes: list[dict], cfg: ValidateParams, given: bool) -> tuple[list[dict], list[dict]]:
+    """The gate's verdict on its expectations' outcomes: those that fail it, and those unmet
+    but only reported (`reported_only`)."""
+    unmet = [o for o in outcomes if not o["success"]]
+    reported = [o for o in unmet if reported_only(o, cfg, given)]
+    return [o for o in unmet if o not in reported], reported
+
+
 def reported_only(outcome: dict, cfg: ValidateParams, given: bool) -> bool:
     """Whether a failed expectation is reported rather than stopping the pipeline: class
     imbalance (`validate.class_imbalance: report`) and, in splits the source gave, content

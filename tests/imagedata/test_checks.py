@@ -11,6 +11,7 @@ from pipeline.imagedata.checks import (
     confirm_near_duplicates,
     failure_message,
     image_facts,
+    judged,
     nearest_training_image,
     reported_only,
     run_checks,
@@ -258,6 +259,10 @@ def test_content_in_two_splits_is_reported_only_where_the_source_gave_them(split
     assert not reported_only(failure, cfg, given=False)  # our own split must never leak
     assert reported_only(failure, cfg, given=True)
     assert not reported_only(failure, cfg.model_copy(update={"given_split_leaks": "error"}), True)
+    # the gate's verdict over every outcome: failed, or only reported; a success is neither
+    passed = {**failure, "success": True}
+    assert judged([failure, passed], cfg, given=False) == ([failure], [])
+    assert judged([failure, passed], cfg, given=True) == ([], [failure])
 
 
 def test_the_gate_confirms_a_cropped_copy_across_splits_and_names_the_crop(tmp_path):
