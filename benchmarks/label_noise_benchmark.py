@@ -21,6 +21,7 @@ import pandas as pd
 from pipeline.common.files import write_csv
 from pipeline.curation.crossfit import cross_fit
 from pipeline.curation.label_issues import found_against, suspects_table
+from pipeline.curation.settings import resolve_audit
 from pipeline.imagedata.sources import _idx_file, digits_images, fashion_mnist_folder, read_idx
 from pipeline.params import load_raw_params, parse_params, set_params
 from pipeline.paths import REPORTS_DIR
@@ -53,20 +54,16 @@ def plant_flips(labels: np.ndarray, share: float, seed: int) -> tuple[np.ndarray
 
 def run(dataset: str, share: float, seed: int, settings: list[str]) -> dict:
     cfg = parse_params(set_params(load_raw_params(), settings)).audit
-    keras.mixed_precision.set_global_policy(
-        "mixed_bfloat16"
-        if cfg.precision == "auto" and cpu_has_bf16()
-        else "float32"
-        if cfg.precision == "auto"
-        else cfg.precision
-    )
     images, labels = load(dataset)
     noisy, flipped = plant_flips(labels, share, seed)
     classes = [str(c) for c in range(int(labels.max()) + 1)]
     rows = pd.DataFrame({"raw_path": [f"{i:05d}" for i in range(len(labels))]})
     rows = rows.assign(path=rows["raw_path"], split="train")
     started = time.perf_counter()
-    fit = cross_fit(images, noisy, np.arange(len(labels)), len(classes), cfg, seed)
+    sides = pd.Series([images.shape[1]] * len(labels))  # square images of one size
+    settings = resolve_audit(cfg, sides, cpu_has_bf16())
+    keras.mixed_precision.set_global_policy(settings.precision)
+    fit = cross_fit(images, noisy, np.arange(len(labels)), len(classes), settings, seed)
     fit_seconds = time.perf_counter() - started
     started = time.perf_counter()
     suspects = suspects_table(rows, noisy, fit.probabilities, classes, cfg)

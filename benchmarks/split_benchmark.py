@@ -23,7 +23,7 @@ from PIL import Image
 from pipeline.contracts import read_labels
 from pipeline.imagedata import checks as gate
 from pipeline.imagedata import manifest as mf
-from pipeline.imagedata.assignment import build_split, write_split
+from pipeline.imagedata.assignment import SplitSetup, build_split, write_split
 from pipeline.imagedata.images import Rules, list_raw
 from pipeline.imagedata.sources import digits_images
 from pipeline.params import load_params
@@ -77,8 +77,8 @@ def main() -> None:
     ratio = (cfg.fractions["train"], cfg.fractions["validation"], cfg.fractions["test"])
 
     def ours(target: Path) -> None:
-        table = build_split(images, cfg, seed, channels, previous={})
-        write_split(table, images, target, channels, cfg, seed)
+        table = build_split(images, SplitSetup(cfg, seed, channels), previous={})
+        write_split(table, images, target, SplitSetup(cfg, seed, channels))
 
     def theirs(target: Path) -> None:
         with contextlib.redirect_stderr(io.StringIO()):  # its progress bar
@@ -122,9 +122,8 @@ def time_validate(raw_dir: Path, split_dir: Path, docs_dir: Path) -> tuple[float
     near = gate.confirm_near_duplicates(split_dir, placed, facts, params.split)
     classes = read_labels(split_dir / "labels.json").classes
     raw = list_raw(raw_dir)
-    checks = gate.build_checks(
-        manifest, raw, facts, near, classes, params.split, 3, params.validate_
-    )
+    evidence = gate.Evidence(manifest, raw, facts, near, classes)
+    checks = gate.build_checks(evidence, params.split, 3, params.validate_)
     outcomes = gate.run_checks(checks, docs_dir)
     localise_pages(docs_dir)
     return time.perf_counter() - start, outcomes

@@ -33,7 +33,7 @@ SOURCES = {64: 21_564, 512: 21_564}  # source JPEG side -> images
 def build_jpeg_split(side: int, count: int) -> Path:
     """Digit scans as RGB JPEGs of `side` pixels (shifted copies up to `count`), split by the
     split stage; returns the split folder."""
-    from pipeline.imagedata.assignment import build_split, write_split
+    from pipeline.imagedata.assignment import SplitSetup, build_split, write_split
     from pipeline.imagedata.sources import digits_images
     from pipeline.params import load_params
 
@@ -54,8 +54,8 @@ def build_jpeg_split(side: int, count: int) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         image.convert("RGB").save(folder / f"{n:05d}.jpg", quality=90)
     params = load_params()
-    table = build_split(raw, params.split, params.base.seed, 3, previous={})
-    write_split(table, raw, split, 3, params.split, params.base.seed)
+    table = build_split(raw, SplitSetup(params.split, params.base.seed, 3), previous={})
+    write_split(table, raw, split, SplitSetup(params.split, params.base.seed, 3))
     return split
 
 

@@ -6,6 +6,7 @@ page where a fix is chosen as a row of `data/relabels.csv` (which the split appl
 import logging
 import os
 import time
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -17,8 +18,9 @@ from pipeline.common.names import dataset_name
 from pipeline.common.native import CUDA_INIT_FAILED, native_stderr
 from pipeline.contracts import read_labels
 from pipeline.curation import image_checks
-from pipeline.curation.crossfit import CrossFit, audit_image_size, cross_fit
+from pipeline.curation.crossfit import CrossFit, cross_fit
 from pipeline.curation.label_issues import pair_counts, suspects_table
+from pipeline.curation.settings import resolve_audit
 from pipeline.imagedata import manifest as mf
 from pipeline.imagedata.dataset import label_indices, load_images
 from pipeline.imagedata.manifest import in_splits, read_manifest, split_channels
@@ -46,15 +48,23 @@ log = logging.getLogger(__name__)
 FIGURE_SIZE = 32  # suspects drawn in suspects.png
 
 
-def run_checks(rows: pd.DataFrame, checks: list[str]) -> tuple[pd.DataFrame, ...]:
-    """The image checks `checks` on the placed images: cleanvision's on the files, the
-    duplicates as the split decided them. The flagged images, counts per class (empty without
+class Checked(NamedTuple):
+    """What the image checks found: the flagged images, counts per class (empty without
     checks) and the duplicate sets."""
+
+    flagged: pd.DataFrame
+    counts: pd.DataFrame
+    sets: pd.DataFrame
+
+
+def run_checks(rows: pd.DataFrame, checks: list[str]) -> Checked:
+    """The image checks `checks` on the placed images: cleanvision's on the files, the
+    duplicates as the split decided them."""
     flags, scores = image_checks.cleanvision_checks(rows, checks, SPLIT_DIR, os.cpu_count() or 1)
     flags = pd.concat([flags, image_checks.duplicate_flags(rows, checks)], axis=1)[checks]
     flagged = image_checks.issue_table(rows, flags, scores)
     counts = image_checks.counts_per_class(rows, flagged, checks) if checks else pd.DataFrame()
-    return flagged, counts, image_checks.duplicate_sets(rows, checks)
+    return Checked(flagged, counts, image_checks.duplicate_sets(rows, checks))
 
 
 def split_conflicts(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -82,11 +92,11 @@ def audit_metrics(
     labels: np.ndarray,
     fit: CrossFit,
     suspects: pd.DataFrame,
-    counts: pd.DataFrame,
-    sets: pd.DataFrame,
+    checked: Checked,
     conflicts: pd.DataFrame,
 ) -> dict:
     """metrics.json's counts: suspects, the fold models' accuracy, images each check flags."""
+    counts, sets = checked.counts, checked.sets
     checks = [column for column in counts.columns if column not in ("class", "images")]
     return {
         "images": len(rows),
@@ -111,23 +121,22 @@ def main() -> None:
     rows = in_splits(manifest).reset_index(drop=True)
     labels = np.array(label_indices(rows["label"], classes))
     sides = np.minimum(rows["width"].astype(int), rows["height"].astype(int))
-    size, channels = audit_image_size(cfg.image_size, sides), split_channels()
+    settings = resolve_audit(cfg, pd.Series(sides), cpu_has_bf16())
+    size, precision, channels = settings.image_size, settings.precision, split_channels()
     # the image checks first: cleanvision's worker processes are forked from this one, which
     # is small before TensorFlow has decoded the images and trained the fold models
     started = time.perf_counter()
     checks = [c for c in cfg.image_checks if not (c == "grayscale" and channels == 1)]
-    flagged, counts, sets = run_checks(rows, checks)
+    checked = run_checks(rows, checks)
+    flagged, counts, sets = checked
     check_seconds = time.perf_counter() - started
 
-    precision = cfg.precision
-    if precision == "auto":
-        precision = "mixed_bfloat16" if cpu_has_bf16() else "float32"
     keras.mixed_precision.set_global_policy(precision)
     with native_stderr(CUDA_INIT_FAILED):  # train says which device there is
         images = load_images(rows, classes, size, channels)
     groups = rows["group"].where(rows["group"] != "", rows["sha256"]).to_numpy()
     started = time.perf_counter()
-    fit = cross_fit(images, labels, groups, len(classes), cfg, seed)
+    fit = cross_fit(images, labels, groups, len(classes), settings, seed)
     fit_seconds = time.perf_counter() - started
     suspects = suspects_table(rows, labels, fit.probabilities, classes, cfg)
 
@@ -144,7 +153,7 @@ def main() -> None:
         write_csv(table, path)
     draw_suspects(suspects, rows, images)
     left_out = split_conflicts(manifest)
-    metrics = audit_metrics(rows, labels, fit, suspects, counts, sets, left_out) | {
+    metrics = audit_metrics(rows, labels, fit, suspects, checked, left_out) | {
         "cross_fit_seconds": round(fit_seconds, 1),
         "image_check_seconds": round(check_seconds, 1),
         **{"image_size": size, "precision": precision},

@@ -63,7 +63,7 @@ from pipeline.reporting.plots import (
 )
 from pipeline.serving.inference import load_checked
 from pipeline.tracking import promotion
-from pipeline.tracking.results import EvaluationFiles, log_evaluation
+from pipeline.tracking.results import EvaluationFiles, EvaluationResults, log_evaluation
 
 log = logging.getLogger(__name__)
 
@@ -162,16 +162,8 @@ def main() -> None:
     )
     rule = (params.registered_model, cfg.promote_on)
     text = confusion_text(result.counts, result.metrics["accuracy"])
-    decision = log_evaluation(
-        run_id,
-        load_raw_params(),
-        result.metrics,
-        result.per_class,
-        result.counts,
-        files,
-        text,
-        rule,
-    )
+    logged = EvaluationResults(result.metrics, result.per_class, result.counts, text)
+    decision = log_evaluation(run_id, load_raw_params(), logged, files, rule)
 
     log.info(headline(result, classifier.views, cfg.tta, run_id))
     alias = f"models:/{params.registered_model}@{promotion.ALIAS}"

@@ -20,7 +20,7 @@ from pipeline.common.files import write_csv, write_json
 from pipeline.common.log import run_stage
 from pipeline.common.native import CUDA_INIT_FAILED, native_stderr
 from pipeline.contracts import read_labels, read_run_record
-from pipeline.evaluation.parity import check_parity, export_and_compare
+from pipeline.evaluation.parity import Probe, Tolerance, check_parity, export_and_compare
 from pipeline.imagedata.dataset import label_indices, load_images, read_split
 from pipeline.params import load_params, load_raw_params
 from pipeline.paths import (
@@ -61,9 +61,7 @@ def main() -> None:
         classifier,
         cfg.formats,
         EXPORT_DIR,
-        images,
-        true,
-        calibration,
+        Probe(images, true, calibration),
         cfg.batch_size,
         size_bytes(MODEL_FILE),
     )
@@ -79,8 +77,7 @@ def main() -> None:
         probabilities,
         test["path"],
         classes,
-        cfg.max_probability_difference,
-        cfg.int8_max_accuracy_drop,
+        Tolerance(cfg.max_probability_difference, cfg.int8_max_accuracy_drop),
         str(PARITY_CSV.relative_to(ROOT)),
     )
 

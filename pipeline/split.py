@@ -10,6 +10,7 @@ from pathlib import Path
 from pipeline.common.files import file_digest, staged_dir
 from pipeline.common.log import run_stage
 from pipeline.imagedata.assignment import (
+    SplitSetup,
     build_split,
     placed_channels,
     previous_assignments,
@@ -44,13 +45,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="split-", dir=WORKING_COPIES_DIR) as folder:
         working = Path(folder)  # each image's working-size copy, made once while checking it
         table = build_split(
-            RAW_DIR, cfg, seed, channels, previous, skipped, relabels, source, working
+            RAW_DIR,
+            SplitSetup(cfg, seed, channels),
+            previous,
+            skipped=skipped,
+            relabels=relabels,
+            relabels_source=source,
+            working=working,
         )
         channels = placed_channels(table, channels)
         digest = file_digest(RELABELS_FILE) if RELABELS_FILE.exists() else None
         fixes = relabel_summary(table, relabels, digest)
         with staged_dir(SPLIT_DIR) as staging:
-            write_split(table, RAW_DIR, staging, channels, cfg, seed, fixes, working)
+            write_split(table, RAW_DIR, staging, SplitSetup(cfg, seed, channels), fixes, working)
     placed = table[table["split"] != ""]
     counts = placed["split"].value_counts().reindex(list(SPLITS), fill_value=0)
     left_out = table.loc[table["split"] == "", "status"].value_counts()

@@ -19,6 +19,7 @@ from pipeline.common.log import run_stage
 from pipeline.contracts import ValidationResult, expectation_name, read_labels, write_validation
 from pipeline.imagedata import manifest as mf
 from pipeline.imagedata.checks import (
+    Evidence,
     ValidationFailed,
     build_checks,
     confirm_near_duplicates,
@@ -102,7 +103,8 @@ def main() -> None:
     rules = Rules.of(params.split)  # what the split decided by, verified here with it
     facts = image_facts(SPLIT_DIR, placed["path"].tolist(), channels, rules)
     near = confirm_near_duplicates(SPLIT_DIR, placed, facts, params.split)
-    checks = build_checks(manifest, raw, facts, near, classes, params.split, channels, cfg, given)
+    evidence = Evidence(manifest, raw, facts, near, classes)
+    checks = build_checks(evidence, params.split, channels, cfg, given)
     with staged_dir(DATA_DOCS_DIR) as docs:
         outcomes = run_checks(checks, docs)
         try:

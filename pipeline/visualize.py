@@ -13,6 +13,7 @@ a report that says so and names the layer; the stage does not fail.
 """
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -72,19 +73,32 @@ from pipeline.tracking.results import log_visualization
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Shown:
+    """The test images shown, one a class: the pixels, each one's caption and class."""
+
+    images: np.ndarray
+    captions: list[str]
+    labels: list[str]
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the model did with them: every layer's output (the NumPy pass), Grad-CAM maps by
+    layer, and the weight-sharing table."""
+
+    outputs: list[LayerOutput]
+    cams: dict[str, np.ndarray]
+    sharing: pd.DataFrame
+
+
 def draw(
-    model: keras.Model,
-    images: np.ndarray,
-    captions: list[str],
-    outputs: list[LayerOutput],
-    cams: dict[str, np.ndarray],
-    sharing: pd.DataFrame,
-    labels: list[str],
-    cfg: VisualizeParams,
-    folder: Path,
+    model: keras.Model, shown: Shown, seen: Seen, cfg: VisualizeParams, folder: Path
 ) -> tuple[dict[str, Path], list[int]]:
     """Every picture into `folder`; returns them by name, and the first-layer filters (from 1)
     that respond nowhere on these images."""
+    images, captions, labels = shown.images, shown.captions, shown.labels
+    outputs, cams, sharing = seen.outputs, seen.cams, seen.sharing
     convs = [layer for layer in model.layers if type(layer).__name__ == "Conv2D"]
     first = convs[0]
     kernel, *rest = (np.asarray(w, dtype=np.float64) for w in first.get_weights())
@@ -128,17 +142,12 @@ def draw(
 
 
 def inspect(
-    model: keras.Model,
-    picked: pd.DataFrame,
-    classes: list[str],
-    cfg: VisualizeParams,
-    image_size: int,
-    channels: int,
-    folder: Path,
+    model: keras.Model, picked: pd.DataFrame, classes: list[str], cfg: VisualizeParams, folder: Path
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Path], dict]:
     """The forward check, the weight-sharing table, every picture (into `folder`) and the
     metrics drawn from them, for the first test image of each class."""
-    images = load_images(picked, classes, image_size, channels)
+    _, size, _, channels = model.input_shape  # as training resolved base.*
+    images = load_images(picked, classes, int(size), int(channels))
     outputs = forward(model, images)
     check = check_forward(model, images, cfg.tolerance, outputs)
     probabilities = outputs[-1].value
@@ -150,9 +159,8 @@ def inspect(
     ]
     cams = grad_cam(model, images, predicted, grad_cam_layers(model, cfg))
     sharing = weight_sharing_table(model)
-    pictures, silent = draw(
-        model, images, captions, outputs, cams, sharing, list(picked["label"]), cfg, folder
-    )
+    shown = Shown(images, captions, list(picked["label"]))
+    pictures, silent = draw(model, shown, Seen(outputs, cams, sharing), cfg, folder)
     metrics = {
         "forward_max_abs_difference": float(check["max_abs_difference"].max()),
         "forward_layers_checked": len(check),
@@ -185,10 +193,7 @@ def main() -> None:
                 f"No pictures for {model_file}: {unsupported}\n", encoding="utf-8"
             )
         if not unsupported:
-            _, size, _, channels = model.input_shape  # as training resolved base.*
-            check, sharing, drawn, found = inspect(
-                model, picked, classes, cfg, int(size), int(channels), folder
-            )
+            check, sharing, drawn, found = inspect(model, picked, classes, cfg, folder)
             pictures = {k: VISUALIZE_PICTURES / p.relative_to(folder) for k, p in drawn.items()}
             metrics |= found
 

@@ -94,26 +94,26 @@ def image_tree(tmp_path: Path) -> Path:
 
 def split_table(root: Path, seed: int = 0, **changes: object):
     """The split stage's table for `root` (20% validation, 20% test unless changed)."""
-    from pipeline.imagedata.assignment import build_split
+    from pipeline.imagedata.assignment import SplitSetup, build_split
     from pipeline.params import load_params
 
     cfg = load_params().split.model_copy(update={"validation": 0.2, "test": 0.2, **changes})
-    return build_split(root, cfg, seed=seed, channels=3, previous={})
+    return build_split(root, SplitSetup(cfg, seed, 3), previous={})
 
 
 @pytest.fixture
 def split(image_tree, tmp_path) -> dict:
     """A real split of the three-class tree, written to disk, and everything validate reads."""
     from pipeline.imagedata import manifest as mf
-    from pipeline.imagedata.assignment import build_split, write_split
+    from pipeline.imagedata.assignment import SplitSetup, build_split, write_split
     from pipeline.imagedata.checks import confirm_near_duplicates, image_facts
     from pipeline.imagedata.images import Rules, list_raw
     from pipeline.params import load_params
 
     cfg = load_params().split.model_copy(update={"validation": 0.2, "test": 0.2})
-    table = build_split(image_tree, cfg, seed=0, channels=1, previous={})
+    table = build_split(image_tree, SplitSetup(cfg, 0, 1), previous={})
     out = tmp_path / "split"
-    write_split(table, image_tree, out, channels=1, cfg=cfg, seed=0)
+    write_split(table, image_tree, out, SplitSetup(cfg, 0, 1))
     manifest = mf.read_manifest(out / "manifest.csv")
     placed = mf.in_splits(manifest)
     facts = image_facts(out, placed["path"].tolist(), channels=1, rules=Rules.of(cfg))

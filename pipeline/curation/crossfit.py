@@ -18,21 +18,11 @@ import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
 from pipeline.common.log import PipelineError
-from pipeline.params import AUTO, AuditParams, ModelParams
-from pipeline.training.batching import resolve_batch_size
+from pipeline.curation.settings import AuditSettings
+from pipeline.params import ModelParams
 from pipeline.training.model import build_model
 
 log = logging.getLogger(__name__)
-
-# epochs auto: about AUTO_STEPS steps for each fold's model, or as many as show it
-# AUTO_IMAGES images when that is fewer, in AUTO_MIN_EPOCHS to AUTO_MAX_EPOCHS epochs. Steps
-# are what a small dataset lacks (batch normalisation's moving statistics need a few hundred
-# before the model predicts well in inference mode); on a large one, passes over the data
-# stop adding suspects long before (docs/fixing-labels.md has the measurements)
-AUTO_STEPS = 2200
-AUTO_IMAGES = 160_000
-AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS = 3, 300
-AUTO_MIN_SIZE, AUTO_MAX_SIZE = 8, 32  # image_size auto: the images' own size, kept in here
 
 
 class CrossFitError(PipelineError, ValueError):
@@ -46,15 +36,6 @@ class CrossFit:
     folds: pd.DataFrame  # per fold: images held out, accuracy on them, seconds
     epochs: int
     batch_size: int
-
-
-def audit_image_size(setting: int | str, shorter_sides: pd.Series) -> int:
-    """`audit.image_size`: a number, or auto: the median shorter side, kept in 8..32 (small
-    enough for a fast model, large enough for two blocks of pooling)."""
-    if setting != AUTO:
-        return int(setting)
-    median = int(shorter_sides.median()) if len(shorter_sides) else AUTO_MIN_SIZE
-    return min(AUTO_MAX_SIZE, max(AUTO_MIN_SIZE, median))
 
 
 def fold_ids(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -100,15 +81,16 @@ def _fit_fold(
     labels: np.ndarray,
     train: np.ndarray,
     classes: int,
-    cfg: AuditParams,
-    batch: int,
-    epochs: int,
+    settings: AuditSettings,
     seed: int,
 ) -> keras.Model:
     keras.utils.set_random_seed(seed)
-    model = small_cnn(images.shape[1:], classes, cfg.filters)
+    batch, epochs = settings.batch_size, settings.epochs
+    model = small_cnn(images.shape[1:], classes, list(settings.filters))
     steps = max(1, -(-int(train.sum()) // batch))
-    rate = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=steps * epochs)
+    rate = keras.optimizers.schedules.CosineDecay(
+        settings.learning_rate, decay_steps=steps * epochs
+    )
     model.compile(optimizer=keras.optimizers.Adam(rate), loss="sparse_categorical_crossentropy")
     model.fit(images[train], labels[train], batch_size=batch, epochs=epochs, verbose=0)
     return model
@@ -129,24 +111,18 @@ def cross_fit(
     labels: np.ndarray,
     groups: np.ndarray,
     classes: int,
-    cfg: AuditParams,
+    settings: AuditSettings,
     seed: int,
 ) -> CrossFit:
     """Probabilities for every image in `images` (uint8, N x H x W x C) from the fold model
     that did not see it (module docstring)."""
-    fold = fold_ids(labels, groups, cfg.folds, seed)
-    batch = resolve_batch_size(cfg.batch_size, int(len(labels) * (cfg.folds - 1) / cfg.folds))
-    steps = max(1, round(len(labels) * (cfg.folds - 1) / cfg.folds / batch))
-    epochs = cfg.epochs
-    if epochs == AUTO:
-        wanted = min(AUTO_STEPS, AUTO_IMAGES / batch)
-        epochs = min(AUTO_MAX_EPOCHS, max(AUTO_MIN_EPOCHS, round(wanted / steps)))
+    fold = fold_ids(labels, groups, settings.folds, seed)
     probabilities = np.zeros((len(labels), classes), np.float32)
     rows = []
-    for index in range(cfg.folds):
+    for index in range(settings.folds):
         started = time.perf_counter()
         held = fold == index
-        model = _fit_fold(images, labels, ~held, classes, cfg, batch, epochs, seed + index)
+        model = _fit_fold(images, labels, ~held, classes, settings, seed + index)
         probabilities[held] = predict(model, images[held])
         accuracy = float((probabilities[held].argmax(1) == labels[held]).mean())
         seconds = time.perf_counter() - started
@@ -159,8 +135,8 @@ def cross_fit(
             }
         )
         log.info(
-            f"fold {index + 1}/{cfg.folds}: {held.sum()} images held out, accuracy "
+            f"fold {index + 1}/{settings.folds}: {held.sum()} images held out, accuracy "
             f"{accuracy:.4f} against their given labels, {seconds:.0f} s"
         )
         keras.backend.clear_session()
-    return CrossFit(probabilities, fold, pd.DataFrame(rows), int(epochs), batch)
+    return CrossFit(probabilities, fold, pd.DataFrame(rows), settings.epochs, settings.batch_size)

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -121,19 +122,35 @@ def disagreeing(
     )
 
 
+class Probe(NamedTuple):
+    """The images the exports are checked on: the test images and their classes, and the
+    training images that calibrate int8 quantisation."""
+
+    images: np.ndarray
+    true: np.ndarray
+    calibration: np.ndarray
+
+
+class Tolerance(NamedTuple):
+    """How far an export may stray from Keras (params.yaml's `export:` section)."""
+
+    max_probability_difference: float
+    int8_max_accuracy_drop: float
+
+
 def export_and_compare(
     classifier: Classifier,
     formats: list[str],
     folder: Path,
-    images: np.ndarray,
-    true: np.ndarray,
-    calibration: np.ndarray,
+    probe: Probe,
     batch_size: int,
     keras_bytes: int,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Export the model in every format into `folder` and run each export in its runtime on
-    `images` against the float32 Keras model: the parity table, and each row's probabilities.
-    The `.keras` model as trained is a row of its own when it computes in mixed precision."""
+    the probe's images against the float32 Keras model: the parity table, and each row's
+    probabilities. The `.keras` model as trained is a row of its own when it computes in mixed
+    precision."""
+    images, true, calibration = probe
     # the float32 network with the deployed model's test-time views: what every export carries
     reference_model = inference_model(classifier.model, classifier.views)
     reference, speed = timed_predictions(reference_model.predict_on_batch, images, batch_size)
@@ -158,15 +175,12 @@ def check_parity(
     probabilities: dict[str, np.ndarray],
     paths: pd.Series,
     classes: list[str],
-    max_probability_difference: float,
-    int8_max_accuracy_drop: float,
+    tolerance: Tolerance,
     table_file: str,
 ) -> None:
     """Raise ParityError naming what the table breaks, the first images that differ and where
     the table is (`table_file`)."""
-    failures = parity_failures(
-        table, FLOAT_FORMATS, max_probability_difference, int8_max_accuracy_drop
-    )
+    failures = parity_failures(table, FLOAT_FORMATS, *tolerance)
     if not failures:
         return
     exported = [fmt for fmt in probabilities if fmt != "keras"]

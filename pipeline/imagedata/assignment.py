@@ -16,6 +16,7 @@ import hashlib
 import logging
 import warnings
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -650,12 +651,21 @@ def with_skipped(listing: pd.DataFrame, skipped: pd.DataFrame | None) -> pd.Data
     return pd.concat([listing, skipped.reindex(columns=listing.columns)], ignore_index=True)
 
 
+@dataclass(frozen=True)
+class SplitSetup:
+    """What the split decides by: params.yaml's `split:` section, the seed (`base.seed`) and
+    the colour model (`base.channels`: 1, 3, or auto in `build_split`, which resolves it)."""
+
+    cfg: SplitParams
+    seed: int
+    channels: int | str
+
+
 def build_split(
     raw_dir: Path,
-    cfg: SplitParams,
-    seed: int,
-    channels: int | str,
+    setup: SplitSetup,
     previous: Mapping,
+    *,
     skipped: pd.DataFrame | None = None,
     relabels: pd.DataFrame | None = None,
     relabels_source: str = "relabels.csv",
@@ -665,6 +675,7 @@ def build_split(
     `skipped`: what ingest did not copy (`with_skipped`); `relabels`: label fixes
     (`imagedata.relabels`), applied before anything is grouped or placed; `working`: a
     folder for the images' working-size copies, which `write_split` then stores."""
+    cfg, seed, channels = setup.cfg, setup.seed, setup.channels
     listing = with_skipped(list_raw(raw_dir), skipped)
     if listing.empty:
         raise SplitError(f"{raw_dir} holds no class folder with files in it")
@@ -721,14 +732,13 @@ def write_split(
     table: pd.DataFrame,
     raw_dir: Path,
     target: Path,
-    channels: int,
-    cfg: SplitParams,
-    seed: int,
+    setup: SplitSetup,
     relabels: dict | None = None,
     working: Path | None = None,
 ) -> None:
     """Link or convert every placed file into `target` (from its working-size copy in
     `working`, where `build_split` made one), then write the reports beside them."""
+    cfg, seed, channels = setup.cfg, setup.seed, int(setup.channels)
     placed = table["split"] != ""
     for column in ("staged", "staged_actions"):
         if column not in table:

@@ -290,22 +290,27 @@ def totals(manifest: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """What the gate checks: the split's manifest, ingest's listing of every raw file, the
+    placed images' facts, the near-duplicate candidates and the classes."""
+
+    manifest: pd.DataFrame
+    raw: pd.DataFrame
+    facts: pd.DataFrame
+    near: pd.DataFrame
+    classes: list[str]
+
+
 def build_checks(
-    manifest: pd.DataFrame,
-    raw: pd.DataFrame,
-    facts: pd.DataFrame,
-    near: pd.DataFrame,
-    classes: list[str],
-    split: SplitParams,
-    channels: int,
-    cfg: ValidateParams,
-    given: bool = False,
+    evidence: Evidence, split: SplitParams, channels: int, cfg: ValidateParams, given: bool = False
 ) -> dict[str, Check]:
     """Every table to check, with the expectations it must meet: the split's, then the
     images' and the accounting of every raw file. Splits the source gave (`given`) are not
     held to the configured shares."""
-    checks = split_checks(manifest, near, classes, split, cfg) | data_checks(
-        manifest, raw, facts, classes, channels, cfg
+    e = evidence
+    checks = split_checks(e.manifest, e.near, e.classes, split, cfg) | data_checks(
+        e.manifest, e.raw, e.facts, e.classes, channels, cfg
     )
     if given:
         del checks["split_fractions"], checks["class_split_fractions"]

@@ -139,6 +139,7 @@ def image_dataset(
     image_size: int,
     channels: int,
     batch_size: int,
+    *,
     shuffle_seed: int | None = None,
     root: Path = SPLIT_DIR,
     cache: str | Path = "memory",

@@ -24,20 +24,29 @@ class EvaluationFiles:
     beside: tuple[Path, ...] = ()  # other stages' reports, each in its own folder
 
 
+@dataclass(frozen=True)
+class EvaluationResults:
+    """What an evaluation adds to the run: the headline metrics, the per-class table, the
+    confusion matrix, and that matrix as plain text."""
+
+    metrics: dict
+    per_class: pd.DataFrame
+    counts: pd.DataFrame
+    confusion_text: str
+
+
 def log_evaluation(
     run_id: str,
     raw_params: Mapping,
-    metrics: dict,
-    per_class: pd.DataFrame,
-    counts: pd.DataFrame,
+    result: EvaluationResults,
     files: EvaluationFiles,
-    confusion_text: str,
     promotion_rule: tuple[str, str],
 ) -> promotion.Decision:
     """Add the test results to the model's run (its status stays the training's:
     `store.added_to_run`), then let the registry alias follow them: `promotion_rule` is
     (registered model name, metric that decides)."""
     name, metric = promotion_rule
+    metrics, per_class, counts = result.metrics, result.per_class, result.counts
     store.configure()
     with store.added_to_run(run_id, "evaluate") as client:
         # the audit's section too: the suspects these results count come from it
@@ -59,7 +68,7 @@ def log_evaluation(
         # A wide CSV shows three columns there, so the matrix also goes as plain text.
         for path in files.compared:
             client.log_artifact(run_id, str(path))
-        client.log_text(run_id, confusion_text, "confusion_matrix.txt")
+        client.log_text(run_id, result.confusion_text, "confusion_matrix.txt")
         long_form = counts.stack().rename("count").reset_index()
         long_form.columns = ["true", "predicted", "count"]
         client.log_table(

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.curation.crossfit import CrossFitError, audit_image_size, cross_fit, fold_ids
+from pipeline.curation.crossfit import CrossFitError, cross_fit, fold_ids
 from pipeline.curation.label_issues import (
     SUSPECT_COLUMNS,
     found_against,
@@ -13,6 +13,7 @@ from pipeline.curation.label_issues import (
     relabel_line,
     suspects_table,
 )
+from pipeline.curation.settings import audit_image_size, resolve_audit
 from pipeline.imagedata.relabels import read_relabels
 from pipeline.params import load_params
 
@@ -45,6 +46,11 @@ def cfg():
     )
 
 
+def settings_of(cfg, images: np.ndarray):
+    """The audit's settings for these square images, as the stage resolves them."""
+    return resolve_audit(cfg, pd.Series([images.shape[1]] * len(images)), bf16=False)
+
+
 def test_planted_flips_are_found_and_ranked_first(cfg):
     images, labels = patterns()
     flipped = np.array([4, 37, 71])  # one image of each class, given the next class's label
@@ -52,7 +58,7 @@ def test_planted_flips_are_found_and_ranked_first(cfg):
     noisy[flipped] = (labels[flipped] + 1) % 3
     rows = pd.DataFrame({"raw_path": [f"{c}/{i}.png" for i, c in enumerate(noisy)]})
     rows = rows.assign(path=rows["raw_path"], split="train")
-    fit = cross_fit(images, noisy, np.arange(len(noisy)), 3, cfg, seed=0)
+    fit = cross_fit(images, noisy, np.arange(len(noisy)), 3, settings_of(cfg, images), seed=0)
     assert (fit.probabilities.argmax(1) == labels).mean() > 0.95  # it learnt the true classes
     suspects = suspects_table(rows, noisy, fit.probabilities, ["a", "b", "c"], cfg)
     assert list(suspects.columns) == SUSPECT_COLUMNS
@@ -72,8 +78,9 @@ def test_planted_flips_are_found_and_ranked_first(cfg):
 def test_the_same_data_and_seed_give_the_same_probabilities(cfg):
     images, labels = patterns()
     cfg = cfg.model_copy(update={"epochs": 2})
-    first = cross_fit(images, labels, np.arange(len(labels)), 3, cfg, seed=1)
-    second = cross_fit(images, labels, np.arange(len(labels)), 3, cfg, seed=1)
+    settings = settings_of(cfg, images)
+    first = cross_fit(images, labels, np.arange(len(labels)), 3, settings, seed=1)
+    second = cross_fit(images, labels, np.arange(len(labels)), 3, settings, seed=1)
     np.testing.assert_array_equal(first.probabilities, second.probabilities)
 
 
@@ -100,6 +107,22 @@ def test_image_size_auto_is_the_median_shorter_side_within_bounds():
     assert audit_image_size("auto", pd.Series([28] * 3)) == 28
     assert audit_image_size("auto", pd.Series([300, 500])) == 32
     assert audit_image_size(20, pd.Series([300])) == 20
+
+
+def test_the_audit_resolves_every_auto_into_plain_values():
+    """The digits' 1,797 placed 8x8 images under the default audit params."""
+    cfg = load_params().audit
+    assert {cfg.image_size, cfg.batch_size, cfg.epochs, cfg.precision} == {"auto"}
+    settings = resolve_audit(cfg, pd.Series([8] * 1797), bf16=False)
+    # 1,198 images a fold model: batch 20, 60 steps an epoch, 2,200 steps wanted: 37 epochs
+    assert (settings.image_size, settings.batch_size, settings.epochs) == (8, 20, 37)
+    assert settings.precision == "float32"
+    assert resolve_audit(cfg, pd.Series([8] * 1797), bf16=True).precision == "mixed_bfloat16"
+    # Fashion-MNIST's 69,930 placed: batch 128, 364 steps; 160,000 images cap it at 3 epochs
+    fashion = resolve_audit(cfg, pd.Series([28] * 69_930), bf16=False)
+    assert (fashion.image_size, fashion.batch_size, fashion.epochs) == (28, 128, 3)
+    fixed = cfg.model_copy(update={"epochs": 5, "batch_size": 64, "precision": "float32"})
+    assert (resolve_audit(fixed, pd.Series([8] * 100), bf16=True).epochs) == 5
 
 
 def test_a_relabel_line_is_a_row_relabels_csv_reads_back(tmp_path):

@@ -82,7 +82,7 @@ def test_timed_predictions_keep_the_order_and_pad_the_last_batch():
 
 
 def test_check_parity_stops_naming_the_rule_the_images_and_the_table():
-    from pipeline.evaluation.parity import ParityError, check_parity
+    from pipeline.evaluation.parity import ParityError, Tolerance, check_parity
 
     flipped = REFERENCE.copy()
     flipped[1] = [0.7, 0.3]
@@ -93,9 +93,13 @@ def test_check_parity_stops_naming_the_rule_the_images_and_the_table():
     paths = pd.Series(["a.png", "b.png", "c.png", "d.png"])
     found = {"keras": REFERENCE, "onnx": flipped}
     with pytest.raises(ParityError) as error:
-        check_parity(rows, found, paths, ["x", "y"], 1e-4, 0.005, "reports/export/parity.csv")
+        check_parity(
+            rows, found, paths, ["x", "y"], Tolerance(1e-4, 0.005), "reports/export/parity.csv"
+        )
     message = str(error.value)
     assert message.startswith("the exports do not answer as the Keras model does:\n  onnx ")
     assert "b.png     y        x   onnx" in message
     assert message.endswith("(table: reports/export/parity.csv)")
-    check_parity(rows.iloc[:1], {"keras": REFERENCE}, paths, ["x", "y"], 1e-4, 0.005, "t.csv")
+    check_parity(
+        rows.iloc[:1], {"keras": REFERENCE}, paths, ["x", "y"], Tolerance(1e-4, 0.005), "t.csv"
+    )

@@ -13,6 +13,7 @@ from pipeline.contracts import Labels, read_labels
 from pipeline.imagedata import manifest as mf
 from pipeline.imagedata.assignment import (
     SplitError,
+    SplitSetup,
     build_split,
     previous_assignments,
     split_assignments,
@@ -155,9 +156,9 @@ def messy(tmp_path_factory) -> tuple[Path, dict[str, str], pd.DataFrame, Path]:
     cfg = split_params(
         small_classes="drop", max_rejected_fraction=0.5, background=WHITE, max_image_pixels=5000
     )
-    table = build_split(root, cfg, seed=0, channels=3, previous={})
+    table = build_split(root, SplitSetup(cfg, 0, 3), previous={})
     out = base / "split"
-    write_split(table, root, out, channels=3, cfg=cfg, seed=0)
+    write_split(table, root, out, SplitSetup(cfg, 0, 3))
     return root, cases, mf.read_manifest(out / "manifest.csv"), out
 
 
@@ -201,7 +202,9 @@ def test_a_class_with_no_usable_image_stops_the_split_by_default(tmp_path):
     (tmp_path / "yak").mkdir()
     (tmp_path / "yak" / "a.png").write_text("not a picture")
     with pytest.raises(SplitError, match=r"'owl' \(no usable image\), 'yak' \(no usable image\)"):
-        build_split(tmp_path, split_params(max_rejected_fraction=0.5), 0, 3, previous={})
+        build_split(
+            tmp_path, SplitSetup(split_params(max_rejected_fraction=0.5), 0, 3), previous={}
+        )
 
 
 def test_debris_does_not_count_toward_the_rejected_fraction(tmp_path):
@@ -209,7 +212,9 @@ def test_debris_does_not_count_toward_the_rejected_fraction(tmp_path):
         write_png(tmp_path / "cat" / f"{i}.png", i)
     for i in range(30):
         (tmp_path / "cat" / f".thumb_{i}").write_bytes(b"x")
-    table = build_split(tmp_path, split_params(max_rejected_fraction=0.0), 0, 3, previous={})
+    table = build_split(
+        tmp_path, SplitSetup(split_params(max_rejected_fraction=0.0), 0, 3), previous={}
+    )
     assert (table["status"] == mf.IGNORED).sum() == 30
 
 
@@ -337,8 +342,8 @@ def test_the_training_decoder_reads_every_file_the_split_places(tmp_path_factory
     base = tmp_path_factory.mktemp(f"decode{channels}")
     build_messy_folder(base / "raw")
     cfg = split_params(small_classes="drop", max_rejected_fraction=0.5, max_image_pixels=5000)
-    table = build_split(base / "raw", cfg, seed=0, channels=channels, previous={})
-    write_split(table, base / "raw", base / "split", channels=channels, cfg=cfg, seed=0)
+    table = build_split(base / "raw", SplitSetup(cfg, 0, channels), previous={})
+    write_split(table, base / "raw", base / "split", SplitSetup(cfg, 0, channels))
     placed = mf.in_splits(mf.read_manifest(base / "split" / "manifest.csv"))
     assert len(placed) > 40
     assert decoder_failures(base / "split", placed["path"].tolist(), channels) == {}
@@ -444,14 +449,14 @@ def test_small_class_stops_the_stage_by_default(image_tree):
     with pytest.raises(
         SplitError, match=r"fewer than 3 distinct images, too few for every split: 'tiny' \(2\)"
     ):
-        build_split(image_tree, split_params(), seed=0, channels=3, previous={})
+        build_split(image_tree, SplitSetup(split_params(), 0, 3), previous={})
 
 
 def test_too_many_bad_files_stop_the_stage_with_the_list(image_tree):
     (image_tree / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     (image_tree / "owl" / "empty.jpg").touch()
     with pytest.raises(SplitError) as error:
-        build_split(image_tree, split_params(max_rejected_fraction=0.05), 0, 3, {})
+        build_split(image_tree, SplitSetup(split_params(max_rejected_fraction=0.05), 0, 3), {})
     assert str(error.value) == (
         "2 of 32 files (6.2%) are not usable images, more than "
         "split.max_rejected_fraction = 5.0%:\n"
@@ -463,19 +468,19 @@ def test_too_many_bad_files_stop_the_stage_with_the_list(image_tree):
 def test_conflicts_can_stop_the_stage(image_tree):
     (image_tree / "dog" / "same.png").write_bytes((image_tree / "cat" / "0.png").read_bytes())
     with pytest.raises(SplitError, match=r"2 image\(s\) show a picture also filed under another"):
-        build_split(image_tree, split_params(conflicting_labels="error"), 0, 3, {})
+        build_split(image_tree, SplitSetup(split_params(conflicting_labels="error"), 0, 3), {})
 
 
 def test_train_only_policy_keeps_a_small_class_in_train(image_tree):
     write_png(image_tree / "tiny" / "a.png", 901)
-    table = build_split(image_tree, split_params(small_classes="train_only"), 0, 3, {})
+    table = build_split(image_tree, SplitSetup(split_params(small_classes="train_only"), 0, 3), {})
     tiny = table[table["label"] == "tiny"]
     assert set(tiny["split"]) == {"train"} and set(tiny["status"]) == {mf.TRAIN_ONLY}
 
 
 def test_empty_raw_folder_is_an_error(tmp_path):
     with pytest.raises(SplitError, match="holds no class folder with files in it"):
-        build_split(tmp_path, split_params(), 0, 3, {})
+        build_split(tmp_path, SplitSetup(split_params(), 0, 3), {})
 
 
 # ---- stability through the files the stage writes -------------------------------------------
@@ -484,12 +489,12 @@ def test_empty_raw_folder_is_an_error(tmp_path):
 def test_adding_images_moves_no_image_already_split(image_tree, tmp_path):
     cfg = split_params()
     out = tmp_path / "split"
-    first = build_split(image_tree, cfg, seed=3, channels=3, previous={})
-    write_split(first, image_tree, out, 3, cfg, 3)
+    first = build_split(image_tree, SplitSetup(cfg, 3, 3), previous={})
+    write_split(first, image_tree, out, SplitSetup(cfg, 3, 3))
     for i in range(10, 40):
         write_png(image_tree / "owl" / f"{i}.png", 500 + i)
     previous = previous_assignments(out, 3, cfg.fractions)
-    second = build_split(image_tree, cfg, seed=3, channels=3, previous=previous)
+    second = build_split(image_tree, SplitSetup(cfg, 3, 3), previous=previous)
     merged = first.merge(second, on="raw_path", suffixes=("_before", "_after"))
     assert (merged["split_before"] == merged["split_after"]).all()
     owl = second[second["label"] == "owl"]["split"].value_counts().to_dict()
@@ -498,7 +503,12 @@ def test_adding_images_moves_no_image_already_split(image_tree, tmp_path):
 
 def test_changing_the_seed_starts_afresh(image_tree, tmp_path):
     cfg = split_params()
-    write_split(build_split(image_tree, cfg, 3, 3, {}), image_tree, tmp_path, 3, cfg, 3)
+    write_split(
+        build_split(image_tree, SplitSetup(cfg, 3, 3), {}),
+        image_tree,
+        tmp_path,
+        SplitSetup(cfg, 3, 3),
+    )
     assert previous_assignments(tmp_path, 3, cfg.fractions)
     assert previous_assignments(tmp_path, 4, cfg.fractions) == {}
 
@@ -522,7 +532,7 @@ def test_split_sizes_give_no_image_to_a_split_without_a_share():
 
 def test_given_test_is_kept_and_validation_is_carved_from_given_train(tmp_path):
     raw = _given_tree(tmp_path / "raw", {"train": 40, "test": 10})
-    table = build_split(raw, split_params(validation=0.15), seed=0, channels=1, previous={})
+    table = build_split(raw, SplitSetup(split_params(validation=0.15), 0, 1), previous={})
     given_test = table["given_split"] == "test"
     assert (table.loc[given_test, "split"] == "test").all()  # the official test set, whole
     carved = table[table["given_split"] == "train"].groupby(["label", "split"]).size()
@@ -535,16 +545,16 @@ def test_given_test_is_kept_and_validation_is_carved_from_given_train(tmp_path):
     assert table.loc[0, "raw_path"] == "train/cat/0.png"
     assert set(table["path"].str.split("/").str[0]) == {"train", "validation", "test"}
     assert "test/dog/9.png" in set(table["path"])  # <split>/<class>/<file>, no folder twice
-    again = build_split(raw, split_params(validation=0.15), seed=0, channels=1, previous={})
+    again = build_split(raw, SplitSetup(split_params(validation=0.15), 0, 1), previous={})
     assert again["split"].tolist() == table["split"].tolist()  # stable
 
 
 def test_given_validation_is_kept_exactly(tmp_path):
     raw = _given_tree(tmp_path / "raw", {"train": 5, "validation": 1, "test": 2})
-    table = build_split(raw, split_params(), seed=0, channels=1, previous={})
+    table = build_split(raw, SplitSetup(split_params(), 0, 1), previous={})
     assert table["split"].tolist() == table["given_split"].tolist()
     out = tmp_path / "split"
-    write_split(table, raw, out, channels=1, cfg=split_params(), seed=0)
+    write_split(table, raw, out, SplitSetup(split_params(), 0, 1))
     assert len(list((out / "validation" / "cat").iterdir())) == 1
     assert read_labels(out / "labels.json").classes == ["cat", "dog"]
     state = json.loads((out / "split.json").read_text())
@@ -554,12 +564,12 @@ def test_given_validation_is_kept_exactly(tmp_path):
 def test_a_grown_given_train_keeps_its_carved_validation(tmp_path):
     raw = _given_tree(tmp_path / "raw", {"train": 40, "test": 10})
     cfg = split_params(validation=0.15)
-    first = build_split(raw, cfg, seed=0, channels=1, previous={})
+    first = build_split(raw, SplitSetup(cfg, 0, 1), previous={})
     out = tmp_path / "split"
-    write_split(first, raw, out, channels=1, cfg=cfg, seed=0)
+    write_split(first, raw, out, SplitSetup(cfg, 0, 1))
     write_png(raw / "train" / "cat" / "new.png", 9999)
     previous = previous_assignments(out, 0, cfg.fractions)
-    second = build_split(raw, cfg, seed=0, channels=1, previous=previous)
+    second = build_split(raw, SplitSetup(cfg, 0, 1), previous=previous)
     merged = first.merge(second, on="raw_path", suffixes=("_first", "_second"))
     assert (merged["split_first"] == merged["split_second"]).all()
     assert second.loc[second["raw_path"] == "train/cat/new.png", "split"].item() in (
@@ -602,7 +612,7 @@ def _planted_folder(root: Path) -> dict[str, list[str]]:
 def test_near_duplicates_stay_in_one_split_and_look_alikes_do_not_join_them(tmp_path, seed):
     families = _planted_folder(tmp_path / "raw")
     cfg = split_params(validation=0.25, test=0.25)
-    table = build_split(tmp_path / "raw", cfg, seed=seed, channels="auto", previous={})
+    table = build_split(tmp_path / "raw", SplitSetup(cfg, seed, "auto"), previous={})
     row = table.set_index("raw_path")
     for members in families.values():
         assert row.loc[members, "split"].nunique() == 1, row.loc[members, ["split", "group"]]
@@ -618,8 +628,8 @@ def test_near_duplicates_stay_in_one_split_and_look_alikes_do_not_join_them(tmp_
 def test_a_grown_group_joins_its_split_and_the_state_counts_groups(tmp_path):
     families = _planted_folder(tmp_path / "raw")
     cfg = split_params(validation=0.25, test=0.25)
-    first = build_split(tmp_path / "raw", cfg, seed=0, channels="auto", previous={})
-    write_split(first, tmp_path / "raw", tmp_path / "split", 1, cfg, seed=0)
+    first = build_split(tmp_path / "raw", SplitSetup(cfg, 0, "auto"), previous={})
+    write_split(first, tmp_path / "raw", tmp_path / "split", SplitSetup(cfg, 0, 1))
     state = json.loads((tmp_path / "split" / "split.json").read_text())
     assert (state["near_duplicate_groups"], state["in_near_duplicate_groups"]) == (3, 15)
     manifest = mf.read_manifest(tmp_path / "split" / "manifest.csv")
@@ -628,7 +638,7 @@ def test_a_grown_group_joins_its_split_and_the_state_counts_groups(tmp_path):
     original = Image.open(tmp_path / "raw" / "a" / "1.png")
     original.resize((40, 40)).save(tmp_path / "raw" / "a" / "1-smaller.png")
     previous = previous_assignments(tmp_path / "split", 0, cfg.fractions)
-    second = build_split(tmp_path / "raw", cfg, seed=0, channels="auto", previous=previous)
+    second = build_split(tmp_path / "raw", SplitSetup(cfg, 0, "auto"), previous=previous)
     row = second.set_index("raw_path")
     assert row.loc["a/1-smaller.png", "split"] == row.loc[families["a/1.png"][0], "split"]
     kept = first.set_index("raw_path")["split"]
@@ -644,7 +654,7 @@ def test_a_carved_validation_split_keeps_groups_in_train_or_validation(tmp_path)
             )
     cfg = split_params(validation=0.3)
     for seed in range(4):
-        table = build_split(tmp_path / "given", cfg, seed=seed, channels="auto", previous={})
+        table = build_split(tmp_path / "given", SplitSetup(cfg, seed, "auto"), previous={})
         row = table.set_index("raw_path")
         for members in families.values():
             assert row.loc[["train/" + m for m in members], "split"].nunique() == 1
@@ -667,7 +677,7 @@ def test_the_split_and_the_gate_give_each_planted_file_the_same_verdict_and_reas
     (cat / "text.png").write_text("not an image")
     write_png(cat / "tiny.png", 7, size=4)
     cfg = split_params(max_rejected_fraction=0.5, max_image_pixels=5000)
-    table = build_split(image_tree, cfg, 0, 1, {}).set_index("raw_path")
+    table = build_split(image_tree, SplitSetup(cfg, 0, 1), {}).set_index("raw_path")
     planted = ["cat/corrupt.png", "cat/empty.png", "cat/text.png", "cat/tiny.png"]
     for path in planted:
         assert table.loc[path, "status"] == mf.REJECTED, path
@@ -687,11 +697,11 @@ def test_a_large_image_is_kept_and_stored_at_the_largest_side_the_gate_allows(im
 
     write_png(image_tree / "cat" / "large.png", 11, size=40)
     cfg = split_params(max_image_size=16)
-    table = build_split(image_tree, cfg, 0, 1, {})
+    table = build_split(image_tree, SplitSetup(cfg, 0, 1), {})
     large = table[table["raw_path"] == "cat/large.png"].iloc[0]
     assert large["status"] == mf.OK and large["convert"]
     out = tmp_path / "split"
-    write_split(table, image_tree, out, 1, cfg, 0)
+    write_split(table, image_tree, out, SplitSetup(cfg, 0, 1))
     with Image.open(out / large["path"]) as stored:
         assert stored.size == (16, 16)
     facts = image_facts(out, [large["path"]], 1, Rules.of(cfg))
@@ -707,7 +717,7 @@ def test_a_large_image_is_kept_and_stored_at_the_largest_side_the_gate_allows(im
 def test_a_near_duplicate_under_two_classes_is_a_conflict_listed_with_both(image_tree):
     save_grey(smooth(1), image_tree / "cat" / "photo.png")
     Image.open(image_tree / "cat" / "photo.png").resize((40, 40)).save(image_tree / "dog" / "x.jpg")
-    table = build_split(image_tree, split_params(), 0, 1, {}).set_index("raw_path")
+    table = build_split(image_tree, SplitSetup(split_params(), 0, 1), {}).set_index("raw_path")
     assert table.loc["dog/x.jpg", "status"] == mf.CONFLICT
     assert table.loc["dog/x.jpg", "reason"] == (
         "near duplicate of cat/photo.png (class 'cat') under class 'dog'"
@@ -725,7 +735,7 @@ def _variations(root: Path, label: str = "frames", count: int = 10) -> None:
 def test_a_class_of_one_picture_stops_the_split_naming_the_class_and_its_group(image_tree):
     _variations(image_tree)
     with pytest.raises(SplitError) as stop:
-        build_split(image_tree, split_params(), 0, 1, {})
+        build_split(image_tree, SplitSetup(split_params(), 0, 1), {})
     message = str(stop.value)
     assert (
         "'frames': 10 images in 1 near-duplicate group(s) and 0 image(s) alike to no other; "
@@ -737,10 +747,12 @@ def test_a_class_of_one_picture_stops_the_split_naming_the_class_and_its_group(i
 
 def test_inseparable_groups_kept_in_train_or_spread_as_the_policy_says(image_tree):
     _variations(image_tree)
-    table = build_split(image_tree, split_params(inseparable_groups="train_only"), 0, 1, {})
+    table = build_split(
+        image_tree, SplitSetup(split_params(inseparable_groups="train_only"), 0, 1), {}
+    )
     frames = table[table["label"] == "frames"]
     assert set(frames["split"]) == {"train"} and set(frames["status"]) == {mf.TRAIN_ONLY}
-    table = build_split(image_tree, split_params(inseparable_groups="split"), 0, 1, {})
+    table = build_split(image_tree, SplitSetup(split_params(inseparable_groups="split"), 0, 1), {})
     frames = table[table["label"] == "frames"]
     assert frames["split"].value_counts().to_dict() == split_sizes(10, split_params().fractions)
     assert set(frames["reason"]) == {mf.SPREAD} and set(frames["status"]) == {mf.OK}
@@ -791,7 +803,7 @@ def test_a_conflict_with_an_image_of_a_given_test_split_leaves_out_the_training_
                     tmp_path / split / label / f"{i}.png",
                 )
     Image.open(tmp_path / "test/cat/0.png").save(tmp_path / "train/dog/copy.jpg", quality=90)
-    table = build_split(tmp_path, split_params(), 0, 1, {}).set_index("raw_path")
+    table = build_split(tmp_path, SplitSetup(split_params(), 0, 1), {}).set_index("raw_path")
     assert table.loc["test/cat/0.png", "status"] == mf.OK
     assert table.loc["test/cat/0.png", "split"] == "test"
     assert table.loc["train/dog/copy.jpg", "status"] == mf.CONFLICT
@@ -808,7 +820,7 @@ def test_what_pillow_warns_of_is_logged_with_the_file(image_tree, monkeypatch, c
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 60 * 60)  # Pillow warns above, fails at 2x
     write_png(image_tree / "cat" / "big.png", 5, size=64)
     with caplog.at_level(logging.INFO, logger="pipeline.imagedata.assignment"):
-        table = build_split(image_tree, split_params(), 0, 1, {})
+        table = build_split(image_tree, SplitSetup(split_params(), 0, 1), {})
     assert table.set_index("raw_path").loc["cat/big.png", "status"] == mf.OK
     assert (
         "Pillow warned, reading 1 file(s) (cat/big.png): Image size (4096 pixels) exceeds limit "
@@ -820,7 +832,7 @@ def test_a_class_whose_held_out_images_were_removed_says_to_re_split(image_tree)
     """The split's memory, not near duplicates, keeps the class from its shares: the message
     says so and what to do (deleting data/split, which the e2e advice test does)."""
     cfg = split_params()
-    table = build_split(image_tree, cfg, 0, 1, {})
+    table = build_split(image_tree, SplitSetup(cfg, 0, 1), {})
     previous = dict(
         zip(zip(table["label"], table["sha256"], strict=True), table["split"], strict=True)
     )
@@ -828,9 +840,11 @@ def test_a_class_whose_held_out_images_were_removed_says_to_re_split(image_tree)
     for raw_path in owl["raw_path"]:
         (image_tree / raw_path).unlink()
     with pytest.raises(SplitError) as stop:
-        build_split(image_tree, cfg, 0, 1, previous)
+        build_split(image_tree, SplitSetup(cfg, 0, 1), previous)
     message = str(stop.value)
     assert "class(es) whose images keep their last split" in message
     assert "'owl': 7 images in 0 near-duplicate group(s)" in message
     assert message.endswith("Delete data/split to re-split afresh (any image may then move)")
-    assert build_split(image_tree, cfg, 0, 1, {})["split"].ne("").all()  # afresh: placed
+    assert (
+        build_split(image_tree, SplitSetup(cfg, 0, 1), {})["split"].ne("").all()
+    )  # afresh: placed

@@ -6,6 +6,7 @@ from PIL import Image
 
 from pipeline.imagedata import manifest as mf
 from pipeline.imagedata.checks import (
+    Evidence,
     _image_facts,
     build_checks,
     confirm_near_duplicates,
@@ -35,14 +36,14 @@ def failures(split: dict, table: str, **changes) -> list[dict]:
     params = {k: v for k, v in changes.items() if k not in inputs}
     inputs |= {k: v for k, v in changes.items() if k in inputs}
     cfg = load_params().validate_.model_copy(update=params)
-    checks = build_checks(**inputs, split=split_params(), channels=1, cfg=cfg)
+    checks = build_checks(Evidence(**inputs), split=split_params(), channels=1, cfg=cfg)
     return [o for o in run_checks({table: checks[table]}) if not o["success"]]
 
 
 def test_a_clean_split_meets_every_expectation(split, tmp_path):
     cfg = load_params().validate_
     inputs = {k: split[k] for k in ("manifest", "raw", "facts", "near", "classes")}
-    checks = build_checks(**inputs, split=split_params(), channels=1, cfg=cfg)
+    checks = build_checks(Evidence(**inputs), split=split_params(), channels=1, cfg=cfg)
     outcomes = run_checks(checks, tmp_path / "docs")
     assert [o for o in outcomes if not o["success"]] == []
     assert len(outcomes) == 24
@@ -238,8 +239,8 @@ def test_failure_message_names_expectation_observation_and_offenders(split):
 def test_given_splits_are_not_held_to_the_configured_shares(split):
     inputs = {k: split[k] for k in ("manifest", "raw", "facts", "near", "classes")}
     cfg = load_params().validate_
-    ours = build_checks(**inputs, split=split_params(), channels=1, cfg=cfg)
-    given = build_checks(**inputs, split=split_params(), channels=1, cfg=cfg, given=True)
+    ours = build_checks(Evidence(**inputs), split=split_params(), channels=1, cfg=cfg)
+    given = build_checks(Evidence(**inputs), split=split_params(), channels=1, cfg=cfg, given=True)
     assert set(ours) - set(given) == {"split_fractions", "class_split_fractions"}
 
 

@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from pipeline.imagedata import manifest as mf
-from pipeline.imagedata.assignment import build_split, previous_assignments, write_split
+from pipeline.imagedata.assignment import SplitSetup, build_split, previous_assignments, write_split
 from pipeline.imagedata.relabels import (
     RelabelError,
     apply_relabels,
@@ -98,16 +98,22 @@ def test_the_split_places_a_relabelled_image_under_its_new_class_in_the_same_spl
     image_tree, tmp_path
 ):
     cfg = load_params().split.model_copy(update={"validation": 0.2, "test": 0.2})
-    first = build_split(image_tree, cfg, seed=0, channels=1, previous={})
+    first = build_split(image_tree, SplitSetup(cfg, 0, 1), previous={})
     out = tmp_path / "split"
-    write_split(first, image_tree, out, channels=1, cfg=cfg, seed=0)
+    write_split(first, image_tree, out, SplitSetup(cfg, 0, 1))
     before = first.set_index("raw_path")["split"]
     fixes = _fixes(tmp_path, "path,label,reason\ncat/3.png,owl,audit\ndog/5.png,drop,junk\n")
 
     previous = previous_assignments(out, 0, cfg.fractions)
-    table = build_split(image_tree, cfg, 0, 1, previous, None, fixes, "data/relabels.csv")
+    table = build_split(
+        image_tree,
+        SplitSetup(cfg, 0, 1),
+        previous,
+        relabels=fixes,
+        relabels_source="data/relabels.csv",
+    )
     out = tmp_path / "split again"  # as the stage does: a new folder, swapped in at the end
-    write_split(table, image_tree, out, channels=1, cfg=cfg, seed=0, relabels={"rows": 2})
+    write_split(table, image_tree, out, SplitSetup(cfg, 0, 1), relabels={"rows": 2})
     row = table.set_index("raw_path").loc["cat/3.png"]
     assert (row["label"], row["relabelled_from"]) == ("owl", "cat")
     assert row["split"] == before["cat/3.png"]  # the fix changed the class, not the split

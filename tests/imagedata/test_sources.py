@@ -287,7 +287,7 @@ def test_a_file_listed_from_elsewhere_is_written_inside_data_raw(tmp_path):
 def test_a_class_folder_or_file_with_a_control_character_is_refused_by_name(image_tree, tmp_path):
     """Through ingest (not copied, listed with why) and the split (rejected, counted), nothing
     written outside data/ (BAD_INPUT 19)."""
-    from pipeline.imagedata.assignment import build_split
+    from pipeline.imagedata.assignment import SplitSetup, build_split
     from pipeline.imagedata.images import write_raw_listing
     from pipeline.imagedata.manifest import read_raw_listing
     from pipeline.params import load_params
@@ -305,7 +305,7 @@ def test_a_class_folder_or_file_with_a_control_character_is_refused_by_name(imag
     write_raw_listing(skipped.assign(given_split=""), listing)
     listed = read_raw_listing(listing)
     cfg = load_params().split.model_copy(update={"max_rejected_fraction": 0.5})
-    table = build_split(target, cfg, 0, 1, {}, listed[listed["problem"] != ""])
+    table = build_split(target, SplitSetup(cfg, 0, 1), {}, skipped=listed[listed["problem"] != ""])
     rejected = table.set_index("raw_path").loc[["bad\x07class", "cat/x\x1b.png"]]
     assert set(rejected["status"]) == {"rejected"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "images"]

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from pipeline.imagedata import manifest as mf
-from pipeline.imagedata.assignment import build_split, write_split
+from pipeline.imagedata.assignment import SplitSetup, build_split, write_split
 from pipeline.imagedata.dataset import decode_image
 from pipeline.imagedata.images import Rules, UnreadableImageError, model_ready
 from pipeline.params import ModelParams
@@ -33,8 +33,8 @@ def messy_split(tmp_path_factory):
     cfg = split_params(small_classes="drop", max_rejected_fraction=0.5, background=WHITE)
     working = base / "working"  # the working-size copies, as the stage makes them
     working.mkdir()
-    table = build_split(root, cfg, seed=0, channels=3, previous={}, working=working)
-    write_split(table, root, base / "split", channels=3, cfg=cfg, seed=0, working=working)
+    table = build_split(root, SplitSetup(cfg, 0, 3), previous={}, working=working)
+    write_split(table, root, base / "split", SplitSetup(cfg, 0, 3), working=working)
     return root, cases, mf.read_manifest(base / "split" / "manifest.csv"), base / "split"
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from pipeline.imagedata import manifest as mf
-from pipeline.imagedata.assignment import build_split, placed_channels, write_split
+from pipeline.imagedata.assignment import SplitSetup, build_split, placed_channels, write_split
 from pipeline.imagedata.images import resolve_channels
 from pipeline.params import ParamsError, load_params, parse_params
 from pipeline.training.batching import resolve_batch_size
@@ -159,14 +159,14 @@ def test_a_grey_folder_is_split_without_conversion_and_says_so(tmp_path):
         for i in range(6):
             write_png(root / name / f"{i}.png", value=10 * c + i)
     cfg = load_params().split
-    table = build_split(root, cfg, seed=0, channels="auto", previous={})
+    table = build_split(root, SplitSetup(cfg, 0, "auto"), previous={})
     assert placed_channels(table, "auto") == 1 and not table["convert"].any()
-    write_split(table, root, tmp_path / "split", 1, cfg, seed=0)
+    write_split(table, root, tmp_path / "split", SplitSetup(cfg, 0, 1))
     assert json.loads((tmp_path / "split" / "split.json").read_text())["channels"] == 1
     assert mf.split_channels(tmp_path / "split") == 1
 
     write_png(root / "b" / "colour.png", value=99, mode="RGB")
-    mixed = build_split(root, cfg, seed=0, channels="auto", previous={})
+    mixed = build_split(root, SplitSetup(cfg, 0, "auto"), previous={})
     assert placed_channels(mixed, "auto") == 3
     assert mixed["convert"].sum() == 12  # the grey ones become RGB; the RGB one is linked
 
