@@ -72,7 +72,7 @@ def issue_table(rows: pd.DataFrame, flags: pd.DataFrame, scores: pd.DataFrame) -
 def counts_per_class(rows: pd.DataFrame, flagged: pd.DataFrame, checks: list[str]) -> pd.DataFrame:
     """Images per class and how many of them each check flags, with a total row. A check
     that flags most of the data measures the data's kind, not a fault (cleanvision's
-    thresholds suit photographs: low_information flags 86% of the 8x8 digits): warned."""
+    thresholds suit photographs; docs/benchmarks.md has an example): warned."""
     counts = pd.DataFrame({"images": rows.groupby("label").size()})
     for check in checks:
         named = flagged["issues"].map(lambda text, c=check: c in text.split(";")).astype(bool)

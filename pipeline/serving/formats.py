@@ -6,8 +6,8 @@ A `.keras` file cannot go to the converters as it is. Trained under a mixed-prec
 it computes in bfloat16 or float16, which ONNX Runtime refuses (a Mul of float16 and bfloat16)
 and TFLite turns into Flex ops no phone has; and a plain call of a Keras 3 model whose
 augmentation layers default to `training=True` runs its batch normalisation on batch
-statistics, so an export traced from it answers differently from the model (0.59 off in a
-probability on the digits; tf2onnx cannot convert the random ops either). `inference_model`
+statistics, so an export traced from it answers differently from the model
+(docs/benchmarks.md; tf2onnx cannot convert the random ops either). `inference_model`
 rebuilds it in float32 with `training=False` fixed in the graph; that float32 model is the
 reference the exports are checked against (`evaluation.parity`).
 """
