@@ -6,6 +6,7 @@ import base64
 import importlib.metadata
 import logging
 import re
+import shutil
 from pathlib import Path
 
 import keras
@@ -15,7 +16,6 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 from mlflow.types.schema import Array
 
-from pipeline.common.files import staged_file
 from pipeline.contracts import Labels, read_labels
 from pipeline.params import Params
 from pipeline.paths import MODEL_LABELS_FILE, MODELS_CACHE_DIR, ROOT
@@ -122,13 +122,23 @@ def load_classifier(source: str | Path) -> Classifier:
 
 
 def local_model_file(uri: str) -> Path:
-    """The Keras model at an MLflow URI, saved as a `.keras` file under MODELS_CACHE_DIR (one
-    folder per URI, so the same URI is the same file)."""
-    model, _ = load_logged_model(uri, labels=False)
-    target = MODELS_CACHE_DIR / re.sub(r"[^A-Za-z0-9._@-]+", "_", uri) / "model.keras"
-    with staged_file(target) as tmp:
-        model.save(tmp)
-    return target
+    """The `.keras` file of the model at an MLflow URI (the pipeline's pyfunc model holds one,
+    a Keras-flavor model is one), downloaded under MODELS_CACHE_DIR, one folder per URI, so the
+    same URI is the same file. Nothing is loaded: TensorFlow stays untouched until the devices
+    and the strategy are set."""
+    store.configure()
+    folder = MODELS_CACHE_DIR / re.sub(r"[^A-Za-z0-9._@-]+", "_", uri)
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder)))
+    except mlflow.exceptions.MlflowException as error:
+        raise ModelNotFoundError(f"no model at {uri} ({error.message})") from error
+    found = sorted(local.rglob("*.keras"))
+    if len(found) != 1:
+        raise ModelNotFoundError(
+            f"{uri} holds {len(found)} .keras files, not one: not a model of this pipeline"
+        )
+    return found[0]
 
 
 def local_transfer_weights(params: Params) -> Params:

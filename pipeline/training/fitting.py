@@ -77,8 +77,9 @@ def resolved_settings(
 
 @dataclass(frozen=True)
 class Plan:
-    """A training as planned: the train params as written (their auto keys are not read:
-    `settings` holds what each became) and the seed."""
+    """A training as planned: the train params (as written, but for train.transfer.base,
+    resolved, and train.transfer.weights, an MLflow URI's local file; their auto keys are not
+    read: `settings` holds what each became) and the seed."""
 
     cfg: TrainParams
     settings: Settings

@@ -43,17 +43,25 @@ a frozen object of plain values that the training code takes instead of params' 
 
 - train.test_time_views auto (`resolve_views`): shift from scratch, none with a base.
 
-A number or a name always wins. The train stage prints the resolved values and logs them to
-the run (`Settings.as_params`); every later stage reads the input off the saved model.
+A number or a name always wins. Nothing here imports TensorFlow or loads a model (a
+`pipeline` base's input is read from its archive), so resolving draws no random number before
+the seed is set. The train stage prints every resolved value; the run records the input,
+epochs, early-stopping start and base as params (`Settings.as_params`), the precision, XLA
+and cache as tags, the views in `models/labels.json`; every later stage reads the input off
+the saved model.
 """
 
+import json
 import math
 import os
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from pipeline.common.log import PipelineError
 from pipeline.params import (
     AUTO,
     AUTO_BASE,
@@ -64,6 +72,7 @@ from pipeline.params import (
     Params,
     TrainParams,
 )
+from pipeline.paths import ROOT
 from pipeline.training.batching import resolve_batch_size
 
 AUTO_MAX_SIZE = 64  # auto never goes above this from scratch (larger: set base.image_size)
@@ -131,6 +140,33 @@ class InputShape:
         return f"input {self.image_size}x{self.image_size}x{self.channels} ({self.why})"
 
 
+class SettingsError(PipelineError, ValueError):
+    """A setting that cannot be resolved: the file it names is missing or not a model."""
+
+
+def archive_input_shape(weights: str) -> tuple[int, int]:
+    """(image size, channels) the model of a `.keras` file takes, read from the archive's
+    config.json: nothing is loaded (no TensorFlow, no random draw before the seed is set)."""
+    path = Path(weights) if Path(weights).is_absolute() else ROOT / weights
+    if not path.is_file():
+        raise SettingsError(f"train.transfer.weights: model file {path} not found")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+        [shape] = [
+            layer["config"]["batch_shape"]
+            for layer in config["config"]["layers"]
+            if layer["class_name"] == "InputLayer"
+        ]
+        _, height, _, depth = shape
+        return int(height), int(depth)
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError) as error:
+        raise SettingsError(
+            f"train.transfer.weights: {path} is not a Keras model of one image input "
+            f"({type(error).__name__}: {error})"
+        ) from None
+
+
 def median_shorter_side(rows: pd.DataFrame) -> int:
     """The median of min(width, height) over manifest rows (their columns are text)."""
     sides = pd.concat([pd.to_numeric(rows["width"]), pd.to_numeric(rows["height"])], axis=1)
@@ -144,11 +180,7 @@ def resolve_input(params: Params, train_rows: pd.DataFrame, split_channels: int)
     if size != AUTO and channels != AUTO:
         return InputShape(size, channels, "as set in params.yaml")
     if transfer.base == "pipeline":
-        # imported here: it loads models through TensorFlow, which the rest of this module
-        # does without (make bench-gpu resolves the shape under Keras' JAX backend)
-        from pipeline.training.transfer import load_pipeline_model
-
-        _, height, _, depth = load_pipeline_model(transfer.weights).input_shape
+        height, depth = archive_input_shape(transfer.weights)
         return InputShape(
             int(height) if size == AUTO else size,
             int(depth) if channels == AUTO else channels,

@@ -317,3 +317,28 @@ def test_the_training_code_never_compares_with_auto():
             if re.search(r"""(==|!=|\bin)\s*\(?["']auto["']|\bAUTO\b""", line):
                 found.append(f"{path.name}:{number}: {line.strip()}")
     assert found == []
+
+
+def test_a_pipeline_base_s_input_is_read_from_its_archive_without_loading_it(tmp_path):
+    """base.image_size and base.channels auto for `train.transfer.base: pipeline`: the earlier
+    model's input, from the .keras archive's config.json (no TensorFlow, no random draw)."""
+    import subprocess
+    import sys
+
+    import keras
+
+    from pipeline.training.settings import SettingsError, archive_input_shape
+
+    inputs = keras.Input((24, 24, 3))
+    path = tmp_path / "earlier.keras"
+    keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs)).save(path)
+    assert archive_input_shape(str(path)) == (24, 3)
+    probe = "import sys; from pipeline.training.settings import archive_input_shape as a; "
+    probe += f"print(a({str(path)!r}), 'tensorflow' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert run.stdout.split() == ["(24,", "3)", "False"], run.stderr
+    with pytest.raises(SettingsError, match=r"model file .*gone\.keras not found"):
+        archive_input_shape(str(tmp_path / "gone.keras"))
+    (tmp_path / "notes.keras").write_text("not a model")
+    with pytest.raises(SettingsError, match=r"notes\.keras is not a Keras model"):
+        archive_input_shape(str(tmp_path / "notes.keras"))

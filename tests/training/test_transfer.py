@@ -176,7 +176,7 @@ def test_a_pipeline_model_is_found_by_its_mlflow_uri(tmp_path, monkeypatch):
         update={"train": params.train.model_copy(update={"transfer": transfer})}
     )
     local = registry.local_transfer_weights(params).train.transfer.weights
-    assert Path(local).parent.parent == tmp_path / "cache"
+    assert tmp_path / "cache" in Path(local).parents and local.endswith(".keras")
     built = build_transfer_model(SHAPE, 4, transfer_params(base="pipeline", weights=local))
     np.testing.assert_array_equal(
         built.base.get_layer("block1_conv1").get_weights()[0],
