@@ -30,9 +30,10 @@ def first_phase(cfg: TrainParams, blocks: int, epochs: int) -> Phase:
     if transfer.base == "none":
         learning_rate, patience = cfg.optimizer.learning_rate, cfg.early_stopping.patience
         return Phase(0, None, learning_rate, 0, epochs, patience)
-    if transfer.schedule == "auto":
-        return Phase(0, 0, cfg.optimizer.learning_rate, 0, epochs, transfer.patience)
-    return _manual_phase(cfg, 0, 0, blocks, epochs)
+    if transfer.schedule == "manual":
+        return _manual_phase(cfg, 0, 0, blocks, epochs)
+    # the automatic schedule: every block frozen, one more unfrozen at each stall
+    return Phase(0, 0, cfg.optimizer.learning_rate, 0, epochs, transfer.patience)
 
 
 def _manual_phase(cfg: TrainParams, index: int, start: int, blocks: int, epochs: int) -> Phase:

@@ -304,9 +304,8 @@ def test_the_training_code_never_compares_with_auto():
     from pathlib import Path
 
     training = Path(__file__).resolve().parents[2] / "pipeline" / "training"
-    # not settings: Keras' own loss reduction named auto, and the transfer schedule named auto
-    # (unfreeze a block at each stall: a schedule, not a setting left to resolve)
-    allowed = {"distribute.py": 'reduction in ("auto"', "schedule.py": 'schedule == "auto"'}
+    # not a setting: Keras' own loss reduction named auto
+    allowed = {"distribute.py": 'reduction in ("auto"'}
     found = []
     for path in sorted(training.glob("*.py")):
         if path.name in ("settings.py", "batching.py"):  # the resolver
