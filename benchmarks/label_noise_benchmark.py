@@ -85,8 +85,8 @@ def run(dataset: str, share: float, seed: int, settings: list[str]) -> dict:
         **scores,
         "cross-fit s": round(fit_seconds, 1),
         "cleanlab s": round(find_seconds, 1),
-        "epochs": fit.epochs,
-        "batch": fit.batch_size,
+        "epochs": settings.epochs,
+        "batch": settings.batch_size,
     }
 
 

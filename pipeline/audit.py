@@ -105,8 +105,6 @@ def audit_metrics(
         "suspects_per_split": suspects["split"].value_counts().to_dict(),
         "cross_fit_accuracy": float((fit.probabilities.argmax(1) == labels).mean()),
         "folds": len(fit.folds),
-        "epochs": fit.epochs,
-        "batch_size": fit.batch_size,
         "image_issues": {check: int(counts[check].iloc[-1]) for check in checks},
         "duplicate_sets_across_classes": int(sets["conflicting_labels"].sum()),
         "conflicts_left_out_by_split": len(conflicts),
@@ -121,7 +119,7 @@ def main() -> None:
     rows = in_splits(manifest).reset_index(drop=True)
     labels = np.array(label_indices(rows["label"], classes))
     sides = np.minimum(rows["width"].astype(int), rows["height"].astype(int))
-    settings = resolve_audit(cfg, pd.Series(sides), cpu_has_bf16())
+    settings = resolve_audit(cfg, sides, cpu_has_bf16())
     size, precision, channels = settings.image_size, settings.precision, split_channels()
     # the image checks first: cleanvision's worker processes are forked from this one, which
     # is small before TensorFlow has decoded the images and trained the fold models
@@ -156,11 +154,13 @@ def main() -> None:
     metrics = audit_metrics(rows, labels, fit, suspects, checked, left_out) | {
         "cross_fit_seconds": round(fit_seconds, 1),
         "image_check_seconds": round(check_seconds, 1),
+        # what the audit's autos resolved to (`curation.settings`)
         **{"image_size": size, "precision": precision},
+        **{"epochs": settings.epochs, "batch_size": settings.batch_size},
         **{"filter_by": cfg.filter_by, "rank_by": cfg.rank_by},
     }
     write_json(AUDIT_METRICS, metrics)
-    write_review(params, metrics, suspects, counts, sets, left_out)
+    write_review(params, metrics, suspects, checked, left_out)
     log.info(
         f"{len(suspects)} of {len(rows)} images suspected of a wrong label "
         f"({metrics['suspect_share']:.1%}; out-of-sample accuracy "
@@ -174,11 +174,11 @@ def write_review(
     params: Params,
     metrics: dict,
     suspects: pd.DataFrame,
-    counts: pd.DataFrame,
-    sets: pd.DataFrame,
+    checked: Checked,
     left_out: pd.DataFrame,
 ) -> None:
     """The review page: the suspects to look at first, the image checks, the conflicts."""
+    counts, sets = checked.counts, checked.sets
     page = review_report(
         dataset=dataset_name(params.ingest.source, params.ingest.classes),
         metrics=metrics,

@@ -81,7 +81,6 @@ from pipeline.training.resume import (
     start_from_chief_state,
     state_folder,
 )
-from pipeline.training.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +123,8 @@ class Job:
     dist: distribute.Distribution
     inputs: TrainingInputs
     network: Network
-    classes: list[str]
+    labels: Labels  # the split's classes, in order
+    rows: tuple[pd.DataFrame, pd.DataFrame]  # the training and validation splits' manifest rows
     folder: Path  # this process's training state
     key: str  # the fingerprint of params and data that a resumed run must match
 
@@ -140,12 +140,10 @@ def run_tags(job: Job) -> dict[str, str]:
         "precision_policy": setup.precision,
         "jit_compile": str(setup.jit_compile).lower(),
         "input_cache": inputs.cache,
-        "classes": ",".join(job.classes),
+        "classes": ",".join(job.labels.classes),
         "train_images": str(inputs.train_images),
         "validation_images": str(inputs.validation_images),
-        "transfer_base_choice": job.plan.settings.notes[
-            0
-        ],  # what train.transfer.base became, and why
+        "transfer_base_choice": job.plan.settings.base_why,  # what train.transfer.base became
     }
 
 
@@ -189,7 +187,8 @@ def main() -> None:
     params = registry.local_transfer_weights(load_params())  # an MLflow URI: a local file
     gate = checked_gate(params.train.allow_failed_validation)
     rows = read_split("train"), read_split("validation")
-    classes = read_labels(LABELS_FILE).classes
+    labels = read_labels(LABELS_FILE)
+    classes = labels.classes
     params, settings, gpus = resolved_settings(params, rows, classes)
     plan = Plan(params.train, settings, params.base.seed)
     setup, dist = prepare_process(plan, gpus)
@@ -199,7 +198,7 @@ def main() -> None:
         key = fingerprint(params, SPLIT_MANIFEST)
         inputs = training_inputs(plan, dist, classes, rows, key, folder)
         network = build_network(plan, len(classes), dist.strategy)
-        job = Job(params, plan, setup, dist, inputs, network, classes, folder, key)
+        job = Job(params, plan, setup, dist, inputs, network, labels, rows, folder, key)
         if dist.is_chief:
             train_chief(job, gate)
         else:
@@ -228,7 +227,7 @@ def train_chief(job: Job, gate: ValidationResult) -> None:
             )
         else:
             log.info(f"resuming MLflow run {resume_run} from the last finished epoch")
-        metrics = train(fitting, dist, job.inputs, settings, job.params.registered_model)
+        metrics = train(job, fitting)
         write_run_record(RUN_FILE, RunRecord(run_id, experiment_id))
     shutil.rmtree(RESUME_DIR, ignore_errors=True)  # finished: nothing to resume
     log.info(f"{finished(job, metrics)}; MLflow run {run_id}")
@@ -255,28 +254,22 @@ def finished(job: Job, metrics: dict) -> str:
     )
 
 
-def train(
-    fitting: Fitting,
-    dist: distribute.Distribution,
-    inputs: TrainingInputs,
-    settings: Settings,
-    registered_model: str,
-) -> dict:
+def train(job: Job, fitting: Fitting) -> dict:
     """The chief's part, inside its MLflow run: fit (resuming an interrupted fit of the same
     params and data), then write and log everything about the model; returns its metrics."""
     started = time.perf_counter()
-    with dist.strategy.scope():
+    with job.dist.strategy.scope():
         stopper, phases = run_schedule(fitting)
     seconds = time.perf_counter() - started
     table = history_table(RESUME_DIR / "history.csv")
-    best, metrics = summarise(table, stopper, fitting, seconds, inputs.train_images)
-    views = settings.test_time_views
+    best, metrics = summarise(table, stopper, fitting, seconds, job.inputs.train_images)
+    views = job.plan.settings.test_time_views
     log.info(f"test-time views: {views} (train.test_time_views, resolved)")
-    deployed = replace(read_labels(LABELS_FILE), test_time_views=views)
+    deployed = replace(job.labels, test_time_views=views)
     write_outputs(table, phases, metrics, best, fitting.model, deployed)
     with native_stderr():
-        example = (SPLIT_DIR / read_split("validation")["path"].iloc[0]).read_bytes()
-        registry.log_model(MODEL_FILE, MODEL_LABELS_FILE, example, registered_model)
+        example = (SPLIT_DIR / job.rows[1]["path"].iloc[0]).read_bytes()
+        registry.log_model(MODEL_FILE, MODEL_LABELS_FILE, example, job.params.registered_model)
     log_training_result(metrics, phases, RUN_ARTIFACTS, DATA_DOCS_DIR)
     return metrics
 

@@ -34,8 +34,6 @@ class CrossFit:
     probabilities: np.ndarray  # (images, classes), each row from the model that did not see it
     fold: np.ndarray  # each image's fold
     folds: pd.DataFrame  # per fold: images held out, accuracy on them, seconds
-    epochs: int
-    batch_size: int
 
 
 def fold_ids(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -139,4 +137,4 @@ def cross_fit(
             f"{accuracy:.4f} against their given labels, {seconds:.0f} s"
         )
         keras.backend.clear_session()
-    return CrossFit(probabilities, fold, pd.DataFrame(rows), settings.epochs, settings.batch_size)
+    return CrossFit(probabilities, fold, pd.DataFrame(rows))

@@ -95,7 +95,7 @@ def range_test(steps: int, start: float, end: float) -> tuple[pd.DataFrame, dict
     cfg = params.train
     plan = Plan(cfg, replace(settings, distribute="none"), params.base.seed)
     setup = configure_devices(settings.precision, settings.jit_compile, gpus)
-    dist = distribute.configure(cfg, "none", settings.batch_size)
+    dist = distribute.configure(cfg, plan.settings.distribute, settings.batch_size)
     keras.utils.set_random_seed(params.base.seed)
     inputs = training_inputs(plan, dist, classes, rows, "lr-find", LR_FIND_DIR)
     model = build_network(plan, len(classes), dist.strategy).model
@@ -116,7 +116,7 @@ def range_test(steps: int, start: float, end: float) -> tuple[pd.DataFrame, dict
         "batch_size": settings.batch_size,
         "start": start,
         "end": end,
-        "input": settings.notes[1],
+        "input": settings.input_why,
     }
     return table, about | suggest(table)
 

@@ -90,9 +90,9 @@ def log_model(model_file: Path, labels_file: Path, example: bytes, registered_na
     )
 
 
-def load_logged_model(uri: str, labels: bool = True) -> tuple[keras.Model, Labels | None]:
-    """The Keras model behind an MLflow model URI and (`labels`) its class names: from the
-    pipeline's pyfunc model, or for a Keras-flavor model from its run's `models/labels.json`."""
+def load_logged_model(uri: str) -> tuple[keras.Model, Labels]:
+    """The Keras model behind an MLflow model URI and its class names: from the pipeline's
+    pyfunc model, or for a Keras-flavor model from its run's `models/labels.json`."""
     store.configure()
     try:
         info = mlflow.models.get_model_info(uri)
@@ -101,8 +101,6 @@ def load_logged_model(uri: str, labels: bool = True) -> tuple[keras.Model, Label
             found = classifier.labels
             return classifier.model, found
         model = mlflow.keras.load_model(uri)
-        if not labels:
-            return model, None
         local = mlflow.artifacts.download_artifacts(
             run_id=info.run_id, artifact_path=MODEL_LABELS_FILE.relative_to(ROOT).as_posix()
         )

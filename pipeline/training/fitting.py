@@ -65,8 +65,8 @@ def resolved_settings(
     labels = label_indices(rows[0]["label"], classes)
     machine = Machine(gpus=gpus, bf16=cpu_has_bf16(), cluster_tasks=tasks)
     params, settings = resolve(params, rows, labels, split_channels(SPLIT_DIR), machine)
-    for note in settings.notes:
-        log.info(note)
+    log.info(settings.base_why)
+    log.info(settings.class_weight_why)
     log.info(
         f"{settings.describe()} (train.epochs {params.train.epochs}, train.batch_size "
         f"{params.train.batch_size}, train.early_stopping.start_from_epoch "

@@ -67,7 +67,6 @@ from pipeline.params import (
     AUTO_BASE,
     BASES,
     MIN_BASE_SIZE,
-    BaseParams,
     DeviceParams,
     Params,
     TrainParams,
@@ -104,7 +103,10 @@ class Settings:
     jit_compile: bool
     distribute: str  # none | mirrored | multi_worker
     test_time_views: str
-    notes: tuple[str, ...]  # how the autos were resolved, for the log
+    # how the autos were resolved, for the log and the run's tags
+    base_why: str
+    input_why: str
+    class_weight_why: str
 
     def as_params(self) -> dict[str, str | int]:
         """What auto became, as MLflow params beside the params as written."""
@@ -117,9 +119,10 @@ class Settings:
         }
 
     def describe(self) -> str:
+        """The input (and how it was resolved), the epochs, the batch and early stopping."""
         return (
-            f"input {self.image_size}x{self.image_size}x{self.channels}; {self.epochs} epochs "
-            f"of batch {self.batch_size}; early stopping from epoch {self.stopping_start + 1}"
+            f"{self.input_why}; {self.epochs} epochs of batch {self.batch_size}; early stopping "
+            f"from epoch {self.stopping_start + 1}"
         )
 
 
@@ -128,13 +131,6 @@ class InputShape:
     image_size: int
     channels: int
     why: str  # how auto was resolved, for the log
-
-    def applied(self, base: BaseParams) -> BaseParams:
-        """`base` with the resolved numbers in place of auto."""
-        return base.model_copy(update={"image_size": self.image_size, "channels": self.channels})
-
-    def as_params(self) -> dict[str, int]:
-        return {"input.image_size": self.image_size, "input.channels": self.channels}
 
     def describe(self) -> str:
         return f"input {self.image_size}x{self.image_size}x{self.channels} ({self.why})"
@@ -335,7 +331,9 @@ def resolve(
         jit_compile=jit,
         distribute=resolve_distribute(train.distribute, machine.gpus, machine.cluster_tasks),
         test_time_views=resolve_views(train),
-        notes=(base_why, shape.describe(), weight_why),
+        base_why=base_why,
+        input_why=shape.describe(),
+        class_weight_why=weight_why,
     )
     return params, settings
 

@@ -63,7 +63,6 @@ def test_the_defaults_are_auto_and_resolve_from_the_data(raw_params):
     assert fashion.image_size == max(28, need)
     photos = resolve_input(params, sized((500, 375), (640, 480), (300, 200)), split_channels=3)
     assert (photos.image_size, photos.channels) == (AUTO_MAX_SIZE, 3)
-    assert photos.as_params() == {"input.image_size": AUTO_MAX_SIZE, "input.channels": 3}
     assert "median shorter side is 375 px" in photos.describe()
 
 
@@ -72,8 +71,7 @@ def test_a_small_model_keeps_small_images_at_their_own_size(raw_params):
     params = params_with(raw_params, train={"model": small})
     shape = resolve_input(params, sized((28, 28), (28, 30), (26, 28)), split_channels=1)
     assert shape.image_size == 28
-    base = shape.applied(params.base)
-    assert (base.image_size, base.channels, base.seed) == (28, 1, params.base.seed)
+    assert shape.channels == 1
 
 
 def test_numbers_win_over_the_data(raw_params):
@@ -255,10 +253,19 @@ def test_the_digits_defaults_resolve_into_plain_values():
         jit_compile=False,
         distribute="none",
         test_time_views="shift",
-        notes=settings.notes,
+        base_why="train.transfer.base auto -> none: the images are grayscale",
+        input_why=settings.input_why,
+        class_weight_why="train.class_weight auto: none (classes of 125 to 126 images)",
     )
+    assert settings.input_why.startswith("input 16x16x1 (auto: channels 1: grayscale images")
     assert "auto" not in {str(value) for value in vars(settings).values()}
-    assert settings.as_params()["train.epochs_resolved"] == 30
+    assert settings.as_params() == {
+        "input.image_size": 16,
+        "input.channels": 1,
+        "train.epochs_resolved": 30,
+        "train.early_stopping.start_from_epoch_resolved": 15,
+        "train.transfer.base_resolved": "none",
+    }
     with pytest.raises(AttributeError):
         settings.epochs = 3  # frozen
 
